@@ -1,0 +1,5 @@
+"""``python -m memtop``."""
+
+from memtop.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,167 @@
+"""Create, name, find and list run directories; read and atomically update ``meta.json``."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from memtop.errors import MemtopError
+from memtop.runs.format import META_FILE, RANK_FILE_PREFIX, RANK_FILE_SUFFIX, SCHEMA_VERSION
+from memtop.version import __version__
+
+DEFAULT_RUNS_DIR = "memtop_runs"
+_NAME_RE = re.compile(r"[^A-Za-z0-9._-]+")
+_RUN_ID_RE = re.compile(r"^\d{8}-\d{6}-")
+
+
+def default_runs_dir() -> Path:
+    return Path(os.environ.get("MEMTOP_RUNS_DIR") or DEFAULT_RUNS_DIR)
+
+
+def sanitize_name(name: str) -> str:
+    cleaned = _NAME_RE.sub("-", name).strip("-.")
+    return cleaned[:60] or "run"
+
+
+def _package_version(name: str) -> str | None:
+    try:
+        from importlib.metadata import version
+
+        return version(name)
+    except Exception:
+        return None
+
+
+def create_run_dir(runs_dir: Path, name: str, now: float | None = None) -> Path:
+    """Create ``<runs_dir>/<YYYYmmdd-HHMMSS-name>`` (made unique with ``-2``, ``-3`` …)."""
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(now if now is not None else time.time()))
+    base = f"{stamp}-{sanitize_name(name)}"
+    try:
+        runs_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise MemtopError(f"cannot create runs directory {runs_dir}: {exc.strerror or exc}") from exc
+    if not os.access(runs_dir, os.W_OK | os.X_OK):
+        raise MemtopError(f"runs directory {runs_dir} is not writable")
+    for attempt in range(1, 1000):
+        run_id = base if attempt == 1 else f"{base}-{attempt}"
+        path = runs_dir / run_id
+        try:
+            path.mkdir()
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            raise MemtopError(f"cannot create run directory {path}: {exc.strerror or exc}") from exc
+        return path
+    raise MemtopError(f"cannot find a free run id under {runs_dir} for {base}")
+
+
+def new_meta(run_dir: Path, command: list[str], devices: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "schema": SCHEMA_VERSION,
+        "run_id": run_dir.name,
+        "command": list(command),
+        "cwd": os.getcwd(),
+        "started_at": time.time(),
+        "ended_at": None,
+        "exit_code": None,
+        "status": "running",
+        "memtop_version": __version__,
+        "torch_version": _package_version("torch"),
+        "python_version": sys.version.split()[0],
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "devices": devices,
+        "detected_flags": [],
+    }
+
+
+def write_meta(run_dir: Path, meta: dict[str, Any]) -> None:
+    """Write meta.json atomically (temp file + rename) so a reader never sees half a file."""
+    target = run_dir / META_FILE
+    tmp = run_dir / f".{META_FILE}.{os.getpid()}.tmp"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(meta, fh, indent=2, sort_keys=True)
+        fh.write("\n")
+    os.replace(tmp, target)
+
+
+def read_meta(run_dir: Path) -> dict[str, Any] | None:
+    """Return meta.json as a dict, or None when it is missing or unreadable."""
+    try:
+        with open(run_dir / META_FILE, encoding="utf-8") as fh:
+            data = json.load(fh)
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def update_meta(run_dir: Path, **changes: Any) -> dict[str, Any]:
+    meta = read_meta(run_dir) or {"schema": SCHEMA_VERSION, "run_id": run_dir.name}
+    meta.update(changes)
+    write_meta(run_dir, meta)
+    return meta
+
+
+def is_run_dir(path: Path) -> bool:
+    if not path.is_dir():
+        return False
+    if (path / META_FILE).exists():
+        return True
+    return any(p.name.startswith(RANK_FILE_PREFIX) and p.name.endswith(RANK_FILE_SUFFIX) for p in path.iterdir())
+
+
+def list_runs(runs_dir: Path) -> list[Path]:
+    """Run directories under ``runs_dir``, newest first (by start time, then by name)."""
+    if not runs_dir.is_dir():
+        return []
+    runs = [p for p in runs_dir.iterdir() if is_run_dir(p)]
+
+    def key(p: Path) -> tuple[float, str]:
+        meta = read_meta(p)
+        started = meta.get("started_at") if meta else None
+        if not isinstance(started, (int, float)):
+            try:
+                started = p.stat().st_mtime
+            except OSError:
+                started = 0.0
+        return (float(started), p.name)
+
+    return sorted(runs, key=key, reverse=True)
+
+
+def resolve_run(spec: str | None, runs_dir: Path | None = None) -> Path:
+    """Turn ``latest``, a run id or a path into a run directory, or raise MemtopError."""
+    runs_dir = runs_dir if runs_dir is not None else default_runs_dir()
+    if spec is None or spec == "latest":
+        if not runs_dir.is_dir():
+            raise MemtopError(f"no runs directory at {runs_dir} (run `memtop train` first, or pass --runs-dir)")
+        runs = list_runs(runs_dir)
+        if not runs:
+            raise MemtopError(f"no runs in {runs_dir}")
+        return runs[0]
+    as_path = Path(spec)
+    if as_path.is_dir():
+        if is_run_dir(as_path):
+            return as_path
+        raise MemtopError(f"{spec} is not a memtop run directory (no meta.json or rank*.jsonl)")
+    candidate = runs_dir / spec
+    if candidate.is_dir() and is_run_dir(candidate):
+        return candidate
+    if runs_dir.is_dir():
+        matches = [p for p in list_runs(runs_dir) if p.name.endswith(spec) or p.name.startswith(spec)]
+        if len(matches) == 1:
+            return matches[0]
+        if len(matches) > 1:
+            names = ", ".join(p.name for p in matches[:5])
+            raise MemtopError(f"run {spec!r} is ambiguous: {names}")
+    raise MemtopError(f"no run {spec!r} in {runs_dir}")
+
+
+def looks_like_run_id(text: str) -> bool:
+    return bool(_RUN_ID_RE.match(text))
