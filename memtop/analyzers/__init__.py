@@ -1,0 +1,1 @@
+"""Pure functions over run records (no UI imports): the post-mortem and the advisor."""
