@@ -1,0 +1,151 @@
+"""Byte accounting of tensors by unique storage: parameters, gradients, optimizer state.
+
+Every figure is a sum over *unique storages* on one device, so tied weights, views and flat
+buffers (DDP gradient buckets, FSDP flat parameters) are counted once. Nothing here keeps a
+tensor alive between calls: callers pass weak references or fresh lists.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+import torch
+
+StorageKey = int  # the storage's data pointer (unique among live storages of one device)
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    name: str
+    category: str
+    bytes: int
+    shape: tuple[int, ...]
+    dtype: str
+
+    def as_record(self) -> dict[str, object]:
+        return {"name": self.name, "category": self.category, "bytes": self.bytes, "shape": list(self.shape), "dtype": self.dtype}
+
+
+@dataclass
+class CategoryTotal:
+    """Unique-storage total of one category, plus its tensors at or over the size threshold."""
+
+    bytes: int = 0
+    keys: set[StorageKey] = field(default_factory=set)
+    large: list[TensorInfo] = field(default_factory=list)
+
+
+def storage_of(t: torch.Tensor) -> tuple[StorageKey, int] | None:
+    """``(key, nbytes)`` of the tensor's storage, or None for tensors without one (meta, sparse…)."""
+    try:
+        st = t.untyped_storage()
+        ptr = st.data_ptr()
+        nbytes = st.nbytes()
+    except (RuntimeError, NotImplementedError, TypeError, AttributeError):
+        return None
+    if ptr == 0 and nbytes == 0:
+        return None
+    return ptr, nbytes
+
+
+def on_device(t: torch.Tensor, device: torch.device) -> bool:
+    d = t.device
+    if d.type != device.type:
+        return False
+    return device.index is None or d.index == device.index
+
+
+def add_tensor(
+    total: CategoryTotal,
+    t: torch.Tensor,
+    device: torch.device,
+    exclude: set[StorageKey] | None,
+    name: str | None,
+    category: str,
+    threshold: int,
+) -> None:
+    """Count ``t`` into ``total`` once per storage (skipping storages in ``exclude``)."""
+    if not on_device(t, device):
+        return
+    info = storage_of(t)
+    if info is None:
+        return
+    key, nbytes = info
+    if key in total.keys or (exclude is not None and key in exclude):
+        return
+    total.keys.add(key)
+    total.bytes += nbytes
+    if name is not None and nbytes >= threshold:
+        total.large.append(TensorInfo(name, category, nbytes, tuple(t.shape), str(t.dtype)))
+
+
+class ParamRegistry:
+    """The parameters of the optimizers being watched, with names, held only by weak reference."""
+
+    def __init__(self) -> None:
+        self._params: list[weakref.ref[torch.Tensor]] = []
+        self._ids: set[int] = set()
+        self.names: dict[int, str] = {}
+
+    def update(self, params: Iterable[torch.Tensor]) -> None:
+        for p in params:
+            if id(p) not in self._ids:
+                self._ids.add(id(p))
+                self._params.append(weakref.ref(p))
+
+    def live(self) -> Iterator[torch.Tensor]:
+        dead = False
+        for ref in self._params:
+            p = ref()
+            if p is None:
+                dead = True
+                continue
+            yield p
+        if dead:
+            self._params = [r for r in self._params if r() is not None]
+            self._ids = {id(r()) for r in self._params}
+
+    def name_of(self, p: torch.Tensor) -> str:
+        return self.names.get(id(p), f"param[{tuple(p.shape)}]")
+
+    def __len__(self) -> int:
+        return len(self._params)
+
+
+def optimizer_params(opt: torch.optim.Optimizer) -> Iterator[torch.Tensor]:
+    for group in opt.param_groups:
+        for p in group["params"]:
+            if isinstance(p, torch.Tensor):
+                yield p
+
+
+def count_gradients(
+    params: Iterable[torch.Tensor], registry: ParamRegistry, device: torch.device, threshold: int
+) -> CategoryTotal:
+    total = CategoryTotal()
+    for p in params:
+        g = p.grad
+        if g is not None:
+            add_tensor(total, g, device, None, registry.name_of(p) + ".grad", "gradients", threshold)
+    return total
+
+
+def count_optimizer_state(
+    optimizers: Iterable[tuple[str, torch.optim.Optimizer]],
+    registry: ParamRegistry,
+    device: torch.device,
+    exclude: set[StorageKey],
+    threshold: int,
+) -> CategoryTotal:
+    total = CategoryTotal()
+    for opt_name, opt in optimizers:
+        for p, state in opt.state.items():
+            if not isinstance(state, dict):
+                continue
+            pname = registry.name_of(p) if isinstance(p, torch.Tensor) else str(p)
+            for key, value in state.items():
+                if isinstance(value, torch.Tensor):
+                    add_tensor(total, value, device, exclude, f"{opt_name}.state[{pname}].{key}", "optimizer_state", threshold)
+    return total

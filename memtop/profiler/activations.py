@@ -1,0 +1,119 @@
+"""Activations: the tensors autograd saved for backward, read off the graph when backward starts.
+
+The graph is walked from the backward roots through ``next_functions``; each node's saved tensors
+are read through its ``_raw_saved_*`` attributes and ``SavedTensor.data``, which returns the stored
+tensor (or the object a saved-tensors hook packed) *without* calling any unpack hook, so
+checkpointed regions are never recomputed and offloading hooks are never triggered. Nothing is
+kept after the walk.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import torch
+
+from memtop.profiler.accounting import CategoryTotal, StorageKey, TensorInfo, on_device, storage_of
+
+_RAW_PREFIX = "_raw_saved_"
+_attr_cache: dict[type, tuple[str, ...]] = {}
+
+
+def _saved_attrs(node_type: type) -> tuple[str, ...]:
+    names = _attr_cache.get(node_type)
+    if names is None:
+        names = tuple(n for n in dir(node_type) if n.startswith(_RAW_PREFIX))
+        _attr_cache[node_type] = names
+    return names
+
+
+def _tensors_in(packed: object, depth: int = 0) -> Iterable[torch.Tensor]:
+    """Tensors inside whatever a saved-tensors hook returned (tensor, tuple of tensors…)."""
+    if isinstance(packed, torch.Tensor):
+        yield packed
+    elif depth < 2 and isinstance(packed, (tuple, list)):
+        for item in packed:
+            yield from _tensors_in(item, depth + 1)
+
+
+@dataclass
+class GraphWalk:
+    total: CategoryTotal = field(default_factory=CategoryTotal)
+    nodes: int = 0
+
+
+def saved_tensors_of_graph(
+    roots: Iterable[object],
+    device: torch.device,
+    exclude: set[StorageKey],
+    threshold: int,
+    max_nodes: int = 2_000_000,
+) -> GraphWalk:
+    """Unique storages saved for backward in the graph under ``roots`` (minus ``exclude``)."""
+    walk = GraphWalk()
+    total = walk.total
+    stack = [r for r in roots if r is not None]
+    visited: set[int] = set()
+    keep_alive: list[object] = []  # node wrappers must outlive the walk so ids stay unique
+    while stack:
+        node = stack.pop()
+        nid = id(node)
+        if nid in visited:
+            continue
+        visited.add(nid)
+        keep_alive.append(node)
+        walk.nodes += 1
+        if walk.nodes > max_nodes:
+            break
+        node_type = type(node)
+        for attr in _saved_attrs(node_type):
+            try:
+                raw = getattr(node, attr)
+            except (RuntimeError, AttributeError):
+                continue  # freed (backward already ran) or not applicable
+            items = raw if isinstance(raw, (tuple, list)) else (raw,)
+            for saved in items:
+                if saved is None:
+                    continue
+                try:
+                    data = saved.data
+                except (RuntimeError, AttributeError):
+                    continue
+                for t in _tensors_in(data):
+                    if not on_device(t, device):
+                        continue
+                    info = storage_of(t)
+                    if info is None:
+                        continue
+                    key, nbytes = info
+                    if key in total.keys or key in exclude:
+                        continue
+                    total.keys.add(key)
+                    total.bytes += nbytes
+                    if nbytes >= threshold:
+                        name = f"saved[{node_type.__name__}].{attr[len(_RAW_PREFIX):]}"
+                        total.large.append(TensorInfo(name, "activations", nbytes, tuple(t.shape), str(t.dtype)))
+        try:
+            nexts = node.next_functions  # type: ignore[attr-defined]
+        except AttributeError:
+            continue
+        for nxt, _ in nexts:
+            if nxt is not None and id(nxt) not in visited:
+                stack.append(nxt)
+    return walk
+
+
+def backward_roots(t_outputs: object) -> list[object]:
+    """grad_fn nodes of the tensors (or GradientEdges) handed to the autograd engine."""
+    roots: list[object] = []
+    items = t_outputs if isinstance(t_outputs, (tuple, list)) else (t_outputs,)
+    for t in items:
+        if isinstance(t, torch.Tensor):
+            if t.grad_fn is not None:
+                roots.append(t.grad_fn)
+        else:
+            node = getattr(t, "node", None)
+            if node is not None:
+                roots.append(node)
+    return roots

@@ -1,0 +1,184 @@
+"""Device backends: what the allocator and the device can tell about memory.
+
+CUDA has allocator counters (torch.cuda) and the driver's view (NVML); the CPU has neither, so
+its allocator figures are None and its "device" figures are the process's resident set size and
+the machine's physical memory.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+
+
+@dataclass(frozen=True)
+class AllocatorState:
+    allocated: int | None
+    reserved: int | None
+    inactive_split: int | None
+
+
+class Backend(Protocol):
+    device: torch.device
+
+    def allocated(self) -> int | None: ...
+
+    def state(self) -> AllocatorState: ...
+
+    def take_peak(self) -> int | None:
+        """The allocator's peak since the last call, then reset it."""
+        ...
+
+    def carry_peak(self, value: int) -> None:
+        """Remember a peak read mid-step (a stage had to reset the counter) for the next take_peak."""
+        ...
+
+    def device_usage(self) -> tuple[int | None, int | None]:
+        """(used by this process, total) of the device."""
+        ...
+
+
+def _rss_bytes() -> int | None:
+    try:
+        with open("/proc/self/statm", encoding="ascii") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        import psutil
+
+        return int(psutil.Process().memory_info().rss)
+    except Exception:  # noqa: BLE001 - psutil missing or unsupported platform: figure unknown
+        return None
+
+
+def _physical_memory() -> int | None:
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def rss_bytes() -> int | None:
+    return _rss_bytes()
+
+
+def peak_rss_bytes() -> int | None:
+    try:
+        import resource
+
+        return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+    except (ImportError, OSError):
+        return None
+
+
+class CpuBackend:
+    def __init__(self) -> None:
+        self.device = torch.device("cpu")
+        self._total = _physical_memory()
+
+    def allocated(self) -> int | None:
+        return None
+
+    def state(self) -> AllocatorState:
+        return AllocatorState(None, None, None)
+
+    def take_peak(self) -> int | None:
+        return None
+
+    def carry_peak(self, value: int) -> None:
+        return None
+
+    def device_usage(self) -> tuple[int | None, int | None]:
+        return _rss_bytes(), self._total
+
+
+class CudaBackend:
+    """torch.cuda counters for one device, plus NVML (sampled at most once a second)."""
+
+    NVML_INTERVAL = 1.0
+
+    def __init__(self, device: torch.device) -> None:
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        self.device = torch.device("cuda", index)
+        self.index = index
+        self._nvml = NvmlProbe(index)
+        self._nvml_at = 0.0
+        self._nvml_value: tuple[int | None, int | None] = (None, None)
+        self._carried = 0
+
+    def allocated(self) -> int | None:
+        return int(torch.cuda.memory_allocated(self.index))
+
+    def state(self) -> AllocatorState:
+        stats = torch.cuda.memory_stats(self.index)
+        allocated = int(stats.get("allocated_bytes.all.current", torch.cuda.memory_allocated(self.index)))
+        reserved = int(stats.get("reserved_bytes.all.current", torch.cuda.memory_reserved(self.index)))
+        inactive = stats.get("inactive_split_bytes.all.current")
+        return AllocatorState(allocated, reserved, int(inactive) if inactive is not None else None)
+
+    def take_peak(self) -> int | None:
+        peak = max(int(torch.cuda.max_memory_allocated(self.index)), self._carried)
+        torch.cuda.reset_peak_memory_stats(self.index)
+        self._carried = 0
+        return peak
+
+    def carry_peak(self, value: int) -> None:
+        self._carried = max(self._carried, value)
+
+    def device_usage(self) -> tuple[int | None, int | None]:
+        now = time.monotonic()
+        if now - self._nvml_at >= self.NVML_INTERVAL:
+            self._nvml_at = now
+            self._nvml_value = self._nvml.usage()
+        return self._nvml_value
+
+
+class NvmlProbe:
+    """This process's used bytes and the card's total, through NVML (nvidia-ml-py).
+
+    The card is found by UUID, so CUDA_VISIBLE_DEVICES reordering is respected. When the process
+    is not listed (a container's PID namespace), the card's used bytes are reported instead.
+    """
+
+    def __init__(self, torch_index: int) -> None:
+        self._handle: object | None = None
+        self.scope = "process"
+        try:
+            import pynvml
+
+            pynvml.nvmlInit()
+            uuid = str(torch.cuda.get_device_properties(torch_index).uuid)
+            try:
+                self._handle = pynvml.nvmlDeviceGetHandleByUUID(uuid if uuid.startswith(("GPU-", "MIG-")) else f"GPU-{uuid}")
+            except pynvml.NVMLError:
+                self._handle = pynvml.nvmlDeviceGetHandleByIndex(torch_index)
+        except Exception:  # noqa: BLE001 - no NVML (driver, library or permissions): figures unknown
+            self._handle = None
+
+    def usage(self) -> tuple[int | None, int | None]:
+        if self._handle is None:
+            return None, None
+        try:
+            import pynvml
+
+            total = int(pynvml.nvmlDeviceGetMemoryInfo(self._handle).total)
+            pid = os.getpid()
+            for proc in pynvml.nvmlDeviceGetComputeRunningProcesses(self._handle):
+                if proc.pid == pid and proc.usedGpuMemory is not None:
+                    self.scope = "process"
+                    return int(proc.usedGpuMemory), total
+            self.scope = "device"
+            return int(pynvml.nvmlDeviceGetMemoryInfo(self._handle).used), total
+        except Exception:  # noqa: BLE001 - NVML query failed: figures unknown
+            return None, None
+
+
+def backend_for(device: torch.device) -> Backend:
+    if device.type == "cuda" and torch.cuda.is_available():
+        return CudaBackend(device)
+    return CpuBackend()

@@ -1,0 +1,486 @@
+"""One profiling session per process (rank): measures each step and writes its records.
+
+The session is driven by events that :mod:`memtop.profiler.hooks` forwards from torch: the start
+of every backward pass (the end of a forward pass) and the end of every optimizer step. It keeps
+only weak references to models, optimizers and parameters.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import time
+import weakref
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from memtop.profiler import naming
+from memtop.profiler.accounting import (
+    CategoryTotal,
+    ParamRegistry,
+    StorageKey,
+    TensorInfo,
+    add_tensor,
+    count_gradients,
+    count_optimizer_state,
+    optimizer_params,
+)
+from memtop.profiler.activations import backward_roots, saved_tensors_of_graph
+from memtop.profiler.backends import Backend, backend_for, peak_rss_bytes, rss_bytes
+from memtop.profiler.config import HookConfig
+from memtop.profiler.writers import JsonlWriter, TensorBoardWriter
+from memtop.runs import format as fmt
+
+PARAM_RECOUNT_EVERY = 50
+
+
+@dataclass
+class Composition:
+    """The categories at one moment of a step."""
+
+    point: str
+    allocated: int | None
+    parameters: CategoryTotal
+    gradients: CategoryTotal
+    optimizer_state: CategoryTotal
+    activations: CategoryTotal
+
+    @property
+    def tracked(self) -> int:
+        return self.parameters.bytes + self.gradients.bytes + self.optimizer_state.bytes + self.activations.bytes
+
+    def weight(self) -> int:
+        return self.allocated if self.allocated is not None else self.tracked
+
+
+@dataclass
+class _StepState:
+    best: Composition | None = None
+    backward_calls: int = 0
+    started: float = field(default_factory=time.perf_counter)
+
+
+class Session:
+    def __init__(self, config: HookConfig, run_dir: Path, rank: int | None = None) -> None:
+        self.config = config
+        self.run_dir = run_dir
+        self.rank = config.rank if rank is None else rank
+        self.disabled = False
+        self.step = 0
+        self.optimizer_steps_seen = 0
+        self.params = ParamRegistry()
+        self.models = naming.ModelRegistry()
+        self._optimizers: list[tuple[str, weakref.ref[torch.optim.Optimizer]]] = []
+        self._primary: int | None = None  # id() of the optimizer whose step ends a memtop step
+        self._names_resolved = False
+        self._device: torch.device | None = None
+        self._backend: Backend | None = None
+        self._writer: JsonlWriter | None = None
+        self._tb: TensorBoardWriter | None = None
+        self._state = _StepState()
+        self._last_record_time: float | None = None
+        self._param_total: CategoryTotal | None = None
+        self._param_total_step = -1
+        self._last_state_total = CategoryTotal()
+        self._act_bytes = 0
+        self._act_large: list[TensorInfo] = []
+        self._act_step: int | None = None
+        self._act_cost = 0.0  # seconds of the last graph walk
+        self._step_time_avg: float | None = None
+        self.sample_every = 1
+        self._last_oom_time = 0.0
+        self._warned: set[str] = set()
+        self.exit_reason = "normal"
+        self.exception_name: str | None = None
+        self.closed = False
+
+    # ------------------------------------------------------------------ set-up
+    def watch_optimizer(self, opt: torch.optim.Optimizer, name: str | None = None) -> None:
+        if any(r() is opt for _, r in self._optimizers):
+            return
+        taken = {n for n, _ in self._optimizers}
+        base = name or "optimizer"
+        label, i = base, 1
+        while label in taken:
+            i += 1
+            label = f"{base}_{i}"
+        self._optimizers.append((label, weakref.ref(opt)))
+        self.params.update(optimizer_params(opt))
+        self._names_resolved = False
+        self._param_total = None
+
+    def watch_model(self, model: torch.nn.Module, name: str = "model") -> None:
+        self.models.add_root(name, model)
+        self._names_resolved = False
+        self._param_total = None
+
+    def optimizers(self) -> list[tuple[str, torch.optim.Optimizer]]:
+        out = []
+        for name, ref in self._optimizers:
+            opt = ref()
+            if opt is not None:
+                out.append((name, opt))
+        return out
+
+    @property
+    def device(self) -> torch.device:
+        if self._device is None:
+            self._device = self._detect_device()
+        return self._device
+
+    def _detect_device(self) -> torch.device:
+        for p in self.params.live():
+            if p.device.type == "cuda":
+                return p.device
+        for _, m in self.models.roots():
+            for p in m.parameters():
+                if p.device.type == "cuda":
+                    return p.device
+        return torch.device("cpu")
+
+    @property
+    def backend(self) -> Backend:
+        if self._backend is None:
+            self._backend = backend_for(self.device)
+        return self._backend
+
+    def _ensure_names(self) -> None:
+        if self._names_resolved:
+            return
+        self._names_resolved = True
+        if not self.models:
+            ids = {id(p) for p in self.params.live()}
+            frame = naming.caller_frame()
+            roots = naming.find_root_modules(ids) if ids else []
+            named = [(naming.variable_name_for(m, frame, "model"), m) for m in roots]
+            self.models.set_roots(named)
+        self.params.names = self.models.param_names()
+
+    def _open(self) -> JsonlWriter:
+        if self._writer is None:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            self._writer = JsonlWriter(self.run_dir / fmt.rank_file_name(self.rank))
+            if self.config.tensorboard:
+                self._tb = TensorBoardWriter(self.run_dir / fmt.TENSORBOARD_DIR / f"rank{self.rank}")
+        return self._writer
+
+    def _base(self, kind: str) -> dict[str, Any]:
+        return {"type": kind, "schema": fmt.SCHEMA_VERSION, "rank": self.rank, "time": time.time()}
+
+    def write(self, record: dict[str, Any]) -> None:
+        self._open().write(record)
+
+    # ------------------------------------------------------------------ accounting
+    def _count_parameters(self) -> CategoryTotal:
+        if self._param_total is not None and self.step - self._param_total_step < PARAM_RECOUNT_EVERY:
+            return self._param_total
+        self._ensure_names()
+        total = CategoryTotal()
+        dev, thr = self.device, self.config.large_tensor_bytes
+        for name, t in self.models.named_tensors():
+            add_tensor(total, t, dev, None, name, "parameters", thr)
+        for p in self.params.live():
+            add_tensor(total, p, dev, None, self.params.name_of(p), "parameters", thr)
+        self._param_total = total
+        self._param_total_step = self.step
+        return total
+
+    def _count_gradients(self) -> CategoryTotal:
+        return count_gradients(self._grad_params(), self.params, self.device, self.config.large_tensor_bytes)
+
+    def _grad_params(self) -> list[torch.Tensor]:
+        params = list(self.params.live())
+        if self.models:
+            seen = {id(p) for p in params}
+            for _, m in self.models.roots():
+                params.extend(p for p in m.parameters() if id(p) not in seen)
+        return params
+
+    def _count_state(self, exclude: set[StorageKey]) -> CategoryTotal:
+        return count_optimizer_state(self.optimizers(), self.params, self.device, exclude, self.config.large_tensor_bytes)
+
+    # ------------------------------------------------------------------ events
+    def on_backward(self, t_outputs: object) -> None:
+        """The autograd engine is about to run backward: the end of a forward pass."""
+        if self.disabled or not self._optimizers and not self.models:
+            return
+        roots = backward_roots(t_outputs)
+        if not roots:
+            return
+        self._state.backward_calls += 1
+        params = self._count_parameters()
+        grads = self._count_gradients()
+        state = self._last_state_total
+        if self._should_walk():
+            exclude = params.keys | grads.keys | state.keys
+            t0 = time.perf_counter()
+            walk = saved_tensors_of_graph(roots, self.device, exclude, self.config.large_tensor_bytes)
+            cost = time.perf_counter() - t0
+            self._act_cost = cost if self._act_step != self.step + 1 else max(self._act_cost, cost)
+            acts = walk.total
+            if self._act_step != self.step + 1 or acts.bytes >= self._act_bytes:
+                self._act_bytes = acts.bytes
+                self._act_large = acts.large
+            self._act_step = self.step + 1
+        else:
+            acts = CategoryTotal(bytes=self._act_bytes, large=list(self._act_large))
+        comp = Composition("forward_end", self.backend.allocated(), params, grads, state, acts)
+        self._consider(comp)
+
+    def _should_walk(self) -> bool:
+        mode = self.config.activations
+        if mode == "off":
+            return False
+        if mode == "every" or self._act_step is None:
+            return True
+        next_step = self.step + 1
+        return next_step == self._act_step or next_step - self._act_step >= self.sample_every
+
+    def _consider(self, comp: Composition) -> None:
+        best = self._state.best
+        if best is None or comp.weight() > best.weight():
+            self._state.best = comp
+
+    def on_optimizer_step(self, opt: torch.optim.Optimizer) -> None:
+        """An optimizer finished its step (global post-hook)."""
+        if self.disabled:
+            return
+        self.watch_optimizer(opt)
+        if self._primary is None:
+            self._primary = id(opt)
+        params = self._count_parameters()
+        grads = self._count_gradients()
+        state = self._count_state(params.keys | grads.keys)
+        self._last_state_total = state
+        comp = Composition("optimizer_step", self.backend.allocated(), params, grads, state, CategoryTotal())
+        self._consider(comp)
+        if id(opt) == self._primary:
+            self.optimizer_steps_seen += 1
+            self._finish_step()
+
+    def on_manual_step(self) -> None:
+        """``prof.step()``: ends a step only where no optimizer step is seen (inference, custom optimizers)."""
+        if self.disabled or self.optimizer_steps_seen:
+            return
+        params = self._count_parameters()
+        grads = self._count_gradients()
+        state = self._count_state(params.keys | grads.keys)
+        self._last_state_total = state
+        self._consider(Composition("manual_step", self.backend.allocated(), params, grads, state, CategoryTotal()))
+        self._finish_step()
+
+    def _finish_step(self) -> None:
+        self.step += 1
+        now = time.time()
+        backend = self.backend
+        peak = backend.take_peak()
+        alloc_state = backend.state()
+        used, total = backend.device_usage()
+        comp = self._state.best
+        assert comp is not None
+        cats: dict[str, int | None] = {
+            "parameters": comp.parameters.bytes,
+            "gradients": comp.gradients.bytes,
+            "optimizer_state": comp.optimizer_state.bytes,
+            "activations": comp.activations.bytes,
+            "other": None,
+        }
+        tracked = comp.tracked
+        if peak is not None:
+            if tracked > peak:
+                self._warn_once("accounting", f"tracked tensors ({tracked} B) exceed the allocator peak ({peak} B) at step {self.step}; 'other' clamped to 0")
+            cats["other"] = max(0, peak - tracked)
+        frag_bytes = frag_pct = None
+        if alloc_state.allocated is not None and alloc_state.reserved is not None:
+            frag_bytes = alloc_state.reserved - alloc_state.allocated
+            frag_pct = (100.0 * frag_bytes / alloc_state.reserved) if alloc_state.reserved else 0.0
+        step_time = None if self._last_record_time is None else now - self._last_record_time
+        self._last_record_time = now
+        if step_time is not None:
+            avg = self._step_time_avg
+            self._step_time_avg = step_time if avg is None else 0.9 * avg + 0.1 * step_time
+        self._adapt_sampling()
+        rec = self._base("step")
+        rec.update(
+            {
+                "step": self.step,
+                "time": now,
+                "device": str(self.device),
+                "step_time": step_time,
+                "allocated": alloc_state.allocated,
+                "reserved": alloc_state.reserved,
+                "peak": peak,
+                "categories": cats,
+                "peak_point": comp.point,
+                "activations_step": self._act_step,
+                "tracked": tracked,
+                "fragmentation_bytes": frag_bytes,
+                "fragmentation_pct": frag_pct,
+                "inactive_split_bytes": alloc_state.inactive_split,
+                "device_used": used,
+                "device_total": total,
+                "large_tensors": self._large_tensors(comp),
+                "sample_every": self.sample_every,
+            }
+        )
+        self.write(rec)
+        if self._tb is not None:
+            self._tb.add_step(rec)
+        self._state = _StepState()
+        if self.config.max_steps is not None and self.step >= self.config.max_steps:
+            self.exit_reason = "max_steps"
+            self.close()
+            raise SystemExit(0)
+
+    def _adapt_sampling(self) -> None:
+        """Walk the autograd graph only as often as fits the overhead budget."""
+        if self.config.activations != "auto" or not self._step_time_avg or self._act_cost <= 0:
+            return
+        budget = self.config.overhead_budget * self._step_time_avg
+        self.sample_every = max(1, min(1000, math.ceil(self._act_cost / budget))) if budget > 0 else 1
+
+    def _large_tensors(self, comp: Composition) -> list[dict[str, object]]:
+        items: list[TensorInfo] = []
+        for total in (comp.parameters, comp.gradients, comp.optimizer_state, comp.activations):
+            items.extend(total.large)
+        items.sort(key=lambda t: t.bytes, reverse=True)
+        return [t.as_record() for t in items[: self.config.max_large_tensors]]
+
+    # ------------------------------------------------------------------ stages
+    def stage_begin(self) -> dict[str, Any]:
+        backend = self.backend if (self._optimizers or self.models) else None
+        cuda = backend is not None and backend.device.type == "cuda"
+        ctx: dict[str, Any] = {"t0": time.perf_counter(), "cuda": cuda}
+        if cuda and backend is not None:
+            ctx["carry_peak"] = backend.take_peak()
+            ctx["before"] = backend.allocated()
+        else:
+            ctx["before"] = rss_bytes()
+            ctx["maxrss"] = peak_rss_bytes()
+        return ctx
+
+    def stage_end(self, name: str, ctx: dict[str, Any]) -> None:
+        duration = time.perf_counter() - ctx["t0"]
+        if ctx["cuda"]:
+            backend = self.backend
+            after = backend.allocated()
+            peak = backend.take_peak()
+            carry = ctx.get("carry_peak")
+            if carry is not None and peak is not None:
+                # keep the step's own peak intact across the reset the stage needed
+                self._carry_peak(max(carry, peak))
+            measure = "cuda_allocated"
+        else:
+            after = rss_bytes()
+            maxrss_after = peak_rss_bytes()
+            before_max = ctx.get("maxrss")
+            peak = maxrss_after if (maxrss_after is not None and before_max is not None and maxrss_after > before_max) else None
+            measure = "rss"
+        rec = self._base("stage")
+        rec.update({"name": name, "step": self.step, "duration": duration, "before": ctx["before"], "after": after, "peak": peak, "measure": measure})
+        self.write(rec)
+
+    def _carry_peak(self, value: int) -> None:
+        if self._backend is not None:
+            self._backend.carry_peak(value)
+
+    # ------------------------------------------------------------------ failures and exit
+    def on_oom(self, message: str, requested: int | None, device_free: int | None, frames_from: Any = None) -> None:
+        now = time.monotonic()
+        if now - self._last_oom_time < 1.0:
+            return  # the allocator observer already reported this one
+        self._last_oom_time = now
+        self._param_total = None
+        params = self._count_parameters()
+        grads = self._count_gradients()
+        state = self._count_state(params.keys | grads.keys)
+        roots = _graph_roots_in_frames(frames_from)
+        acts = saved_tensors_of_graph(roots, self.device, params.keys | grads.keys | state.keys, self.config.large_tensor_bytes).total
+        alloc = self.backend.state()
+        comp = Composition("oom", alloc.allocated, params, grads, state, acts)
+        cats: dict[str, int | None] = {
+            "parameters": params.bytes,
+            "gradients": grads.bytes,
+            "optimizer_state": state.bytes,
+            "activations": acts.bytes,
+            "other": max(0, alloc.allocated - comp.tracked) if alloc.allocated is not None else None,
+        }
+        rec = self._base("oom")
+        rec.update(
+            {
+                "message": message[:2000],
+                "requested_bytes": requested,
+                "step": self.step,
+                "device": str(self.device),
+                "categories": cats,
+                "allocated": alloc.allocated,
+                "reserved": alloc.reserved,
+                "device_free": device_free,
+                "large_tensors": self._large_tensors(comp),
+            }
+        )
+        self.write(rec)
+        self.exit_reason = "oom"
+
+    def warn(self, message: str, disabled: bool = False) -> None:
+        rec = self._base("warning")
+        rec.update({"message": message, "source": "hook", "disabled": disabled})
+        try:
+            self.write(rec)
+        except OSError:
+            sys.stderr.write(f"memtop: {message}\n")
+
+    def _warn_once(self, key: str, message: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            self.warn(message)
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        if self._writer is None:
+            return
+        rec = self._base("exit")
+        rec.update({"reason": self.exit_reason, "exception": self.exception_name, "steps": self.step, "pid": os.getpid()})
+        try:
+            self._writer.write(rec)
+        finally:
+            if self._tb is not None:
+                self._tb.close()
+            self._writer.close()
+
+
+def _graph_roots_in_frames(frames_from: Any) -> list[object]:
+    """grad_fn nodes of tensors held by the frames of a traceback or of the current stack."""
+    frames = []
+    if frames_from is not None and hasattr(frames_from, "tb_frame"):
+        tb = frames_from
+        while tb is not None:
+            frames.append(tb.tb_frame)
+            tb = tb.tb_next
+    else:
+        try:
+            f = sys._getframe(1)
+        except ValueError:
+            f = None
+        while f is not None:
+            frames.append(f)
+            f = f.f_back
+    roots: list[object] = []
+    seen: set[int] = set()
+    for frame in frames:
+        try:
+            values = list(frame.f_locals.values())
+        except Exception:  # noqa: BLE001 - a frame whose locals cannot be read is skipped
+            continue
+        for v in values:
+            if isinstance(v, torch.Tensor) and v.grad_fn is not None and id(v.grad_fn) not in seen:
+                node = v.grad_fn
+                seen.add(id(node))
+                roots.append(node)
+    return roots
