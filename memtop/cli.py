@@ -19,20 +19,23 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(2)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(verb: str | None = None) -> argparse.ArgumentParser:
+    """The parser; only ``verb``'s module is imported (to add its options), so the CLI starts fast."""
     parser = _Parser(prog="memtop", description="Where did my GPU memory go, and which flag do I change?")
     parser.add_argument("--version", action="version", version=f"memtop {__version__}")
     sub = parser.add_subparsers(dest="verb", metavar="COMMAND", parser_class=_Parser)
-    for verb, module, help_text in COMMANDS:
-        p = sub.add_parser(verb, help=help_text, description=help_text)
+    for name, module, help_text in COMMANDS:
+        p = sub.add_parser(name, help=help_text, description=help_text)
         p.set_defaults(_module=module)
-        load(module).add_arguments(p)
+        if name == verb:
+            load(module).add_arguments(p)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser()
+    verb = next((a for a in argv if not a.startswith("-")), None)
+    parser = build_parser(verb if verb in {name for name, _, _ in COMMANDS} else None)
     if not argv:
         parser.print_help()
         return 2

@@ -60,6 +60,7 @@ class Composition:
 @dataclass
 class _StepState:
     best: Composition | None = None
+    moments: dict[str, Composition] = field(default_factory=dict)
     backward_calls: int = 0
     started: float = field(default_factory=time.perf_counter)
 
@@ -241,9 +242,13 @@ class Session:
         return next_step == self._act_step or next_step - self._act_step >= self.sample_every
 
     def _consider(self, comp: Composition) -> None:
-        best = self._state.best
+        state = self._state
+        best = state.best
         if best is None or comp.weight() > best.weight():
-            self._state.best = comp
+            state.best = comp
+        seen = state.moments.get(comp.point)
+        if seen is None or comp.weight() > seen.weight():
+            state.moments[comp.point] = comp
 
     def on_optimizer_step(self, opt: torch.optim.Optimizer) -> None:
         """An optimizer finished its step (global post-hook)."""
@@ -324,6 +329,7 @@ class Session:
                 "device_used": used,
                 "device_total": total,
                 "large_tensors": self._large_tensors(comp),
+                "moments": {point: _moment(c) for point, c in self._state.moments.items()},
                 "sample_every": self.sample_every,
             }
         )
@@ -453,6 +459,16 @@ class Session:
             if self._tb is not None:
                 self._tb.close()
             self._writer.close()
+
+
+def _moment(comp: Composition) -> dict[str, int | None]:
+    return {
+        "allocated": comp.allocated,
+        "parameters": comp.parameters.bytes,
+        "gradients": comp.gradients.bytes,
+        "optimizer_state": comp.optimizer_state.bytes,
+        "activations": comp.activations.bytes,
+    }
 
 
 def _graph_roots_in_frames(frames_from: Any) -> list[object]:
