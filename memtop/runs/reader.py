@@ -134,7 +134,7 @@ def load_run(run_dir: Path) -> RunData:
             data.warnings.append(f"{run_dir}: unknown schema version {schema!r} (this memtop reads {SCHEMA_VERSION}); reading leniently")
     for rank, path in rank_files(run_dir).items():
         tail = RankTail(path)
-        data.records[rank] = tail.poll(max_bytes=1 << 62, final=True)
+        data.records[rank] = tail.poll(max_bytes=-1, final=True)  # -1: the whole file
         data.bad_lines += tail.bad_lines
     if data.bad_lines:
         data.warnings.append(f"{data.bad_lines} unreadable line(s) skipped (truncated or garbage)")

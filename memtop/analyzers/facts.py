@@ -1,0 +1,152 @@
+"""The measured figures the advisor reasons from, gathered once per run.
+
+The composition comes from the run's peak step (the rank with the most memory), or from the
+``oom`` record when the run died before its first step completed.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from memtop.analyzers import fragmentation, leak
+from memtop.analyzers.cmdline import split_command
+from memtop.analyzers.flags import apply_command_values, detect_flags
+from memtop.analyzers.roles import roles
+from memtop.analyzers.series import RankSeries, as_int, rank_series
+from memtop.analyzers.summary import Peak, RunInfo, find_peak, large_tensors, run_info
+from memtop.runs.format import CATEGORIES
+from memtop.runs.reader import Record, RunData
+
+# The dashboard asks for advice again and again on a live run: detect a script's flags only once.
+_FLAG_CACHE: dict[tuple[tuple[str, ...], str], list[dict[str, Any]]] = {}
+
+
+@dataclass
+class Facts:
+    info: RunInfo
+    series: dict[int, RankSeries]
+    peak: Peak | None
+    oom: Record | None
+    level: int  # the peak in bytes (allocator peak on CUDA, tracked on CPU)
+    has_allocator: bool
+    cats: dict[str, int]  # the composition at the peak; unmeasured figures as 0
+    other_known: bool
+    device_total: int | None
+    device_used_max: int | None
+    large: list[dict[str, Any]]
+    flags: list[dict[str, Any]]
+    roles: dict[str, dict[str, Any]]
+    head: list[str]  # launcher + script
+    args: list[str]  # the script's own arguments
+    frag: fragmentation.FragmentationReport
+    leak: leak.LeakReport
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def activations(self) -> int:
+        return self.cats["activations"]
+
+    @property
+    def parameters(self) -> int:
+        return self.cats["parameters"]
+
+    @property
+    def gradients(self) -> int:
+        return self.cats["gradients"]
+
+    @property
+    def optimizer_state(self) -> int:
+        return self.cats["optimizer_state"]
+
+    @property
+    def other(self) -> int:
+        return self.cats["other"]
+
+    def share(self, nbytes: int) -> float:
+        return nbytes / self.level if self.level > 0 else 0.0
+
+    @property
+    def command(self) -> list[str]:
+        return [*self.head, *self.args]
+
+
+def run_flags(run: RunData, command: list[str], cwd: Path, detect: bool = True) -> list[dict[str, Any]]:
+    """``meta["detected_flags"]``, else (and if ``detect``) found now from the script on disk."""
+    stored = (run.meta or {}).get("detected_flags")
+    entries: list[dict[str, Any]] = []
+    if isinstance(stored, list):
+        entries = [dict(e) for e in stored if isinstance(e, dict) and isinstance(e.get("flag"), str)]
+    if not entries and detect and command:
+        key = (tuple(command), str(cwd))
+        if key not in _FLAG_CACHE:
+            _FLAG_CACHE[key] = detect_flags(command, cwd) if cwd.is_dir() else []
+        entries = [dict(e) for e in _FLAG_CACHE[key]]
+    return entries
+
+
+def gather(run: RunData, detect_flags_now: bool = True, series: dict[int, RankSeries] | None = None) -> Facts:
+    series = series if series is not None else rank_series(run)
+    info = run_info(run, series)
+    peak = find_peak(series)
+    ooms = list(run.of_type("oom"))
+    oom = ooms[-1] if ooms else None
+    notes: list[str] = []
+    if peak is not None:
+        cats = {c: (v or 0) for c, v in peak.categories.items()}
+        other_known = peak.categories.get("other") is not None
+        level = peak.bytes
+        has_alloc = peak.measure == "allocator_peak"
+        large = peak.large_tensors
+        total = peak.device_total or info.device_total
+    elif oom is not None:
+        got = oom.get("categories")
+        raw: dict[str, Any] = got if isinstance(got, dict) else {}
+        cats = {c: (as_int(raw.get(c)) or 0) for c in CATEGORIES}
+        other_known = as_int(raw.get("other")) is not None
+        allocated = as_int(oom.get("allocated"))
+        level = allocated if allocated is not None else sum(cats.values())
+        has_alloc = allocated is not None
+        large = large_tensors(oom)
+        total = info.device_total
+        notes.append("no step completed: the composition is the one at the out-of-memory error")
+    else:
+        cats = {c: 0 for c in CATEGORIES}
+        other_known = False
+        level = 0
+        has_alloc = False
+        large = []
+        total = info.device_total
+    used = [v for s in series.values() for v in s.device_used if v is not None]
+    cwd = Path(info.cwd) if info.cwd else run.path
+    command = info.command
+    head, args = split_command(command, cwd if cwd.is_dir() else None) if command else ([], [])
+    flags = run_flags(run, command, cwd, detect=detect_flags_now and _may_run_scripts())
+    apply_command_values(flags, args)
+    return Facts(
+        info=info,
+        series=series,
+        peak=peak,
+        oom=oom,
+        level=level,
+        has_allocator=has_alloc,
+        cats=cats,
+        other_known=other_known,
+        device_total=total,
+        device_used_max=max(used) if used else None,
+        large=large,
+        flags=flags,
+        roles=roles(flags),
+        head=head,
+        args=args,
+        frag=fragmentation.analyze(series),
+        leak=leak.analyze(series),
+        notes=notes,
+    )
+
+
+def _may_run_scripts() -> bool:
+    """``MEMTOP_NO_FLAG_DETECTION=1`` stops the advisor from running a script's ``--help``."""
+    return os.environ.get("MEMTOP_NO_FLAG_DETECTION", "") not in ("1", "true", "yes")

@@ -1,0 +1,169 @@
+"""Step records turned into per-rank columns, the shape every analyzer works on.
+
+Records are read leniently, so any field may be missing or of the wrong type; here each one
+becomes an ``int``/``float`` or ``None`` once, and the analyzers never look at raw dicts again.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from memtop.runs.format import CATEGORIES
+from memtop.runs.reader import Record, RunData
+
+TRACKED_CATEGORIES = ("parameters", "gradients", "optimizer_state", "activations")
+
+
+def as_int(value: Any) -> int | None:
+    """An integer byte figure, or None (bools, strings, NaN and negatives are not figures)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value if value >= 0 else None
+    if isinstance(value, float) and math.isfinite(value) and value >= 0:
+        return int(value)
+    return None
+
+
+def as_float(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)) and math.isfinite(value):
+        return float(value)
+    return None
+
+
+@dataclass
+class RankSeries:
+    """One rank's step records as parallel columns (index ``i`` is the ``i``-th step record)."""
+
+    rank: int
+    device: str = "unknown"
+    steps: list[int] = field(default_factory=list)
+    time: list[float | None] = field(default_factory=list)
+    step_time: list[float | None] = field(default_factory=list)
+    allocated: list[int | None] = field(default_factory=list)
+    reserved: list[int | None] = field(default_factory=list)
+    peak: list[int | None] = field(default_factory=list)
+    tracked: list[int] = field(default_factory=list)
+    categories: dict[str, list[int | None]] = field(default_factory=lambda: {c: [] for c in CATEGORIES})
+    fragmentation_bytes: list[int | None] = field(default_factory=list)
+    fragmentation_pct: list[float | None] = field(default_factory=list)
+    inactive_split_bytes: list[int | None] = field(default_factory=list)
+    device_used: list[int | None] = field(default_factory=list)
+    device_total: list[int | None] = field(default_factory=list)
+    records: list[Record] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.steps)
+
+    @property
+    def has_allocator(self) -> bool:
+        """True when the device has an allocator counter (CUDA): peak/allocated are figures."""
+        return any(v is not None for v in self.peak)
+
+    def level(self, i: int) -> int:
+        """The step's memory level: the allocator peak where measured, else the tracked bytes."""
+        p = self.peak[i]
+        return p if p is not None else self.tracked[i]
+
+    def levels(self) -> list[int]:
+        return [self.level(i) for i in range(len(self.steps))]
+
+    def total(self) -> int | None:
+        """The device's capacity as the records report it (last known)."""
+        for v in reversed(self.device_total):
+            if v is not None:
+                return v
+        return None
+
+
+def _append(s: RankSeries, rec: Record) -> None:
+    step = rec.get("step")
+    if isinstance(step, bool) or not isinstance(step, int):
+        return
+    cats = rec.get("categories")
+    cats = cats if isinstance(cats, dict) else {}
+    values = {c: as_int(cats.get(c)) for c in CATEGORIES}
+    tracked = as_int(rec.get("tracked"))
+    if tracked is None:
+        tracked = sum(v or 0 for c, v in values.items() if c in TRACKED_CATEGORIES)
+    s.steps.append(step)
+    s.time.append(as_float(rec.get("time")))
+    s.step_time.append(as_float(rec.get("step_time")))
+    s.allocated.append(as_int(rec.get("allocated")))
+    s.reserved.append(as_int(rec.get("reserved")))
+    s.peak.append(as_int(rec.get("peak")))
+    s.tracked.append(tracked)
+    for c in CATEGORIES:
+        s.categories[c].append(values[c])
+    s.fragmentation_bytes.append(as_int(rec.get("fragmentation_bytes")))
+    s.fragmentation_pct.append(as_float(rec.get("fragmentation_pct")))
+    s.inactive_split_bytes.append(as_int(rec.get("inactive_split_bytes")))
+    s.device_used.append(as_int(rec.get("device_used")))
+    s.device_total.append(as_int(rec.get("device_total")))
+    s.records.append(rec)
+    dev = rec.get("device")
+    if isinstance(dev, str):
+        s.device = dev
+
+
+def rank_series(run: RunData) -> dict[int, RankSeries]:
+    """``{rank: RankSeries}`` for every rank with at least one usable step record.
+
+    Records are kept in step order; a step written twice (a restarted writer) keeps the last.
+    """
+    out: dict[int, RankSeries] = {}
+    for rank, recs in run.records.items():
+        steps = [r for r in recs if r.get("type") == "step"]
+        if not steps:
+            continue
+        ordered = _dedupe_sorted(steps)
+        s = RankSeries(rank=rank)
+        for rec in ordered:
+            _append(s, rec)
+        if s.steps:
+            out[rank] = s
+    return out
+
+
+def _dedupe_sorted(steps: list[Record]) -> list[Record]:
+    in_order = True
+    last = -1
+    for r in steps:
+        st = r.get("step")
+        if not isinstance(st, int) or isinstance(st, bool) or st <= last:
+            in_order = False
+            break
+        last = st
+    if in_order:
+        return steps
+    by_step: dict[int, Record] = {}
+    for r in steps:
+        st = r.get("step")
+        if isinstance(st, int) and not isinstance(st, bool):
+            by_step[st] = r
+    return [by_step[k] for k in sorted(by_step)]
+
+
+def median(values: list[float]) -> float | None:
+    if not values:
+        return None
+    v = sorted(values)
+    n = len(v)
+    mid = n // 2
+    return float(v[mid]) if n % 2 else (v[mid - 1] + v[mid]) / 2.0
+
+
+def quantile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    v = sorted(values)
+    pos = min(len(v) - 1, max(0, round(q * (len(v) - 1))))
+    return float(v[pos])
+
+
+def present(values: list[int | None] | list[float | None]) -> list[float]:
+    return [float(v) for v in values if v is not None]

@@ -1,0 +1,269 @@
+"""The run at a glance: what ran, where the peak was and what it was made of, the timeline."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from memtop.analyzers.series import RankSeries, as_float, as_int, median, present, quantile
+from memtop.runs.format import CATEGORIES
+from memtop.runs.reader import Record, RunData
+
+CPU_UNMEASURED = (
+    "on CPU there is no allocator counter: the allocator peak, allocated/reserved, `other` "
+    "(inputs, temporaries) and fragmentation cannot be measured; the peak shown is the tracked "
+    "bytes (parameters + gradients + optimizer state + activations)"
+)
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    run_id: str
+    path: str
+    command: list[str]
+    cwd: str | None
+    status: str
+    exit_code: int | None
+    started_at: float | None
+    ended_at: float | None
+    device_name: str | None
+    device_kind: str  # "cuda", "cpu" or "unknown"
+    device_total: int | None
+    ranks: list[int]
+    steps: int  # step records on the rank with the most
+    first_step: int | None
+    last_step: int | None
+
+    @property
+    def duration(self) -> float | None:
+        if self.started_at is None or self.ended_at is None:
+            return None
+        return max(0.0, self.ended_at - self.started_at)
+
+
+@dataclass(frozen=True)
+class CategoryShare:
+    category: str
+    bytes: int | None
+    percent: float | None  # of the peak; None where not measurable
+
+
+@dataclass(frozen=True)
+class Peak:
+    """The largest step of the run (over all ranks) and its composition."""
+
+    rank: int
+    step: int
+    index: int
+    bytes: int
+    measure: str  # "allocator_peak" (CUDA) or "tracked" (CPU: sum of the four tracked categories)
+    categories: dict[str, int | None]
+    breakdown: list[CategoryShare]
+    tracked: int
+    allocated: int | None
+    reserved: int | None
+    device_used: int | None
+    device_total: int | None
+    peak_point: str | None
+    large_tensors: list[dict[str, Any]]
+
+    @property
+    def percent_of_device(self) -> float | None:
+        if not self.device_total:
+            return None
+        return 100.0 * self.bytes / self.device_total
+
+
+@dataclass(frozen=True)
+class SeriesStats:
+    name: str
+    first: float | None
+    last: float | None
+    min: float | None
+    max: float | None
+    median: float | None
+
+
+@dataclass(frozen=True)
+class Timeline:
+    """Per-rank summary of the step series, with a few hundred points for a plot."""
+
+    rank: int
+    steps: int
+    first_step: int
+    last_step: int
+    stats: list[SeriesStats]
+    step_time_median: float | None
+    step_time_mean: float | None
+    step_time_p90: float | None
+    points: dict[str, list[Any]] = field(default_factory=dict)
+
+
+def _device_from_meta(meta: dict[str, Any] | None) -> tuple[str | None, str, int | None]:
+    devices = (meta or {}).get("devices")
+    if isinstance(devices, list) and devices and isinstance(devices[0], dict):
+        d = devices[0]
+        kind = d.get("kind") if d.get("kind") in ("cuda", "cpu") else "unknown"
+        name = d.get("name") if isinstance(d.get("name"), str) else None
+        return name, str(kind), as_int(d.get("total_bytes"))
+    return None, "unknown", None
+
+
+def run_info(run: RunData, series: dict[int, RankSeries]) -> RunInfo:
+    meta = run.meta or {}
+    name, kind, total = _device_from_meta(run.meta)
+    if series:
+        any_s = next(iter(series.values()))
+        if kind == "unknown":
+            kind = "cuda" if any_s.device.startswith("cuda") else ("cpu" if any_s.device == "cpu" else kind)
+        total = total if total is not None else any_s.total()
+    longest = max(series.values(), key=len) if series else None
+    command = meta.get("command")
+    status = meta.get("status") if isinstance(meta.get("status"), str) else None
+    if status is None:
+        status = _status_from_records(run)
+    exit_code = meta.get("exit_code")
+    return RunInfo(
+        run_id=run.run_id,
+        path=str(run.path),
+        command=[str(a) for a in command] if isinstance(command, list) else [],
+        cwd=meta.get("cwd") if isinstance(meta.get("cwd"), str) else None,
+        status=status,
+        exit_code=exit_code if isinstance(exit_code, int) and not isinstance(exit_code, bool) else None,
+        started_at=as_float(meta.get("started_at")),
+        ended_at=as_float(meta.get("ended_at")),
+        device_name=name,
+        device_kind=kind,
+        device_total=total,
+        ranks=sorted(run.records),
+        steps=len(longest) if longest else 0,
+        first_step=longest.steps[0] if longest else None,
+        last_step=longest.steps[-1] if longest else None,
+    )
+
+
+def _status_from_records(run: RunData) -> str:
+    if any(True for _ in run.of_type("oom")):
+        return "oom"
+    exits = list(run.of_type("exit"))
+    if exits:
+        reason = exits[-1].get("reason")
+        return "finished" if reason in ("normal", "max_steps") else "failed"
+    return "unknown"
+
+
+def _shares(categories: dict[str, int | None], total: int, has_allocator: bool) -> list[CategoryShare]:
+    out = []
+    for c in CATEGORIES:
+        b = categories.get(c)
+        pct = (100.0 * b / total) if (b is not None and total > 0) else None
+        if c == "other" and not has_allocator:
+            pct = None
+        out.append(CategoryShare(c, b, pct))
+    return out
+
+
+def find_peak(series: dict[int, RankSeries]) -> Peak | None:
+    """The step with the most memory over all ranks (allocator peak on CUDA, tracked bytes on CPU)."""
+    best: tuple[int, int, RankSeries] | None = None
+    for s in series.values():
+        levels = s.levels()
+        if not levels:
+            continue
+        i = max(range(len(levels)), key=levels.__getitem__)
+        if best is None or levels[i] > best[0]:
+            best = (levels[i], i, s)
+    if best is None:
+        return None
+    level, i, s = best
+    has_alloc = s.peak[i] is not None
+    cats = {c: s.categories[c][i] for c in CATEGORIES}
+    rec = s.records[i]
+    return Peak(
+        rank=s.rank,
+        step=s.steps[i],
+        index=i,
+        bytes=level,
+        measure="allocator_peak" if has_alloc else "tracked",
+        categories=cats,
+        breakdown=_shares(cats, level, has_alloc),
+        tracked=s.tracked[i],
+        allocated=s.allocated[i],
+        reserved=s.reserved[i],
+        device_used=s.device_used[i],
+        device_total=s.device_total[i] if s.device_total[i] is not None else s.total(),
+        peak_point=rec.get("peak_point") if isinstance(rec.get("peak_point"), str) else None,
+        large_tensors=large_tensors(rec),
+    )
+
+
+def large_tensors(rec: Record) -> list[dict[str, Any]]:
+    """The record's large tensors, keeping only well-formed entries."""
+    out: list[dict[str, Any]] = []
+    raw = rec.get("large_tensors")
+    if not isinstance(raw, list):
+        return out
+    for t in raw:
+        if not isinstance(t, dict) or not isinstance(t.get("name"), str):
+            continue
+        b = as_int(t.get("bytes"))
+        if b is None:
+            continue
+        shape = t.get("shape")
+        out.append(
+            {
+                "name": t["name"],
+                "category": t.get("category") if isinstance(t.get("category"), str) else "unknown",
+                "bytes": b,
+                "shape": [int(x) for x in shape if isinstance(x, int)] if isinstance(shape, list) else [],
+                "dtype": t.get("dtype") if isinstance(t.get("dtype"), str) else "unknown",
+            }
+        )
+    return out
+
+
+def _stats(name: str, values: list[int | None] | list[int] | list[float | None]) -> SeriesStats | None:
+    vals = present(values)  # type: ignore[arg-type]
+    if not vals:
+        return None
+    first = next(float(v) for v in values if v is not None)
+    last = next(float(v) for v in reversed(values) if v is not None)
+    return SeriesStats(name, first, last, min(vals), max(vals), median(vals))
+
+
+def _downsample(n: int, limit: int) -> list[int]:
+    if n <= limit:
+        return list(range(n))
+    stride = n / limit
+    idx = sorted({int(k * stride) for k in range(limit)} | {n - 1})
+    return idx
+
+
+def timeline(s: RankSeries, max_points: int = 240) -> Timeline:
+    cols: list[tuple[str, list[Any]]] = [
+        ("peak", s.peak),
+        ("allocated", s.allocated),
+        ("reserved", s.reserved),
+        ("tracked", s.tracked),
+        *((c, s.categories[c]) for c in CATEGORIES),
+        ("device_used", s.device_used),
+        ("fragmentation_pct", s.fragmentation_pct),
+    ]
+    stats = [st for name, col in cols if (st := _stats(name, col)) is not None]
+    times = present(s.step_time)
+    idx = _downsample(len(s.steps), max_points)
+    points: dict[str, list[Any]] = {"step": [s.steps[i] for i in idx]}
+    for name, col in cols:
+        if any(col[i] is not None for i in idx):
+            points[name] = [col[i] for i in idx]
+    return Timeline(
+        rank=s.rank,
+        steps=len(s.steps),
+        first_step=s.steps[0],
+        last_step=s.steps[-1],
+        stats=stats,
+        step_time_median=median(times),
+        step_time_mean=(sum(times) / len(times)) if times else None,
+        step_time_p90=quantile(times, 0.9),
+        points=points,
+    )
