@@ -91,7 +91,7 @@ def profile(
     tensors their names); otherwise it starts a run of its own in ``runs_dir``.
     """
     config = HookConfig.from_env()
-    existing = hooks.get_session(create=True)
+    existing = hooks.get_session(create=hooks.is_zero_code())
     owns = existing is None
     if existing is None:
         session = standalone_session(config, Path(runs_dir) if runs_dir else None, name)

@@ -51,6 +51,11 @@ def get_session(create: bool = True) -> Session | None:
     return _session
 
 
+def is_zero_code() -> bool:
+    """True when `memtop train` armed the hook in this process (its session comes from the run dir)."""
+    return _installed and _config is not None and _config.run_dir is not None
+
+
 def set_session(session: Session | None) -> None:
     global _session
     _session = session
@@ -103,10 +108,14 @@ def _on_backward(t_outputs: Any) -> None:
         session.on_backward(t_outputs)
 
 
+_engine_original: Callable[..., Any] | None = None  # never cleared: a stale wrapper still works
+
+
 def _engine_run_backward_wrapper(t_outputs: Any, *args: Any, **kwargs: Any) -> Any:
+    original = _engine_original
+    assert original is not None
     _on_backward(t_outputs)
-    assert _orig_engine_run_backward is not None
-    return _orig_engine_run_backward(t_outputs, *args, **kwargs)
+    return original(t_outputs, *args, **kwargs)
 
 
 def _parse_requested(message: str) -> int | None:
@@ -179,7 +188,7 @@ def _on_sigterm(signum: int, frame: Any) -> None:
 
 def install(config: HookConfig, factory: Callable[[], Session]) -> None:
     """Install the global hooks once per process."""
-    global _installed, _orig_engine_run_backward, _orig_excepthook, _config, _session_factory
+    global _installed, _orig_engine_run_backward, _orig_excepthook, _config, _session_factory, _engine_original
     with _lock:
         _config = config
         _session_factory = factory
@@ -193,6 +202,7 @@ def install(config: HookConfig, factory: Callable[[], Session]) -> None:
         orig = getattr(autograd, "_engine_run_backward", None)
         if orig is not None and getattr(orig, "__name__", "") != _engine_run_backward_wrapper.__name__:
             _orig_engine_run_backward = orig
+            _engine_original = orig
             autograd._engine_run_backward = _engine_run_backward_wrapper  # type: ignore[attr-defined]
         _orig_excepthook = sys.excepthook
         sys.excepthook = _excepthook
@@ -206,8 +216,10 @@ def install(config: HookConfig, factory: Callable[[], Session]) -> None:
 
 def uninstall() -> None:
     """Remove the hooks that can be removed (used after a hook error and by tests)."""
-    global _installed, _orig_engine_run_backward
+    global _installed, _orig_engine_run_backward, _session_factory, _config
     with _lock:
+        _session_factory = None
+        _config = None
         for h in _handles:
             try:
                 h.remove()

@@ -9,6 +9,7 @@ after the variable that holds it in the training loop's frame (``model``, ``net`
 from __future__ import annotations
 
 import gc
+import inspect
 import sys
 import weakref
 from collections.abc import Iterable
@@ -40,11 +41,27 @@ def find_root_modules(param_ids: set[int]) -> list[nn.Module]:
     return roots
 
 
+def frame_locals(frame: FrameType) -> list[tuple[str, object]]:
+    """A frame's local variables, without leaving anything alive behind.
+
+    Before Python 3.13, reading ``f_locals`` of a function frame stores a snapshot dict on the
+    frame that keeps every local of that moment alive until the function returns (old batches,
+    whole autograd graphs). The snapshot is emptied after reading; tracers and ``locals()``
+    refresh it from the real locals before every use, so nothing the program sees changes. On
+    3.13+ ``f_locals`` is a live proxy without a snapshot, and must not be cleared.
+    """
+    local_map = frame.f_locals
+    items = list(local_map.items())
+    if sys.version_info < (3, 13) and frame.f_code.co_flags & inspect.CO_OPTIMIZED and local_map is not frame.f_globals:
+        local_map.clear()
+    return items
+
+
 def variable_name_for(obj: object, frame: FrameType | None, default: str) -> str:
     """The name of a variable bound to ``obj`` in ``frame`` or its callers (module level included)."""
     f = frame
     while f is not None:
-        for name, value in f.f_locals.items():
+        for name, value in frame_locals(f):
             if value is obj and name not in _SKIP_NAMES and not name.startswith("_"):
                 return name
         f = f.f_back

@@ -491,7 +491,7 @@ def _graph_roots_in_frames(frames_from: Any) -> list[object]:
     seen: set[int] = set()
     for frame in frames:
         try:
-            values = list(frame.f_locals.values())
+            values = [v for _, v in naming.frame_locals(frame)]
         except Exception:  # noqa: BLE001 - a frame whose locals cannot be read is skipped
             continue
         for v in values:

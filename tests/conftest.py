@@ -1,0 +1,52 @@
+"""Shared fixtures: run the real CLI in a subprocess, read run records, skip GPU tests without CUDA."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SCRIPTS = Path(__file__).resolve().parent / "scripts"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    try:
+        import torch
+
+        has_cuda = torch.cuda.is_available()
+    except ImportError:
+        has_cuda = False
+    if has_cuda:
+        return
+    skip = pytest.mark.skip(reason="needs CUDA (torch.cuda.is_available() is False)")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+def memtop_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "memtop", *args]
+
+
+def run_memtop(*args: str, cwd: Path | None = None, timeout: float = 120, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    full_env = dict(os.environ)
+    full_env.pop("MEMTOP_RUN_DIR", None)
+    full_env.update(env or {})
+    return subprocess.run(memtop_cmd(*args), cwd=cwd or REPO, capture_output=True, text=True, timeout=timeout, env=full_env, stdin=subprocess.DEVNULL)
+
+
+def read_records(run_dir: Path, rank: int = 0) -> list[dict[str, Any]]:
+    path = run_dir / f"rank{rank}.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def only_run(runs_dir: Path) -> Path:
+    runs = [p for p in runs_dir.iterdir() if p.is_dir()]
+    assert len(runs) == 1, runs
+    return runs[0]
