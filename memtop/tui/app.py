@@ -1,0 +1,337 @@
+"""The live dashboard: one screen that says where the memory is and what to change.
+
+The app never touches files. A :class:`~memtop.tui.poller.Poller` thread polls a
+:class:`~memtop.tui.reader.RunReader` (and the child, if ``memtop train`` launched one) and posts
+immutable snapshots; the app shows the newest one unless the display is paused.
+
+Ending the run: ``q`` asks first while the child runs; Ctrl-C (a key inside Textual), SIGTERM,
+SIGHUP and SIGINT to memtop end the child's process group at once. Either way the app leaves only
+after ``child.terminate()`` returned, so the launcher can finalize the run directory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from textual import events
+from textual.app import App, ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.reactive import reactive
+from textual.widgets import Footer
+
+from memtop.child import ChildController
+from memtop.tui.fmt import signal_name
+from memtop.tui.poller import Poller, ReaderFailed, SnapshotFetched
+from memtop.tui.reader import FileRunReader, RunReader
+from memtop.tui.screens import ConfirmQuit, HelpScreen
+from memtop.tui.snapshot import RunSnapshot
+from memtop.tui.widgets.advice import AdvicePanel
+from memtop.tui.widgets.breakdown import CategoryBar
+from memtop.tui.widgets.fragmentation import FragPanel
+from memtop.tui.widgets.gauge import DeviceGauge
+from memtop.tui.widgets.header import EndBanner, RunHeader
+from memtop.tui.widgets.logpanel import LogPanel
+from memtop.tui.widgets.ranks import RankTable
+from memtop.tui.widgets.tensors import TensorTable
+from memtop.tui.widgets.timeline import Timeline
+
+Clock = Callable[[], float]
+
+# Below these sizes the layout tightens (80×24 must show every panel but the log).
+NARROW_WIDTH = 110
+SHORT_HEIGHT = 32
+
+_END_SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
+
+
+class DashboardApp(App[int | None]):
+    """The ``memtop train`` / ``memtop watch`` screen. Returns the child's exit code, if it had one."""
+
+    CSS_PATH = "dashboard.tcss"
+    TITLE = "memtop"
+    ENABLE_COMMAND_PALETTE = False
+
+    BINDINGS = [
+        Binding("q", "request_quit", "Quit"),
+        Binding("p", "toggle_pause", "Pause"),
+        Binding("l", "toggle_log", "Log"),
+        Binding("question_mark", "help", "Help", key_display="?"),
+        Binding("ctrl+c", "interrupt", "End run", show=False, priority=True),
+        Binding("ctrl+q", "request_quit", show=False, priority=True),
+    ]
+
+    paused: reactive[bool] = reactive(False)
+    log_visible: reactive[bool] = reactive(True)
+    selected_rank: reactive[int] = reactive(0)
+
+    def __init__(
+        self,
+        reader: RunReader,
+        *,
+        child: ChildController | None = None,
+        refresh: float = 0.5,
+        clock: Clock = time.time,
+        handle_signals: bool = False,
+        plot_interval: float = 2.0,
+    ) -> None:
+        super().__init__()
+        self._reader = reader
+        self._child = child
+        self._refresh = refresh
+        self._clock = clock
+        self._handle_signals = handle_signals
+        self._plot_interval = plot_interval
+        self._poller: Poller | None = None
+        self._latest: RunSnapshot | None = None
+        self._shown: RunSnapshot | None = None
+        self._log_choice: bool | None = None
+        self._ending_run = False
+        self._ended_by: str | None = None
+        self._installed_signals: list[int] = []
+        self.snapshots_applied = 0
+        self.reader_error: str | None = None
+
+    # -- layout ------------------------------------------------------------------------------------
+
+    def compose(self) -> ComposeResult:
+        yield RunHeader(id="header")
+        yield EndBanner(id="banner")
+        yield RankTable(id="ranks")
+        with Horizontal(id="body"):
+            with Vertical(id="left"):
+                yield DeviceGauge(id="gauge")
+                yield CategoryBar(id="breakdown")
+                frag = FragPanel(id="frag")
+                frag.border_title = "Fragmentation"
+                yield frag
+                yield AdvicePanel(id="advice")
+            with Vertical(id="right"):
+                yield Timeline(id="timeline", min_interval=self._plot_interval)
+                yield TensorTable(id="tensors")
+                yield LogPanel(id="log")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one("#ranks", RankTable).display = False
+        self.query_one("#banner", EndBanner).display = False
+        self.query_one("#advice", AdvicePanel).border_title = "Suggestions"
+        self._update_size_classes(self.size.width, self.size.height)
+        self._poller = Poller(self._reader, self.post_message, interval=self._refresh, child=self._child)
+        self._poller.start()
+        self.set_interval(1.0, self._tick)
+        if self._handle_signals:
+            self._install_signal_handlers()
+
+    def on_unmount(self) -> None:
+        self._remove_signal_handlers()
+        if self._poller is not None:
+            self._poller.cancel()
+            self._poller.join(timeout=2.0)
+
+    def on_resize(self, event: events.Resize) -> None:
+        self._update_size_classes(event.size.width, event.size.height)
+
+    def _update_size_classes(self, width: int, height: int) -> None:
+        narrow, short = width < NARROW_WIDTH, height < SHORT_HEIGHT
+        self.set_class(narrow, "-narrow")
+        self.set_class(short, "-short")
+        compact = narrow or short
+        self.query_one("#gauge", DeviceGauge).compact = short
+        self.query_one("#breakdown", CategoryBar).compact = compact
+        self.query_one("#advice", AdvicePanel).compact = short
+        self.query_one("#tensors", TensorTable).narrow = narrow
+        if self._log_choice is None:
+            self.log_visible = not short
+
+    def watch_log_visible(self, visible: bool) -> None:
+        self.set_class(not visible, "-no-log")
+
+    def watch_paused(self, paused: bool) -> None:
+        if not paused and self._latest is not None:
+            self._apply(self._latest)
+        else:
+            self._update_header()
+
+    def watch_selected_rank(self) -> None:
+        if self._shown is not None:
+            self._apply(self._shown)
+
+    # -- snapshots -----------------------------------------------------------------------------------
+
+    def on_snapshot_fetched(self, message: SnapshotFetched) -> None:
+        if self._poller is not None:
+            self._poller.ack()
+        self._latest = message.snapshot
+        if self.reader_error is not None:
+            self.reader_error = None
+        if not self.paused:
+            self._apply(message.snapshot)
+        else:
+            self._update_header()
+
+    def on_reader_failed(self, message: ReaderFailed) -> None:
+        self.reader_error = message.error
+        self.notify(f"reading the run failed: {message.error}", severity="error", timeout=8)
+
+    def on_rank_table_chosen(self, message: RankTable.Chosen) -> None:
+        self.selected_rank = message.rank
+
+    def _apply(self, snap: RunSnapshot) -> None:
+        rank = snap.rank(self.selected_rank)
+        ending = snap.ending()
+        with self.batch_update():
+            self._shown = snap
+            self._update_header()
+            banner = self.query_one("#banner", EndBanner)
+            banner.show(snap, ending)
+            if self._ending_run and ending is None:
+                banner.display = True
+                banner.update(f" Ending the run ({self._ended_by}): SIGTERM to its process group, then SIGKILL…")
+            ranks = self.query_one("#ranks", RankTable)
+            ranks.display = len(snap.ranks) > 1
+            if ranks.display:
+                ranks.show(snap)
+            self.query_one("#gauge", DeviceGauge).show(snap, rank)
+            self.query_one("#breakdown", CategoryBar).show(rank)
+            self.query_one("#frag", FragPanel).show(rank)
+            self.query_one("#advice", AdvicePanel).show(snap.suggestions, snap.warnings)
+            timeline = self.query_one("#timeline", Timeline)
+            timeline.show(rank)
+            if ending is not None:
+                timeline.flush()
+            self.query_one("#tensors", TensorTable).show(rank)
+            self.query_one("#log", LogPanel).show(snap)
+        self.snapshots_applied += 1
+
+    def _update_header(self) -> None:
+        shown = self._shown if self._shown is not None else self._latest
+        if shown is None:
+            return
+        self.query_one("#header", RunHeader).show(shown, now=self._clock(), paused=self.paused, rank=self.selected_rank)
+
+    def _tick(self) -> None:
+        if self._shown is not None and self._shown.live:
+            self._update_header()
+
+    # -- actions -----------------------------------------------------------------------------------
+
+    def _child_running(self) -> bool:
+        return self._child is not None and self._child.poll() is None
+
+    def _exit_code(self) -> int | None:
+        return self._child.poll() if self._child is not None else None
+
+    def action_request_quit(self) -> None:
+        if self._ending_run:
+            return
+        if self._child_running():
+            assert self._child is not None
+            self.push_screen(ConfirmQuit(self._child.pid), self._on_quit_confirmed)
+        else:
+            self.exit(self._exit_code())
+
+    async def action_quit(self) -> None:
+        self.action_request_quit()
+
+    def _on_quit_confirmed(self, end_it: bool | None) -> None:
+        if end_it:
+            self.end_run_and_exit("q")
+
+    def action_interrupt(self) -> None:
+        """Ctrl-C: like a confirmed quit (end the run, no question), as in a plain terminal."""
+        if self._child_running():
+            self.end_run_and_exit("ctrl+c")
+        elif not self._ending_run:
+            self.exit(self._exit_code())
+
+    def end_run_and_exit(self, why: str) -> None:
+        """End the child's process group (off the UI thread: it may wait out a grace period), then leave."""
+        if self._ending_run:
+            return
+        self._ending_run = True
+        self._ended_by = why
+        while len(self.screen_stack) > 1:
+            self.pop_screen()
+        if self._shown is not None:
+            self._apply(self._shown)
+        self.run_worker(self._terminate_and_exit(), name="terminate-child", exclusive=True)
+
+    async def _terminate_and_exit(self) -> None:
+        child = self._child
+        code: int | None = None
+        if child is not None:
+            code = await asyncio.to_thread(child.terminate)
+        self.exit(code)
+
+    def action_toggle_pause(self) -> None:
+        self.paused = not self.paused
+        self.notify("display paused: the run goes on, data keeps being read" if self.paused else "display resumed", timeout=2)
+
+    def action_toggle_log(self) -> None:
+        self._log_choice = not self.log_visible
+        self.log_visible = self._log_choice
+
+    def action_help(self) -> None:
+        self.push_screen(HelpScreen())
+
+    # -- signals to memtop itself ------------------------------------------------------------------
+
+    def _install_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in _END_SIGNALS:
+            try:
+                loop.add_signal_handler(sig, self._on_signal, int(sig))
+            except (NotImplementedError, RuntimeError, ValueError):
+                continue
+            self._installed_signals.append(int(sig))
+
+    def _remove_signal_handlers(self) -> None:
+        if not self._installed_signals:
+            return
+        loop = asyncio.get_running_loop()
+        for sig in self._installed_signals:
+            loop.remove_signal_handler(sig)
+        self._installed_signals.clear()
+
+    def _on_signal(self, sig: int) -> None:
+        if self._child_running():
+            self.end_run_and_exit(signal_name(sig))
+        elif not self._ending_run:
+            self.exit(self._exit_code())
+
+
+def run_dashboard(
+    run_dir: Path,
+    child: ChildController | None = None,
+    refresh: float = 0.5,
+    *,
+    clock: Clock = time.time,
+    reader: RunReader | None = None,
+) -> int | None:
+    """Show the dashboard for ``run_dir`` until the user quits; return the child's exit code if known.
+
+    With ``child`` (``memtop train``): a confirmed ``q``, Ctrl-C, SIGTERM, SIGHUP or SIGINT end the
+    child's process group via ``child.terminate()``. If the app ends any other way (a crash) while
+    the child still runs, the child is ended too: a dashboard that died must not leave an orphan.
+    """
+    app = DashboardApp(
+        reader if reader is not None else FileRunReader(Path(run_dir)),
+        child=child,
+        refresh=refresh,
+        clock=clock,
+        handle_signals=True,
+    )
+    try:
+        result = app.run(mouse=True)
+    finally:
+        if child is not None and child.poll() is None:
+            child.terminate()
+    if child is not None:
+        code = child.poll()
+        return code if code is not None else result
+    return result

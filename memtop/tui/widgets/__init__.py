@@ -1,0 +1,1 @@
+"""Dashboard widgets; each shows one part of a :class:`~memtop.tui.snapshot.RunSnapshot`."""

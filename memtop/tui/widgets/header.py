@@ -1,0 +1,147 @@
+"""The top of the screen: which run, is it alive, how far along; and the banner saying how it ended."""
+
+from __future__ import annotations
+
+import shlex
+
+from rich.style import Style
+from rich.text import Text
+from textual.widget import Widget
+from textual.widgets import Static
+
+from memtop.tui.fmt import fmt_bytes, fmt_count, fmt_duration, fmt_step_time, shorten
+from memtop.tui.snapshot import Ending, RunSnapshot
+
+_STATUS_STYLE = {
+    "running": ("● RUNNING", "bold #0d1117 on #4fd18b"),
+    "paused": ("⏸ PAUSED", "bold #0d1117 on #ffb347"),
+    "finished": ("■ FINISHED", "bold #0d1117 on #4ea1ff"),
+    "failed": ("✖ FAILED", "bold white on #c0392b"),
+    "oom": ("✖ OOM", "bold white on #c0392b"),
+    "killed": ("✖ KILLED", "bold white on #c0392b"),
+    "interrupted": ("■ INTERRUPTED", "bold #0d1117 on #ffb347"),
+    "stale": ("? STALE", "bold #0d1117 on #ffb347"),
+    "waiting": ("… WAITING", "bold #0d1117 on #8f9bb3"),
+}
+
+
+def command_text(snap: RunSnapshot) -> str:
+    if not snap.command:
+        return "(command unknown: no meta.json)"
+    return shlex.join(snap.command)
+
+
+class RunHeader(Widget):
+    """Two lines: status, run id, step, elapsed, speed / the command and the device."""
+
+    DEFAULT_CSS = """
+    RunHeader { height: 2; }
+    """
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self._snap: RunSnapshot | None = None
+        self._now = 0.0
+        self._paused = False
+        self._rank: int | None = None
+
+    def show(self, snap: RunSnapshot, *, now: float, paused: bool, rank: int | None) -> None:
+        self._snap, self._now, self._paused, self._rank = snap, now, paused, rank
+        self.refresh()
+
+    def status_key(self) -> str:
+        snap = self._snap
+        if snap is None:
+            return "waiting"
+        ending = snap.ending()
+        if ending is not None:
+            return ending.kind
+        if self._paused:
+            return "paused"
+        if not snap.ranks:
+            return "waiting"
+        return "running"
+
+    def render(self) -> Text:
+        width = max(20, self.size.width)
+        snap = self._snap
+        label, style = _STATUS_STYLE[self.status_key()]
+        line1 = Text(no_wrap=True, overflow="ellipsis")
+        line1.append(" memtop ", "bold #0d1117 on #b48cff")
+        line1.append(" ")
+        line1.append(f" {label} ", style)
+        if snap is None:
+            line1.append("  reading the run…", "dim")
+            return line1
+        step = snap.last_step
+        parts: list[tuple[str, str]] = []
+        if step is not None:
+            total = f"/{fmt_count(snap.max_steps)}" if snap.max_steps else ""
+            parts.append((f"step {fmt_count(step)}{total}", "bold"))
+        else:
+            parts.append(("no steps yet", "dim"))
+        elapsed = snap.elapsed(self._now)
+        if elapsed is not None:
+            parts.append((f"elapsed {fmt_duration(elapsed)}", ""))
+        rank = snap.rank(self._rank or 0)
+        if rank is not None and rank.step_rate is not None:
+            parts.append((fmt_step_time(rank.step_rate), ""))
+        if len(snap.ranks) > 1:
+            parts.append((f"{len(snap.ranks)} ranks", ""))
+        if snap.behind:
+            parts.append(("loading…", "italic #ffb347"))
+        for text, st in parts:
+            line1.append("  ")
+            line1.append(text, st)
+        run_id = snap.run_id
+        room = width - line1.cell_len - 2
+        if room > 8:
+            rid = shorten(run_id, room)
+            line1.append(" " * (room - len(rid) + 1))
+            line1.append(rid, "dim")
+        line2 = Text(no_wrap=True, overflow="ellipsis")
+        device = snap.device_name or (rank.device if rank is not None else "")
+        right = f"{device}" + (f" · {snap.host}" if snap.host else "")
+        cmd_room = max(10, width - len(right) - 6)
+        line2.append(" $ ", Style(color="#b48cff", bold=True))
+        line2.append(shorten(command_text(snap), cmd_room))
+        pad = width - line2.cell_len - len(right) - 1
+        if pad >= 2:
+            line2.append(" " * pad)
+            line2.append(right, "#8f9bb3")
+        return Text("\n").join([line1, line2])
+
+
+_BANNER_HINT = "  q closes · `memtop analyze {run}` explains it"
+
+
+class EndBanner(Static):
+    """Shown once the run has ended: how (exit code, OOM, signal), and what to do next."""
+
+    def show(self, snap: RunSnapshot, ending: Ending | None) -> None:
+        self.display = ending is not None
+        if ending is None:
+            return
+        for kind in ("finished", "failed", "oom", "killed", "interrupted", "stale"):
+            self.set_class(kind == ending.kind, f"-{kind}")
+        steps = snap.last_step
+        head = {
+            "finished": "Run finished",
+            "failed": "Run failed",
+            "oom": "Run ran OUT OF MEMORY",
+            "killed": "Run was killed",
+            "interrupted": "Run was interrupted",
+            "stale": "Run stopped writing",
+        }.get(ending.kind, "Run ended")
+        text = Text(no_wrap=False)
+        text.append(f" {head}: ", "bold")
+        text.append(ending.text)
+        if steps is not None:
+            text.append(f" · {fmt_count(steps)} steps")
+        oom = snap.oom
+        if oom is not None and oom.allocated is not None:
+            text.append(f" · {fmt_bytes(oom.allocated)} allocated")
+            if oom.device_free is not None:
+                text.append(f", {fmt_bytes(oom.device_free)} free")
+        text.append(_BANNER_HINT.format(run=snap.run_id), "italic")
+        self.update(text)

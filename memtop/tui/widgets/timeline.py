@@ -1,0 +1,163 @@
+"""The timeline: allocated, reserved and peak per step (textual-plotext), decimated to the plot's width.
+
+Plotext rebuilds the whole canvas on every build (≈15 ms at 100×15 however few points), so the
+plot is rebuilt only when its data or size changed, and not more often than ``min_interval``
+seconds while a run streams in: a timeline does not need 2 Hz, the budget of the dashboard does.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from rich.text import Text
+from textual.app import RenderResult
+from textual_plotext import PlotextPlot
+
+from memtop.tui.fmt import fmt_bytes, fmt_count, unit_for
+from memtop.tui.history import SeriesPoints, downsample_max
+from memtop.tui.snapshot import RankSnapshot
+
+_RGB = {
+    "allocated": (79, 209, 139),
+    "reserved": (78, 161, 255),
+    "peak": (255, 179, 71),
+    "tensors": (79, 209, 139),
+    "RSS": (143, 155, 179),
+    "device total": (255, 95, 95),
+}
+
+
+def step_ticks(first: int, last: int, n: int) -> list[int]:
+    """About ``n`` whole-number step ticks from ``first`` to ``last`` on round values."""
+    if last <= first:
+        return [first]
+    raw = (last - first) / max(1, n - 1)
+    magnitude = 10 ** max(0, len(str(int(raw))) - 1)
+    step = next((m * magnitude for m in (1, 2, 5, 10) if m * magnitude >= raw), 10 * magnitude)
+    start = (first + step - 1) // step * step
+    ticks = list(range(start, last + 1, step))
+    if len(ticks) < 2:
+        return [first, last]
+    return ticks
+
+
+class Timeline(PlotextPlot):
+    DEFAULT_CSS = """
+    Timeline { height: 1fr; min-height: 6; }
+    """
+
+    def __init__(
+        self,
+        *,
+        id: str | None = None,
+        min_interval: float = 2.0,
+        monotonic: Callable[[], float] = time.monotonic,
+        marker: str = "hd",
+    ) -> None:
+        super().__init__(id=id)
+        self.min_interval = min_interval
+        self.marker = marker
+        """plotext marker: ``hd`` (quadrant blocks) draws solid lines in any terminal font."""
+        self._monotonic = monotonic
+        self._points: SeriesPoints | None = None
+        self._cuda = True
+        self._total: int | None = None
+        self._ceiling = 0.0
+        self._show_total = False
+        self._key: object = None
+        self._built_key: object = None
+        self._built: Text | None = None
+        self._last_build = -1e9
+        self._timer_pending = False
+        self.builds = 0
+
+    def _top(self, pts: SeriesPoints, cuda: bool) -> float:
+        cols = ("peak", "reserved", "allocated") if cuda else ("device_used", "tracked")
+        vals = [v for c in cols for v in pts.column(c) if v is not None]
+        return float(max(vals)) if vals else 0.0
+
+    def show(self, rank: RankSnapshot | None) -> None:
+        if rank is None or len(rank.history) == 0:
+            self._points = None
+            self._key = None
+            self.border_title = "Timeline"
+            self.border_subtitle = ""
+        else:
+            pts = rank.history
+            self._points = pts
+            self._cuda = rank.is_cuda
+            self._total = rank.last.device_total if rank.last is not None else None
+            top = self._top(pts, self._cuda)
+            total = float(self._total or 0)
+            self._show_total = total > 0 and top > 0.5 * total
+            self._ceiling = max(top, total) if self._show_total else top
+            unit, _ = unit_for(self._ceiling)
+            what = "" if self._cuda else " · allocator n/a on CPU"
+            per = pts.steps_per_point
+            bucket = "" if per == 1 else f" · max per {fmt_count(per)} steps"
+            self.border_title = f"Timeline · {unit} per step{what}{bucket}"
+            self.border_subtitle = f"red: device total {fmt_bytes(self._total)}" if self._show_total else ""
+            self._key = (rank.rank, pts.steps[-1], len(pts), per)
+        if self._key != self._built_key:
+            self.refresh()
+
+    def flush(self) -> None:
+        """Let the next render rebuild at once (the run ended: show its final state now)."""
+        self._last_build = -1e9
+        self.refresh()
+
+    def _series(self, width: int) -> list[tuple[str, list[int], list[float]]]:
+        pts = self._points
+        if pts is None:
+            return []
+        names = ("peak", "reserved", "allocated") if self._cuda else ("RSS", "tensors")
+        fields = {"peak": "peak", "reserved": "reserved", "allocated": "allocated", "RSS": "device_used", "tensors": "tracked"}
+        out: list[tuple[str, list[int], list[float]]] = []
+        for name in names:
+            xs, ys = downsample_max(pts.steps, pts.column(fields[name]), max(8, 2 * width))
+            pairs = [(x, y) for x, y in zip(xs, ys, strict=True) if y is not None]
+            if pairs:
+                out.append((name, [p[0] for p in pairs], [float(p[1]) for p in pairs]))
+        return out
+
+    def _refresh_later(self) -> None:
+        self._timer_pending = False
+        self.refresh()
+
+    def render(self) -> RenderResult:
+        width, height = self.size.width, self.size.height
+        key = (self._key, width, height, self.app.theme)
+        now = self._monotonic()
+        if self._built is not None and key != self._built_key and now - self._last_build < self.min_interval:
+            # Too soon to rebuild (plotext is expensive): show the last plot, come back later.
+            if not self._timer_pending:
+                self._timer_pending = True
+                self.set_timer(self.min_interval - (now - self._last_build) + 0.01, self._refresh_later)
+            return self._built
+        if self._built is not None and key == self._built_key:
+            return self._built
+        self._built_key = key
+        series = self._series(width - 8)
+        if not series:
+            # A placeholder is not a plot: the first real data is drawn at once, not after the interval.
+            self._built = None
+            return Text("waiting for steps…", style="dim italic")
+        self._last_build = now
+        self.builds += 1
+        _, div = unit_for(self._ceiling)
+        plt = self.plt
+        plt.clear_data()
+        plt.clear_figure()
+        for name, xs, ys in series:
+            plt.plot(xs, [y / div for y in ys], label=name, color=_RGB[name], marker=self.marker)
+        if self._show_total and self._total:
+            plt.hline(self._total / div, color=_RGB["device total"])
+        plt.ylim(0, self._ceiling / div * 1.05 if self._ceiling > 0 else 1)
+        ticks = step_ticks(series[0][1][0], series[0][1][-1], max(2, min(6, width // 14)))
+        plt.xticks([float(t) for t in ticks], [fmt_count(t) for t in ticks])
+        if height < 12:
+            plt.yfrequency(3)
+        built = super().render()
+        self._built = built if isinstance(built, Text) else Text(str(built))
+        return self._built
