@@ -23,7 +23,9 @@ _SKIP_NAMES = {"self", "cls", "module", "m", "mod"}
 
 def find_root_modules(param_ids: set[int]) -> list[nn.Module]:
     """Root modules (not a child of another module) that own any of ``param_ids``."""
-    modules = [o for o in gc.get_objects() if isinstance(o, nn.Module)]
+    module_type = nn.Module
+    # type() rather than isinstance(): isinstance consults __class__, which some lazy proxies warn on
+    modules = [o for o in gc.get_objects() if issubclass(type(o), module_type)]
     children: set[int] = set()
     for m in modules:
         for c in m._modules.values():
@@ -39,6 +41,12 @@ def find_root_modules(param_ids: set[int]) -> list[nn.Module]:
         except RuntimeError:
             continue
     return roots
+
+
+def find_optimizers() -> list[torch.optim.Optimizer]:
+    """Live optimizers (zero-code: before the first step, the backward pass needs to know them)."""
+    opt_type = torch.optim.Optimizer
+    return [o for o in gc.get_objects() if issubclass(type(o), opt_type)]
 
 
 def frame_locals(frame: FrameType) -> list[tuple[str, object]]:

@@ -78,6 +78,7 @@ class Session:
         self._optimizers: list[tuple[str, weakref.ref[torch.optim.Optimizer]]] = []
         self._primary: int | None = None  # id() of the optimizer whose step ends a memtop step
         self._names_resolved = False
+        self._discovered = False
         self._device: torch.device | None = None
         self._backend: Backend | None = None
         self._writer: JsonlWriter | None = None
@@ -207,8 +208,16 @@ class Session:
     # ------------------------------------------------------------------ events
     def on_backward(self, t_outputs: object) -> None:
         """The autograd engine is about to run backward: the end of a forward pass."""
-        if self.disabled or not self._optimizers and not self.models:
+        if self.disabled:
             return
+        if not self._optimizers and not self.models:
+            if self._discovered:
+                return
+            self._discovered = True
+            for opt in naming.find_optimizers():
+                self.watch_optimizer(opt)
+            if not self._optimizers:
+                return
         roots = backward_roots(t_outputs)
         if not roots:
             return
