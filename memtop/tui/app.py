@@ -199,7 +199,7 @@ class DashboardApp(App[int | None]):
             self.query_one("#gauge", DeviceGauge).show(snap, rank)
             self.query_one("#breakdown", CategoryBar).show(rank)
             self.query_one("#frag", FragPanel).show(rank)
-            self.query_one("#advice", AdvicePanel).show(snap.suggestions, snap.warnings)
+            self.query_one("#advice", AdvicePanel).show(snap.suggestions, snap.warnings, snap.command)
             timeline = self.query_one("#timeline", Timeline)
             timeline.show(rank)
             if ending is not None:

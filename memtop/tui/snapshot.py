@@ -113,6 +113,9 @@ class SuggestionRow:
     cost: str
     change: str
     confidence: str
+    command: tuple[str, ...] | None = None
+    """The new argv, when the change is to the command line."""
+    env: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)

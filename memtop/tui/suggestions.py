@@ -6,7 +6,10 @@ so instead of pretending there is nothing to suggest.
 
 from __future__ import annotations
 
+import difflib
 import importlib
+import inspect
+import shlex
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -26,7 +29,17 @@ def load_advisor() -> SuggestFn | None:
     except ImportError:
         return None
     fn = getattr(module, "suggest", None)
-    return fn if callable(fn) else None
+    if not callable(fn):
+        return None
+    try:
+        takes_flag = "detect_flags" in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        takes_flag = False
+    if takes_flag:
+        # Never run the user's script (`--help`) from the dashboard: `memtop train` detects the
+        # flags once, in the background, and records them in meta.json.
+        return lambda run: fn(run, detect_flags=False)
+    return fn
 
 
 def _text(obj: Any, name: str) -> str:
@@ -43,6 +56,39 @@ def _int_or_none(obj: Any, name: str) -> int | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
     return int(value)
+
+
+def _get(obj: Any, name: str) -> Any:
+    value = getattr(obj, name, None)
+    if value is None and isinstance(obj, dict):
+        value = obj.get(name)
+    return value
+
+
+def _env(value: Any) -> tuple[tuple[str, str], ...]:
+    if isinstance(value, dict):
+        return tuple((str(k), str(v)) for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return tuple((str(p[0]), str(p[1])) for p in value if isinstance(p, (list, tuple)) and len(p) == 2)
+    return ()
+
+
+def command_change(old: Sequence[str], new: Sequence[str]) -> str:
+    """What differs between two argvs, as a person would say it: ``add --amp``, ``--batch-size 32 → 16``."""
+    parts: list[str] = []
+    matcher = difflib.SequenceMatcher(a=list(old), b=list(new), autojunk=False)
+    for op, a0, a1, b0, b1 in matcher.get_opcodes():
+        if op == "insert":
+            parts.append("add " + shlex.join(new[b0:b1]))
+        elif op == "delete":
+            parts.append("drop " + shlex.join(old[a0:a1]))
+        elif op == "replace":
+            # Show the flag a changed value belongs to.
+            lead = old[a0 - 1] if a0 > 0 and old[a0 - 1].startswith("-") and a1 - a0 == 1 else ""
+            before = shlex.join(old[a0:a1])
+            after = shlex.join(new[b0:b1])
+            parts.append(f"{lead + ' ' if lead else ''}{before} → {after}")
+    return ", ".join(parts)
 
 
 def to_row(item: Any) -> SuggestionRow:
@@ -62,6 +108,8 @@ def to_row(item: Any) -> SuggestionRow:
         cost=_text(item, "cost"),
         change=_text(item, "change"),
         confidence=conf_text,
+        command=tuple(str(a) for a in _get(item, "command")) if isinstance(_get(item, "command"), (list, tuple)) else None,
+        env=_env(_get(item, "env")),
     )
 
 

@@ -1,71 +1,131 @@
-"""The suggestions panel: what the advisor would change, each with its measured saving and the exact edit."""
+"""The suggestions panel: what the advisor would change, each with its measured saving and the edit.
+
+The change is shown as what differs from the run's own command (``add --amp``, ``--batch-size 32
+→ 16``): the whole new command line rarely fits, and the difference is what a person has to read.
+Clicking a suggestion copies the full new command line (or environment change) to the clipboard.
+"""
 
 from __future__ import annotations
 
+import shlex
+
 from rich.text import Text
+from textual import events
+from textual.app import ComposeResult
 from textual.containers import VerticalScroll
 from textual.widgets import Static
 
 from memtop.tui.fmt import fmt_bytes
-from memtop.tui.snapshot import SuggestionsView
+from memtop.tui.snapshot import SuggestionRow, SuggestionsView
+from memtop.tui.suggestions import command_change
 
 _ACCENT = "#b48cff"
 _WARN = "#ffb347"
+_GOOD = "#4fd18b"
 
 
-def render_suggestions(view: SuggestionsView, warnings: tuple[str, ...] = (), *, compact: bool = False) -> Text:
+def short_change(row: SuggestionRow, command: tuple[str, ...]) -> str:
+    """The change in the fewest words: a command-line diff, an env assignment, or the advisor's text."""
+    bits: list[str] = []
+    if row.env:
+        bits.append(" ".join(f"{k}={v}" for k, v in row.env))
+    if row.command is not None and command:
+        diff = command_change(command, row.command)
+        if diff:
+            bits.append(diff)
+    if not bits:
+        return row.change
+    return "; ".join(bits)
+
+
+def full_change(row: SuggestionRow) -> str:
+    env = " ".join(f"{k}={shlex.quote(v)}" for k, v in row.env)
+    if row.command is not None:
+        return f"{env} {shlex.join(row.command)}".strip()
+    return row.change or env
+
+
+def render_suggestion(i: int, row: SuggestionRow, command: tuple[str, ...], *, compact: bool) -> Text:
     out = Text()
-    for w in warnings[-3:]:
-        out.append("⚠ ", _WARN)
-        out.append(w + "\n", _WARN)
-    if view.state == "pending":
-        out.append("computing suggestions…", "dim italic")
-        return out
-    if view.state in ("unavailable", "error") or not view.items:
-        out.append(view.message or "no suggestions yet", "dim italic" if view.state != "error" else _WARN)
-        return out
-    for i, s in enumerate(view.items, 1):
-        if i > 1 and not compact:
-            out.append("\n")
-        out.append(f"{i}. ", "bold")
-        out.append(s.title or s.rule, "bold")
-        if s.saving_bytes:
-            out.append(f"  saves ≈{fmt_bytes(s.saving_bytes)}", "bold #4fd18b")
-        if s.confidence:
-            out.append(f"  ({s.confidence})", "dim")
-        out.append("\n")
-        if s.reason and not compact:
-            out.append(f"   {s.reason}\n", "dim")
-        if s.change:
-            out.append("   → ", _ACCENT)
-            out.append(f"{s.change}\n", _ACCENT)
-        if s.cost and not compact:
-            out.append(f"   cost: {s.cost}\n", "dim")
-    out.rstrip()
+    out.append(f"{i}. ", "bold")
+    if row.saving_bytes is not None and row.saving_bytes > 0:
+        out.append(f"−{fmt_bytes(row.saving_bytes)} ", f"bold {_GOOD}")
+    elif row.saving_bytes is not None and row.saving_bytes < 0:
+        out.append(f"+{fmt_bytes(-row.saving_bytes)} ", f"bold {_WARN}")
+    out.append(row.title or row.rule, "bold")
+    if row.confidence and not compact:
+        out.append(f" ({row.confidence})", "dim")
+    change = short_change(row, command)
+    if change:
+        out.append("\n   → ", _ACCENT)
+        out.append(change, _ACCENT)
+    if row.reason and not compact:
+        out.append(f"\n   {row.reason}", "dim")
+    if row.cost and not compact:
+        out.append(f"\n   cost: {row.cost}", "dim italic")
     return out
+
+
+class SuggestionItem(Static):
+    """One suggestion; a click copies its full change."""
+
+    DEFAULT_CSS = """
+    SuggestionItem { margin-bottom: 1; }
+    SuggestionItem:hover { background: $boost; }
+    """
+
+    def __init__(self, text: Text, copy: str) -> None:
+        super().__init__(text)
+        self._copy = copy
+
+    def on_click(self, event: events.Click) -> None:
+        if self._copy:
+            self.app.copy_to_clipboard(self._copy)
+            self.app.notify(self._copy, title="copied to the clipboard", timeout=4)
 
 
 class AdvicePanel(VerticalScroll):
     DEFAULT_CSS = """
     AdvicePanel { height: 1fr; }
     AdvicePanel > Static { width: 1fr; }
+    AdvicePanel.-compact SuggestionItem { margin-bottom: 0; }
     """
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
-        self._body = Static("computing suggestions…", markup=False)
-        self._shown: tuple[SuggestionsView, tuple[str, ...], bool] | None = None
+        self._notice = Static("computing suggestions…", classes="notice")
+        self._shown: tuple[SuggestionsView, tuple[str, ...], tuple[str, ...], bool] | None = None
         self.compact = False
         self.can_focus = False
 
-    def compose(self):  # type: ignore[no-untyped-def]
-        yield self._body
+    def compose(self) -> ComposeResult:
+        yield self._notice
 
-    def show(self, view: SuggestionsView, warnings: tuple[str, ...]) -> None:
-        key = (view, warnings, self.compact)
+    def show(self, view: SuggestionsView, warnings: tuple[str, ...], command: tuple[str, ...]) -> None:
+        key = (view, warnings, command, self.compact)
         if key == self._shown:
             return
         self._shown = key
+        self.set_class(self.compact, "-compact")
         n = len(view.items)
         self.border_title = f"Suggestions · {n}" if n else "Suggestions"
-        self._body.update(render_suggestions(view, warnings, compact=self.compact))
+        notice = Text()
+        for w in warnings[-3:]:
+            notice.append(f"⚠ {w}\n", _WARN)
+        if view.state == "pending":
+            notice.append("computing suggestions…", "dim italic")
+        elif view.state == "error":
+            notice.append(view.message, _WARN)
+        elif not view.items:
+            notice.append(view.message or "no suggestions yet", "dim italic")
+        notice.rstrip()
+        self._notice.update(notice)
+        self._notice.display = bool(notice.plain)
+        for old in list(self.query(SuggestionItem)):
+            old.remove()
+        items = [
+            SuggestionItem(render_suggestion(i, row, command, compact=self.compact), full_change(row))
+            for i, row in enumerate(view.items, 1)
+        ]
+        if items:
+            self.mount_all(items)

@@ -45,7 +45,7 @@ def frag_text(rank: RankSnapshot | None, width: int, *, compact: bool = False, l
     if not rank.is_cuda or last.fragmentation_pct is None:
         out.append("n/a on CPU", "dim italic")
         if not compact:
-            out.append(" (no caching allocator, nothing reserved)", "dim")
+            out.append(": no caching allocator", "dim")
         return out
     pct = last.fragmentation_pct
     out.append(fmt_pct(pct), f"bold {frag_color(pct)}")
