@@ -12,9 +12,12 @@ for bad or partial input.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from memtop.runs.reader import RunData
+
+if TYPE_CHECKING:
+    from memtop.analyzers.facts import Facts
 
 CONFIDENCES = ("high", "medium", "low")
 
@@ -62,23 +65,15 @@ def suggest(run: RunData, detect_flags: bool = True) -> list[Suggestion]:
     ``detect_flags=False`` never runs the script's ``--help`` (only ``meta["detected_flags"]``).
     """
     from memtop.analyzers.facts import gather
+
+    return suggestions_for(gather(run, detect_flags_now=detect_flags))
+
+
+def suggestions_for(facts: Facts) -> list[Suggestion]:
+    """The rules applied to already gathered facts (the report shares them with the OOM analysis)."""
     from memtop.analyzers.rules import RULES
 
-    facts = gather(run, detect_flags_now=detect_flags)
     out: list[Suggestion] = []
     for rule in RULES:
-        try:
-            out.extend(rule(facts))
-        except (ArithmeticError, ValueError, TypeError, KeyError, IndexError) as exc:  # a rule's bug must not hide the others
-            out.append(
-                Suggestion(
-                    rule="internal",
-                    title=f"advisor rule {rule.__name__} failed",
-                    reason=f"{type(exc).__name__}: {exc}",
-                    saving_bytes=None,
-                    cost="",
-                    change="",
-                    confidence="low",
-                )
-            )
+        out.extend(rule(facts))
     return sorted(out, key=_order)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from memtop.analyzers.fit import fit_line
-from memtop.analyzers.series import RankSeries, median, present
+from memtop.analyzers.series import RankSeries, count_releases, median, present
 
 HIGH_PCT = 20.0
 MODERATE_PCT = 8.0
@@ -85,13 +85,7 @@ def analyze_rank(s: RankSeries) -> FragmentationReport:
         span = xs[-1] - xs[0]
         change = line.slope * span
         trend = "rising" if change > 2.0 and line.r2 > 0.3 else "falling" if change < -2.0 and line.r2 > 0.3 else "flat"
-    releases = 0
-    prev: int | None = None
-    for r in s.reserved:
-        if r is not None and prev is not None and prev > 0 and r < 0.8 * prev:
-            releases += 1
-        if r is not None:
-            prev = r
+    releases = s.cache_releases if s.cache_releases is not None else count_releases(s.reserved)
     mean = sum(pcts) / len(pcts)
     typical = median(pcts) or 0.0
     verdict = "high" if typical >= HIGH_PCT else "moderate" if typical >= MODERATE_PCT else "low"

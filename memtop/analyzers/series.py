@@ -55,6 +55,9 @@ class RankSeries:
     device_used: list[int | None] = field(default_factory=list)
     device_total: list[int | None] = field(default_factory=list)
     records: list[Record] = field(default_factory=list)
+    sampled: bool = False  # True when only a subset of the steps was decoded (long runs)
+    total_steps: int = 0  # step records in the file (all of them, also when sampled)
+    cache_releases: int | None = None  # exact count over all steps when sampled (else computed)
 
     def __len__(self) -> int:
         return len(self.steps)
@@ -110,23 +113,43 @@ def _append(s: RankSeries, rec: Record) -> None:
         s.device = dev
 
 
-def rank_series(run: RunData) -> dict[int, RankSeries]:
-    """``{rank: RankSeries}`` for every rank with at least one usable step record.
+def build_series(rank: int, records: list[Record]) -> RankSeries | None:
+    """One rank's series from its step records (other types are ignored); None without steps.
 
-    Records are kept in step order; a step written twice (a restarted writer) keeps the last.
+    Records are put in step order; a step written twice (a restarted writer) keeps the last.
     """
+    steps = [r for r in records if r.get("type") == "step"]
+    if not steps:
+        return None
+    s = RankSeries(rank=rank)
+    for rec in _dedupe_sorted(steps):
+        _append(s, rec)
+    if not s.steps:
+        return None
+    s.total_steps = len(s.steps)
+    return s
+
+
+def rank_series(run: RunData) -> dict[int, RankSeries]:
+    """``{rank: RankSeries}`` for every rank with at least one usable step record."""
     out: dict[int, RankSeries] = {}
     for rank, recs in run.records.items():
-        steps = [r for r in recs if r.get("type") == "step"]
-        if not steps:
-            continue
-        ordered = _dedupe_sorted(steps)
-        s = RankSeries(rank=rank)
-        for rec in ordered:
-            _append(s, rec)
-        if s.steps:
+        s = build_series(rank, recs)
+        if s is not None:
             out[rank] = s
     return out
+
+
+def count_releases(reserved: list[int | None], drop: float = 0.8) -> int:
+    """Steps where reserved memory fell below ``drop`` times the previous figure (empty_cache)."""
+    releases = 0
+    prev: int | None = None
+    for r in reserved:
+        if r is not None and prev is not None and prev > 0 and r < drop * prev:
+            releases += 1
+        if r is not None:
+            prev = r
+    return releases
 
 
 def _dedupe_sorted(steps: list[Record]) -> list[Record]:

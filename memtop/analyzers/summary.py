@@ -76,6 +76,8 @@ class Peak:
 
 @dataclass(frozen=True)
 class SeriesStats:
+    """Byte series hold ints (the median rounded); ``fragmentation_pct`` holds floats."""
+
     name: str
     first: float | None
     last: float | None
@@ -117,7 +119,7 @@ def run_info(run: RunData, series: dict[int, RankSeries]) -> RunInfo:
         if kind == "unknown":
             kind = "cuda" if any_s.device.startswith("cuda") else ("cpu" if any_s.device == "cpu" else kind)
         total = total if total is not None else any_s.total()
-    longest = max(series.values(), key=len) if series else None
+    longest = max(series.values(), key=lambda s: s.total_steps) if series else None
     command = meta.get("command")
     status = meta.get("status") if isinstance(meta.get("status"), str) else None
     if status is None:
@@ -136,7 +138,7 @@ def run_info(run: RunData, series: dict[int, RankSeries]) -> RunInfo:
         device_kind=kind,
         device_total=total,
         ranks=sorted(run.records),
-        steps=len(longest) if longest else 0,
+        steps=longest.total_steps if longest else 0,
         first_step=longest.steps[0] if longest else None,
         last_step=longest.steps[-1] if longest else None,
     )
@@ -228,7 +230,10 @@ def _stats(name: str, values: list[int | None] | list[int] | list[float | None])
         return None
     first = next(float(v) for v in values if v is not None)
     last = next(float(v) for v in reversed(values) if v is not None)
-    return SeriesStats(name, first, last, min(vals), max(vals), median(vals))
+    med = median(vals)
+    if name.endswith("_pct"):
+        return SeriesStats(name, first, last, min(vals), max(vals), med)
+    return SeriesStats(name, int(first), int(last), int(min(vals)), int(max(vals)), round(med) if med is not None else None)
 
 
 def _downsample(n: int, limit: int) -> list[int]:

@@ -1,0 +1,202 @@
+"""Why a run ran out of memory, and the smallest change that would have fitted.
+
+From the ``oom`` record: what was asked, what the device had free, what was held and by which
+category, and how much sat reserved but unused (fragmentation). The shortfall is what was missing;
+the advisor's suggestions are then tried from the least invasive change to the most, and the first
+whose estimated saving covers the shortfall is named. For a batch-size flag the smallest batch
+reduction that covers it is computed exactly (activations scale with the batch).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from memtop.analyzers import cmdline
+from memtop.analyzers.advice import Suggestion
+from memtop.analyzers.facts import Facts
+from memtop.analyzers.roles import int_value
+from memtop.analyzers.rules import ALLOC_ENV, EXPANDABLE
+from memtop.analyzers.series import as_int
+from memtop.analyzers.summary import large_tensors
+from memtop.analyzers.units import fmt_bytes
+from memtop.runs.format import CATEGORIES
+
+# Least invasive first: an environment variable, then changes that keep the experiment the same,
+# then ones that change numerics, then ones that change what is trained.
+LEAST_INVASIVE = (
+    "expandable_segments",
+    "batch_accumulation",
+    "mixed_precision",
+    "half_precision",
+    "gradient_checkpointing",
+    "optimizer_state",
+    "leak",
+    "frames",
+    "resolution",
+    "lora",
+)
+
+_UNIT = {"B": 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30, "TiB": 1 << 40, "KB": 1 << 10, "MB": 1 << 20, "GB": 1 << 30}
+_ASKED = re.compile(r"[Tt]ried to allocate ([\d.]+) ?([KMGT]i?B|B)")
+_FREE = re.compile(r"of which ([\d.]+) ?([KMGT]i?B|B) is free")
+_TOTAL = re.compile(r"total capacity of ([\d.]+) ?([KMGT]i?B|B)")
+
+
+def _parse_size(m: re.Match[str] | None) -> int | None:
+    if m is None:
+        return None
+    try:
+        return int(float(m.group(1)) * _UNIT[m.group(2)])
+    except (KeyError, ValueError):
+        return None
+
+
+@dataclass(frozen=True)
+class Held:
+    category: str
+    bytes: int | None
+    percent: float | None  # of allocated
+
+
+@dataclass(frozen=True)
+class OomReport:
+    step: int | None
+    rank: int | None
+    device: str | None
+    message: str
+    requested_bytes: int | None
+    device_free: int | None
+    device_total: int | None
+    allocated: int | None
+    reserved: int | None
+    reserved_unused: int | None  # reserved - allocated: cached, but no block large enough
+    held: list[Held]
+    large_tensors: list[dict[str, Any]]
+    shortfall_bytes: int | None  # what was missing (requested - free)
+    fits_with: Suggestion | None  # the least invasive suggestion that covers the shortfall
+    smallest_batch: dict[str, Any] | None  # {"flag", "from", "to", "saving_bytes"} when computable
+    explanation: str
+    alternatives: list[str] = field(default_factory=list)
+
+
+def explain(facts: Facts, suggestions: list[Suggestion]) -> OomReport | None:
+    rec = facts.oom
+    if rec is None:
+        return None
+    message = str(rec.get("message") or "")
+    requested = as_int(rec.get("requested_bytes")) or _parse_size(_ASKED.search(message))
+    free = as_int(rec.get("device_free"))
+    if free is None:
+        free = _parse_size(_FREE.search(message))
+    total = facts.device_total or _parse_size(_TOTAL.search(message))
+    allocated = as_int(rec.get("allocated"))
+    reserved = as_int(rec.get("reserved"))
+    raw = rec.get("categories")
+    cats: dict[str, Any] = raw if isinstance(raw, dict) else {}
+    base = allocated or sum(as_int(cats.get(c)) or 0 for c in CATEGORIES) or None
+    held = [
+        Held(c, as_int(cats.get(c)), (100.0 * (as_int(cats.get(c)) or 0) / base) if base and as_int(cats.get(c)) is not None else None)
+        for c in CATEGORIES
+    ]
+    unused = (reserved - allocated) if reserved is not None and allocated is not None else None
+    shortfall = max(0, requested - free) if requested is not None and free is not None else None
+    candidates = list(suggestions)
+    if unused and shortfall is not None and unused >= shortfall and not any(x.rule == "expandable_segments" for x in candidates):
+        candidates.append(_expandable(facts, unused))
+    fits, alternatives = _smallest_fit(candidates, shortfall)
+    batch = _smallest_batch(facts, shortfall)
+    step = as_int(rec.get("step"))
+    rank = as_int(rec.get("rank"))
+    return OomReport(
+        step=step,
+        rank=rank,
+        device=rec.get("device") if isinstance(rec.get("device"), str) else None,
+        message=message.strip().splitlines()[0][:300] if message.strip() else "",
+        requested_bytes=requested,
+        device_free=free,
+        device_total=total,
+        allocated=allocated,
+        reserved=reserved,
+        reserved_unused=unused,
+        held=held,
+        large_tensors=large_tensors(rec)[:5],
+        shortfall_bytes=shortfall,
+        fits_with=fits,
+        smallest_batch=batch,
+        explanation=_explain(requested, free, held, unused, shortfall, fits, batch),
+        alternatives=alternatives,
+    )
+
+
+def _expandable(facts: Facts, unused: int) -> Suggestion:
+    env = {ALLOC_ENV: EXPANDABLE}
+    return Suggestion(
+        "expandable_segments",
+        f"set {ALLOC_ENV}={EXPANDABLE}",
+        f"{fmt_bytes(unused)} was reserved but unused when the allocation failed",
+        unused,
+        "none measurable in most runs",
+        cmdline.join(facts.command, env),
+        "medium",
+        None,
+        tuple(facts.command),
+        env=tuple(env.items()),
+        assumption="growing segments in place lets the allocator use the reserved-but-unused memory",
+    )
+
+
+def _smallest_fit(suggestions: list[Suggestion], shortfall: int | None) -> tuple[Suggestion | None, list[str]]:
+    if shortfall is None:
+        return None, []
+    ranked = sorted(
+        (s for s in suggestions if s.saving_bytes is not None and s.saving_bytes > 0 and s.rule in LEAST_INVASIVE),
+        key=lambda s: LEAST_INVASIVE.index(s.rule),
+    )
+    fitting = [s for s in ranked if (s.saving_bytes or 0) >= shortfall]
+    others = [f"{s.title} (≈{fmt_bytes(s.saving_bytes)})" for s in fitting[1:4]]
+    return (fitting[0] if fitting else None), others
+
+
+def _smallest_batch(facts: Facts, shortfall: int | None) -> dict[str, Any] | None:
+    bs = facts.roles.get("batch_size")
+    batch = int_value(bs)
+    a = facts.activations
+    if bs is None or batch is None or batch < 2 or shortfall is None or a <= 0:
+        return None
+    per_sample = a / batch
+    for new in range(batch - 1, 0, -1):
+        saving = int(per_sample * (batch - new))
+        if saving >= shortfall:
+            return {"flag": bs["flag"], "from": batch, "to": new, "saving_bytes": saving}
+    return None
+
+
+def _explain(
+    requested: int | None,
+    free: int | None,
+    held: list[Held],
+    unused: int | None,
+    shortfall: int | None,
+    fits: Suggestion | None,
+    batch: dict[str, Any] | None,
+) -> str:
+    parts: list[str] = []
+    if requested is not None:
+        parts.append(f"asked for {fmt_bytes(requested)}" + (f" with {fmt_bytes(free)} free on the device" if free is not None else ""))
+    known = [h for h in held if h.bytes]
+    if known:
+        top = max(known, key=lambda h: h.bytes or 0)
+        parts.append(f"the largest holder was {top.category} ({fmt_bytes(top.bytes)})")
+    if unused:
+        parts.append(f"{fmt_bytes(unused)} sat reserved but unused (fragmentation)")
+    if shortfall is not None:
+        parts.append(f"{fmt_bytes(shortfall)} was missing")
+    if fits is not None:
+        parts.append(f"smallest change that fits: {fits.title} (≈{fmt_bytes(fits.saving_bytes)})")
+    elif batch is not None:
+        parts.append(f"smallest change that fits: {batch['flag']} {batch['from']} → {batch['to']}")
+    elif shortfall is not None:
+        parts.append("no single suggestion covers it; combine the suggestions below")
+    return "; ".join(parts) if parts else "out of memory (the record holds no figures)"
