@@ -35,6 +35,7 @@ def child_environment(run_dir: Path, max_steps: int | None, base: dict[str, str]
     env["PYTHONPATH"] = os.pathsep.join(paths)
     env["MEMTOP_RUN_DIR"] = str(run_dir.resolve())
     env["PYTHONUNBUFFERED"] = "1"
+    env["MEMTOP_TENSORBOARD"] = "0"  # memtop train writes the events itself, outside the training process
     if max_steps is not None:
         env["MEMTOP_MAX_STEPS"] = str(max_steps)
     else:

@@ -158,6 +158,7 @@ def run(args: argparse.Namespace) -> int:
     env = child_environment(run_dir, args.max_steps)
     child = Child(child_argv, env, run_dir / "output.log", echo=None if use_tui else stdout_binary())
     _detect_flags_in_background(run_dir, child_argv, meta_lock)
+    tensorboard = _start_tensorboard(run_dir)
 
     exit_code: int
     interrupted = False
@@ -178,6 +179,9 @@ def run(args: argparse.Namespace) -> int:
         child.terminate()
         _finalize(run_dir, child, meta_lock, interrupted=True)
         raise
+    finally:
+        if tensorboard is not None:
+            tensorboard.stop()
     status = _finalize(run_dir, child, meta_lock, interrupted=interrupted)
     if status in ("failed", "oom") and not _has_steps(run_dir):
         sys.stderr.write(f"memtop: the command {status_phrase(status)} (exit code {exit_code}) before any step was recorded; its output is in {run_dir / 'output.log'}\n")
@@ -209,6 +213,16 @@ def _detect_flags_in_background(run_dir: Path, child_argv: list[str], lock: thre
             rundir.update_meta(run_dir, detected_flags=flags)
 
     threading.Thread(target=work, name="memtop-detect-flags", daemon=True).start()
+
+
+def _start_tensorboard(run_dir: Path) -> Any:
+    try:
+        from memtop.runs.tensorboard import RunFollower
+
+        return RunFollower(run_dir).start()
+    except ImportError as exc:
+        sys.stderr.write(f"memtop: no TensorBoard events for this run ({exc})\n")
+        return None
 
 
 def _has_steps(run_dir: Path) -> bool:

@@ -75,6 +75,7 @@ class Profile:
                 self.session.exit_reason = "exception"
         if self._owns:
             self.session.close()
+            hooks.uninstall()
             hooks.set_session(None)
 
 

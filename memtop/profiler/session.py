@@ -32,7 +32,7 @@ from memtop.profiler.accounting import (
 from memtop.profiler.activations import backward_roots, saved_tensors_of_graph
 from memtop.profiler.backends import Backend, backend_for, peak_rss_bytes, rss_bytes
 from memtop.profiler.config import HookConfig
-from memtop.profiler.writers import JsonlWriter, TensorBoardWriter
+from memtop.profiler.writers import BackgroundJsonlWriter, TensorBoardWriter
 from memtop.runs import format as fmt
 
 PARAM_RECOUNT_EVERY = 50
@@ -81,13 +81,16 @@ class Session:
         self._discovered = False
         self._device: torch.device | None = None
         self._backend: Backend | None = None
-        self._writer: JsonlWriter | None = None
+        self._writer: BackgroundJsonlWriter | None = None
         self._tb: TensorBoardWriter | None = None
         self._state = _StepState()
         self._last_record_time: float | None = None
         self._param_total: CategoryTotal | None = None
         self._param_total_step = -1
         self._last_state_total = CategoryTotal()
+        self._state_cache: tuple[tuple[tuple[int, int], ...], int, CategoryTotal] | None = None
+        self._extra_grad_params: list[weakref.ref[torch.Tensor]] | None = None
+        self._extra_step = -1
         self._act_bytes = 0
         self._act_large: list[TensorInfo] = []
         self._act_step: int | None = None
@@ -162,19 +165,30 @@ class Session:
             self.models.set_roots(named)
         self.params.names = self.models.param_names()
 
-    def _open(self) -> JsonlWriter:
+    def _open(self) -> BackgroundJsonlWriter:
         if self._writer is None:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            self._writer = JsonlWriter(self.run_dir / fmt.rank_file_name(self.rank))
             if self.config.tensorboard:
                 self._tb = TensorBoardWriter(self.run_dir / fmt.TENSORBOARD_DIR / f"rank{self.rank}")
+            tb = self._tb
+            on_written = (lambda rec: tb.add_step(rec) if rec.get("type") == "step" else None) if tb is not None else None
+            self._writer = BackgroundJsonlWriter(self.run_dir / fmt.rank_file_name(self.rank), on_written)
         return self._writer
 
     def _base(self, kind: str) -> dict[str, Any]:
         return {"type": kind, "schema": fmt.SCHEMA_VERSION, "rank": self.rank, "time": time.time()}
 
     def write(self, record: dict[str, Any]) -> None:
-        self._open().write(record)
+        """Write now (in order after queued step records): for records that must survive a crash."""
+        if self.closed:
+            return
+        self._open().write_now(record)
+
+    def put(self, record: dict[str, Any]) -> None:
+        """Queue a step record; the writer thread serializes and flushes it within milliseconds."""
+        if self.closed:
+            return
+        self._open().put(record)
 
     # ------------------------------------------------------------------ accounting
     def _count_parameters(self) -> CategoryTotal:
@@ -195,15 +209,35 @@ class Session:
         return count_gradients(self._grad_params(), self.params, self.device, self.config.large_tensor_bytes)
 
     def _grad_params(self) -> list[torch.Tensor]:
+        """Optimizer parameters plus the models' other trainable ones (re-listed with the parameter recount)."""
         params = list(self.params.live())
         if self.models:
-            seen = {id(p) for p in params}
-            for _, m in self.models.roots():
-                params.extend(p for p in m.parameters() if id(p) not in seen)
+            if self._extra_grad_params is None or self._extra_step != self._param_total_step:
+                seen = {id(p) for p in params}
+                self._extra_grad_params = [
+                    weakref.ref(p) for _, m in self.models.roots() for p in m.parameters() if p.requires_grad and id(p) not in seen
+                ]
+                self._extra_step = self._param_total_step
+            for ref in self._extra_grad_params:
+                p = ref()
+                if p is not None:
+                    params.append(p)
         return params
 
     def _count_state(self, exclude: set[StorageKey]) -> CategoryTotal:
-        return count_optimizer_state(self.optimizers(), self.params, self.device, exclude, self.config.large_tensor_bytes)
+        """Optimizer state, recounted when its shape (tensors per optimizer) changes or every 50 steps.
+
+        Optimizers update their state in place, so between recounts the figure is exact; a state
+        replaced wholesale (a loaded checkpoint) is picked up at the next recount.
+        """
+        opts = self.optimizers()
+        signature = tuple((id(o), len(o.state)) for _, o in opts)
+        cached = self._state_cache
+        if cached is not None and cached[0] == signature and self.step - cached[1] < PARAM_RECOUNT_EVERY:
+            return cached[2]
+        total = count_optimizer_state(opts, self.params, self.device, exclude, self.config.large_tensor_bytes)
+        self._state_cache = (signature, self.step, total)
+        return total
 
     # ------------------------------------------------------------------ events
     def on_backward(self, t_outputs: object) -> None:
@@ -342,9 +376,7 @@ class Session:
                 "sample_every": self.sample_every,
             }
         )
-        self.write(rec)
-        if self._tb is not None:
-            self._tb.add_step(rec)
+        self.put(rec)
         self._state = _StepState()
         if self.config.max_steps is not None and self.step >= self.config.max_steps:
             self.exit_reason = "max_steps"
@@ -410,6 +442,7 @@ class Session:
             return  # the allocator observer already reported this one
         self._last_oom_time = now
         self._param_total = None
+        self._state_cache = None
         params = self._count_parameters()
         grads = self._count_gradients()
         state = self._count_state(params.keys | grads.keys)
@@ -463,11 +496,11 @@ class Session:
         rec = self._base("exit")
         rec.update({"reason": self.exit_reason, "exception": self.exception_name, "steps": self.step, "pid": os.getpid()})
         try:
-            self._writer.write(rec)
+            self._writer.write_now(rec)
         finally:
+            self._writer.close()
             if self._tb is not None:
                 self._tb.close()
-            self._writer.close()
 
 
 def _moment(comp: Composition) -> dict[str, int | None]:

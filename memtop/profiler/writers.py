@@ -9,7 +9,6 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from memtop.runs import format as fmt
 
 
 class JsonlWriter:
@@ -36,35 +35,72 @@ class JsonlWriter:
             self._fh.close()
 
 
-_MB = float(fmt.MB)
+class BackgroundJsonlWriter:
+    """A :class:`JsonlWriter` fed from a queue, so serializing never runs on the training thread.
 
+    Step records go through the queue (written and flushed within milliseconds); records that
+    matter at a crash (oom, warning, exit) use :meth:`write_now`, which first drains the queue so
+    the file stays in order.
+    """
 
-def tensorboard_scalars(rec: dict[str, Any]) -> dict[str, float]:
-    """The spec's TensorBoard tags for one step record (null figures are left out)."""
-    out: dict[str, float] = {}
-    cats = rec.get("categories") or {}
-    for cat in fmt.CATEGORIES:
-        v = cats.get(cat)
-        if isinstance(v, (int, float)):
-            out[fmt.tb_category_tag(cat)] = v / _MB
-    for key, tag in (("allocated", fmt.TB_ALLOCATED), ("reserved", fmt.TB_RESERVED), ("peak", fmt.TB_PEAK)):
-        v = rec.get(key)
-        if isinstance(v, (int, float)):
-            out[tag] = v / _MB
-    frag = rec.get("fragmentation_pct")
-    if isinstance(frag, (int, float)):
-        out[fmt.TB_FRAGMENTATION] = float(frag)
-    large = rec.get("large_tensors")
-    if isinstance(large, list):
-        out[fmt.TB_LARGE_COUNT] = float(len(large))
-    return out
+    _STOP = object()
+
+    def __init__(self, path: Path, on_written: Any = None) -> None:
+        self._writer = JsonlWriter(path)
+        self._on_written = on_written
+        self._queue: queue.Queue[object] = queue.Queue(maxsize=100_000)
+        self._order = threading.Lock()
+        self._thread = threading.Thread(target=self._run, name="memtop-records", daemon=True)
+        self._thread.start()
+
+    @property
+    def path(self) -> Path:
+        return self._writer.path
+
+    def put(self, record: dict[str, Any]) -> None:
+        try:
+            self._queue.put_nowait(record)
+        except queue.Full:
+            self.write_now(record)
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is self._STOP:
+                self._queue.task_done()
+                return
+            try:
+                if isinstance(item, dict):
+                    with self._order:
+                        self._writer.write(item)
+                    if self._on_written is not None:
+                        self._on_written(item)
+            except (OSError, ValueError):
+                pass  # disk full or closed: the run keeps training; the file has what it could take
+            finally:
+                self._queue.task_done()
+
+    def drain(self) -> None:
+        if self._thread.is_alive():
+            self._queue.join()
+
+    def write_now(self, record: dict[str, Any]) -> None:
+        self.drain()
+        with self._order:
+            self._writer.write(record)
+
+    def close(self, timeout: float = 10.0) -> None:
+        if self._thread.is_alive():
+            self._queue.put(self._STOP)
+            self._thread.join(timeout)
+        self._writer.close()
 
 
 class TensorBoardWriter:
-    """Writes step scalars to TensorBoard event files from a daemon thread.
+    """Writes step scalars to TensorBoard event files from a daemon thread (explicit API only).
 
-    The training thread only puts the record on a queue; building protobufs and writing happen
-    elsewhere. If TensorBoard cannot be imported the writer stays silent (the JSONL is the record).
+    Under `memtop train` the launcher writes the events from the records instead (no protobuf
+    work in the training process). If TensorBoard cannot be imported the writer stays silent.
     """
 
     _STOP = object()
@@ -85,9 +121,9 @@ class TensorBoardWriter:
 
     def _run(self) -> None:
         try:
-            from torch.utils.tensorboard import SummaryWriter
+            from memtop.runs.tensorboard import EventWriter
 
-            writer = SummaryWriter(log_dir=str(self.logdir), flush_secs=int(max(1, self.flush_secs)))
+            writer = EventWriter(self.logdir, self.flush_secs)
         except Exception as exc:  # noqa: BLE001 - tensorboard missing or broken: JSONL still has everything
             self.error = f"TensorBoard events disabled: {exc}"
             while self._queue.get() is not self._STOP:
@@ -97,13 +133,8 @@ class TensorBoardWriter:
             item = self._queue.get()
             if item is self._STOP:
                 break
-            if not isinstance(item, dict):
-                continue
-            step = int(item.get("step", 0))
-            wall = item.get("time")
-            for tag, value in tensorboard_scalars(item).items():
-                writer.add_scalar(tag, value, global_step=step, walltime=wall)
-        writer.flush()
+            if isinstance(item, dict):
+                writer.add_step(item)
         writer.close()
 
     def close(self, timeout: float = 10.0) -> None:

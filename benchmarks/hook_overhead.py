@@ -1,0 +1,141 @@
+"""Step-time overhead of memtop's default hook, and of torch.profiler(profile_memory=True) for reference.
+
+One process, one workload (the transformer sample run), interleaved blocks: each round times a
+block of steps without any profiler, a block under memtop's hook, and a block under torch.profiler,
+in rotating order, so drift of the machine (other processes, thermal, allocator warm-up) hits all
+three alike. The figure is the median over rounds of (profiled block time / baseline block time).
+
+    python benchmarks/hook_overhead.py [--rounds 15] [--steps 20] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def load_sample(name: str) -> Any:
+    spec = importlib.util.spec_from_file_location(name, REPO / "sample_runs" / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def make_step(sample_args: list[str]) -> tuple[Callable[[], None], str]:
+    tf = load_sample("transformer_finetune")
+    args = tf.build_parser().parse_args(sample_args)
+    device = torch.device("cpu")
+    torch.manual_seed(args.seed)
+    model = tf.build_model(args, device)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+    data = tf.BigramData(args.vocab_size, args.seed)
+    batches = [data.batch(args.batch_size, args.seq_len) for _ in range(8)]
+    amp = tf.autocast_dtype(args, device)
+    i = [0]
+
+    def step() -> None:
+        x, y = batches[i[0] % len(batches)]
+        i[0] += 1
+        loss, _ = tf.lm_loss(model, x, y, amp)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    return step, " ".join(["transformer_finetune.py", *sample_args])
+
+
+def time_block(step: Callable[[], None], n: int) -> float:
+    t0 = time.perf_counter()
+    for _ in range(n):
+        step()
+    return (time.perf_counter() - t0) / n
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--rounds", type=int, default=15)
+    p.add_argument("--steps", type=int, default=20, help="steps per block")
+    p.add_argument("--json", default=None, help="also write the figures here")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (1 keeps timings steady on a shared machine)")
+    p.add_argument("sample_args", nargs="*", default=[], help="flags for transformer_finetune.py")
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    os.environ["MEMTOP_TENSORBOARD"] = "1"
+
+    from memtop.profiler import hooks
+    from memtop.profiler.api import standalone_session
+    from memtop.profiler.config import HookConfig
+
+    step, workload = make_step(args.sample_args)
+    for _ in range(10):
+        step()  # warm-up: allocator, autograd caches, lazy optimizer state
+
+    tmp = Path(tempfile.mkdtemp(prefix="memtop-bench-"))
+    config = HookConfig.from_env()
+    session = standalone_session(config, runs_dir=tmp, name="overhead")
+
+    def with_memtop(n: int) -> float:
+        hooks.set_session(session)
+        hooks.install(config, lambda: session)
+        try:
+            return time_block(step, n)
+        finally:
+            hooks.uninstall()
+            hooks.set_session(None)
+
+    def with_torch_profiler(n: int) -> float:
+        from torch.profiler import ProfilerActivity, profile
+
+        with profile(activities=[ProfilerActivity.CPU], profile_memory=True):
+            return time_block(step, n)
+
+    with_memtop(args.steps)  # first block pays for finding names, opening files, TensorBoard's thread
+    runs: dict[str, list[float]] = {"baseline": [], "memtop": [], "torch.profiler": []}
+    kinds: list[tuple[str, Callable[[int], float]]] = [
+        ("baseline", lambda n: time_block(step, n)),
+        ("memtop", with_memtop),
+        ("torch.profiler", with_torch_profiler),
+    ]
+    for r in range(args.rounds):
+        order = kinds[r % 3 :] + kinds[: r % 3]
+        for name, fn in order:
+            runs[name].append(fn(args.steps))
+    session.close()
+
+    base = runs["baseline"]
+    ratio = {name: statistics.median(v / b for v, b in zip(vals, base, strict=True)) for name, vals in runs.items() if name != "baseline"}
+    result = {
+        "workload": workload,
+        "torch": torch.__version__,
+        "threads": args.threads,
+        "rounds": args.rounds,
+        "steps_per_block": args.steps,
+        "baseline_step_ms_median": statistics.median(base) * 1e3,
+        "memtop_overhead_pct": (ratio["memtop"] - 1) * 100,
+        "torch_profiler_overhead_pct": (ratio["torch.profiler"] - 1) * 100,
+        "activation_walk_every_k_steps": session.sample_every,
+        "activation_walk_ms": session._act_cost * 1e3,
+    }
+    print(json.dumps(result, indent=2))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+if __name__ == "__main__":
+    main()
