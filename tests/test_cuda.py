@@ -1,0 +1,88 @@
+"""CUDA backend: the allocator identities, NVML figures and the OOM observer (skipped without CUDA)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from torch import nn
+
+import memtop
+from memtop.profiler import hooks
+from tests.conftest import SCRIPTS, only_run, read_records, run_memtop
+
+pytestmark = pytest.mark.gpu
+
+
+@pytest.fixture(autouse=True)
+def _fresh_hooks(monkeypatch: pytest.MonkeyPatch) -> Any:
+    monkeypatch.delenv("MEMTOP_RUN_DIR", raising=False)
+    monkeypatch.setenv("MEMTOP_TENSORBOARD", "0")
+    monkeypatch.setenv("MEMTOP_ACTIVATIONS", "every")
+    yield
+    hooks.uninstall()
+    hooks.set_session(None)
+    torch.cuda.empty_cache()
+
+
+def _train(tmp_path: Path, steps: int = 4) -> list[dict[str, Any]]:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(1024, 4096), nn.GELU(), nn.Linear(4096, 1024)).cuda()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    with memtop.profile(model, opt, runs_dir=tmp_path) as prof:
+        for _ in range(steps):
+            x = torch.randn(256, 1024, device="cuda")
+            model(x).pow(2).mean().backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+    return [r for r in read_records(prof.run_dir) if r["type"] == "step"]
+
+
+def test_cuda_identities_hold(tmp_path: Path) -> None:
+    steps = _train(tmp_path)
+    for rec in steps:
+        cats = rec["categories"]
+        assert rec["device"].startswith("cuda")
+        assert sum(cats.values()) == rec["peak"]
+        assert rec["allocated"] + rec["fragmentation_bytes"] == rec["reserved"]
+        assert 0 <= rec["fragmentation_pct"] <= 100
+        assert rec["inactive_split_bytes"] is not None
+        assert rec["peak"] >= rec["allocated"]
+
+
+def test_cuda_parameters_exact_and_nvml_present(tmp_path: Path) -> None:
+    steps = _train(tmp_path)
+    expected = (1024 * 4096 + 4096 + 4096 * 1024 + 1024) * 4
+    for rec in steps:
+        assert rec["moments"]["optimizer_step"]["parameters"] == expected
+        assert rec["moments"]["optimizer_step"]["gradients"] == expected
+    # NVML is sampled at most once a second: at least the first record has it
+    assert steps[0]["device_total"] == torch.cuda.get_device_properties(0).total_memory or steps[0]["device_total"] > 0
+    assert steps[0]["device_used"] is not None and steps[0]["device_used"] >= steps[0]["reserved"]
+
+
+def test_cuda_oom_record_is_written_before_the_exception(tmp_path: Path) -> None:
+    model = nn.Linear(256, 256).cuda()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    total = torch.cuda.get_device_properties(0).total_memory
+    with pytest.raises(torch.OutOfMemoryError):
+        with memtop.profile(model, opt, runs_dir=tmp_path) as prof:
+            model(torch.randn(8, 256, device="cuda")).sum().backward()
+            opt.step()
+            torch.empty(total * 2, dtype=torch.uint8, device="cuda")
+    oom = [r for r in read_records(prof.run_dir) if r["type"] == "oom"]
+    assert len(oom) == 1
+    assert oom[0]["requested_bytes"] >= total * 2  # the allocator's own figure (rounded up to its block size)
+    assert oom[0]["categories"]["parameters"] == (256 * 256 + 256) * 4
+    assert oom[0]["allocated"] is not None
+
+
+def test_cuda_zero_code_sample_run(tmp_path: Path) -> None:
+    script = str(SCRIPTS.parent.parent / "sample_runs" / "transformer_finetune.py")
+    out = run_memtop("train", "--no-tui", "--runs-dir", str(tmp_path), "--max-steps", "5", script, "--device", "cuda", "--steps", "20")
+    assert out.returncode == 0, out.stderr
+    steps = [r for r in read_records(only_run(tmp_path)) if r["type"] == "step"]
+    assert len(steps) == 5
+    assert all(r["device"].startswith("cuda") and sum(r["categories"].values()) == r["peak"] for r in steps)
