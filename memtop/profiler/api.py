@@ -70,7 +70,7 @@ class Profile:
         if exc is not None and not isinstance(exc, SystemExit):
             self.session.exception_name = type(exc).__name__
             if hooks.is_oom(exc):
-                hooks.guarded(self.session.on_oom)(str(exc), hooks._parse_requested(str(exc)), None, tb)
+                hooks.guarded(self.session.on_oom)(str(exc), hooks._parse_requested(str(exc)), None)
             elif self.session.exit_reason == "normal":
                 self.session.exit_reason = "exception"
         if self._owns:
@@ -100,11 +100,10 @@ def profile(
         hooks.install(config, lambda: session)
     else:
         session = existing
-    frame = naming.caller_frame()
     if model is not None:
-        session.watch_model(model, naming.variable_name_for(model, frame, "model"))
+        session.watch_model(model, naming.variable_name_for(model, "model"))
     if optimizer is not None:
-        session.watch_optimizer(optimizer, naming.variable_name_for(optimizer, frame, "optimizer"))
+        session.watch_optimizer(optimizer, naming.variable_name_for(optimizer, "optimizer"))
     return Profile(session, owns)
 
 

@@ -143,7 +143,7 @@ def _on_cuda_oom(device: int, alloc: int, device_allocated: int, device_free: in
     session = get_session()
     if session is not None:
         message = f"CUDA out of memory on device {device}: tried to allocate {alloc} bytes ({device_free} bytes free on the device)"
-        session.on_oom(message, int(alloc), int(device_free), None)
+        session.on_oom(message, int(alloc), int(device_free))
 
 
 def _attach_cuda_oom_observer() -> None:
@@ -160,7 +160,7 @@ def _excepthook(exc_type: type[BaseException], exc: BaseException, tb: Traceback
             if session.exit_reason not in ("oom", "max_steps"):
                 session.exit_reason = "exception"
             if is_oom(exc):
-                session.on_oom(str(exc), _parse_requested(str(exc)), None, tb)
+                session.on_oom(str(exc), _parse_requested(str(exc)), None)
     except Exception as hook_exc:  # noqa: BLE001 - report, then let Python print the user's error
         _disable(_session, hook_exc)
     finally:

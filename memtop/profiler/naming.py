@@ -9,16 +9,12 @@ after the variable that holds it in the training loop's frame (``model``, ``net`
 from __future__ import annotations
 
 import gc
-import inspect
 import sys
 import weakref
 from collections.abc import Iterable
-from types import FrameType
 
 import torch
 from torch import nn
-
-_SKIP_NAMES = {"self", "cls", "module", "m", "mod"}
 
 
 def find_root_modules(param_ids: set[int]) -> list[nn.Module]:
@@ -43,51 +39,44 @@ def find_root_modules(param_ids: set[int]) -> list[nn.Module]:
     return roots
 
 
+def live_graph_roots() -> list[object]:
+    """grad_fn nodes of every live tensor (at an OOM, to measure the forward pass that failed).
+
+    Scans the garbage collector's objects once; used only when the process is out of memory,
+    and keeps nothing afterwards.
+    """
+    tensor_type = torch.Tensor
+    roots: list[object] = []
+    seen: set[int] = set()
+    for o in gc.get_objects():
+        if issubclass(type(o), tensor_type):
+            node = o.grad_fn  # type: ignore[attr-defined]
+            if node is not None and id(node) not in seen:
+                seen.add(id(node))
+                roots.append(node)
+    return roots
+
+
 def find_optimizers() -> list[torch.optim.Optimizer]:
     """Live optimizers (zero-code: before the first step, the backward pass needs to know them)."""
     opt_type = torch.optim.Optimizer
     return [o for o in gc.get_objects() if issubclass(type(o), opt_type)]
 
 
-def frame_locals(frame: FrameType) -> list[tuple[str, object]]:
-    """A frame's local variables, without leaving anything alive behind.
+def variable_name_for(obj: object, default: str) -> str:
+    """The name of a module-level variable of the main script bound to ``obj``, else ``default``.
 
-    Before Python 3.13, reading ``f_locals`` of a function frame stores a snapshot dict on the
-    frame that keeps every local of that moment alive until the function returns (old batches,
-    whole autograd graphs). The snapshot is emptied after reading; tracers and ``locals()``
-    refresh it from the real locals before every use, so nothing the program sees changes. On
-    3.13+ ``f_locals`` is a live proxy without a snapshot, and must not be cleared.
+    Only module dictionaries are searched. Function locals are not: before Python 3.13, reading a
+    frame's ``f_locals`` leaves a snapshot on the frame that keeps every local of that moment
+    alive, and emptying it would also empty a dict the program got from ``locals()``.
     """
-    local_map = frame.f_locals
-    items = list(local_map.items())
-    if sys.version_info < (3, 13) and frame.f_code.co_flags & inspect.CO_OPTIMIZED and local_map is not frame.f_globals:
-        local_map.clear()
-    return items
-
-
-def variable_name_for(obj: object, frame: FrameType | None, default: str) -> str:
-    """The name of a variable bound to ``obj`` in ``frame`` or its callers (module level included)."""
-    f = frame
-    while f is not None:
-        for name, value in frame_locals(f):
-            if value is obj and name not in _SKIP_NAMES and not name.startswith("_"):
+    main = sys.modules.get("__main__")
+    namespace = getattr(main, "__dict__", None)
+    if isinstance(namespace, dict):
+        for name, value in list(namespace.items()):
+            if value is obj and not name.startswith("_"):
                 return name
-        f = f.f_back
     return default
-
-
-def caller_frame() -> FrameType | None:
-    """The first frame outside torch and memtop (the user's training loop)."""
-    try:
-        f: FrameType | None = sys._getframe(1)
-    except ValueError:
-        return None
-    while f is not None:
-        mod = f.f_globals.get("__name__", "")
-        if not (mod.startswith("torch") or mod.startswith("memtop")):
-            return f
-        f = f.f_back
-    return None
 
 
 def unique_names(names: Iterable[str]) -> list[str]:

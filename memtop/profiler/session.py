@@ -159,9 +159,8 @@ class Session:
         self._names_resolved = True
         if not self.models:
             ids = {id(p) for p in self.params.live()}
-            frame = naming.caller_frame()
             roots = naming.find_root_modules(ids) if ids else []
-            named = [(naming.variable_name_for(m, frame, "model"), m) for m in roots]
+            named = [(naming.variable_name_for(m, "model"), m) for m in roots]
             self.models.set_roots(named)
         self.params.names = self.models.param_names()
 
@@ -436,7 +435,7 @@ class Session:
             self._backend.carry_peak(value)
 
     # ------------------------------------------------------------------ failures and exit
-    def on_oom(self, message: str, requested: int | None, device_free: int | None, frames_from: Any = None) -> None:
+    def on_oom(self, message: str, requested: int | None, device_free: int | None) -> None:
         now = time.monotonic()
         if now - self._last_oom_time < 1.0:
             return  # the allocator observer already reported this one
@@ -446,7 +445,7 @@ class Session:
         params = self._count_parameters()
         grads = self._count_gradients()
         state = self._count_state(params.keys | grads.keys)
-        roots = _graph_roots_in_frames(frames_from)
+        roots = naming.live_graph_roots()
         acts = saved_tensors_of_graph(roots, self.device, params.keys | grads.keys | state.keys, self.config.large_tensor_bytes).total
         alloc = self.backend.state()
         comp = Composition("oom", alloc.allocated, params, grads, state, acts)
@@ -511,34 +510,3 @@ def _moment(comp: Composition) -> dict[str, int | None]:
         "optimizer_state": comp.optimizer_state.bytes,
         "activations": comp.activations.bytes,
     }
-
-
-def _graph_roots_in_frames(frames_from: Any) -> list[object]:
-    """grad_fn nodes of tensors held by the frames of a traceback or of the current stack."""
-    frames = []
-    if frames_from is not None and hasattr(frames_from, "tb_frame"):
-        tb = frames_from
-        while tb is not None:
-            frames.append(tb.tb_frame)
-            tb = tb.tb_next
-    else:
-        try:
-            f = sys._getframe(1)
-        except ValueError:
-            f = None
-        while f is not None:
-            frames.append(f)
-            f = f.f_back
-    roots: list[object] = []
-    seen: set[int] = set()
-    for frame in frames:
-        try:
-            values = [v for _, v in naming.frame_locals(frame)]
-        except Exception:  # noqa: BLE001 - a frame whose locals cannot be read is skipped
-            continue
-        for v in values:
-            if isinstance(v, torch.Tensor) and v.grad_fn is not None and id(v.grad_fn) not in seen:
-                node = v.grad_fn
-                seen.add(id(node))
-                roots.append(node)
-    return roots

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 
-
 class JsonlWriter:
     """Appends one JSON object per line and flushes it, so a crash loses nothing written."""
 

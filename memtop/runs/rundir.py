@@ -34,7 +34,7 @@ def _package_version(name: str) -> str | None:
         from importlib.metadata import version
 
         return version(name)
-    except Exception:
+    except Exception:  # noqa: BLE001 - not installed, or broken metadata: version unknown
         return None
 
 
