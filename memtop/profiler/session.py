@@ -131,10 +131,21 @@ class Session:
                 out.append((name, opt))
         return out
 
+    def _discover(self) -> bool:
+        """Zero-code: find the optimizers once if no step told us yet. True when something is watched."""
+        if not self._optimizers and not self.models and not self._discovered:
+            self._discovered = True
+            for opt in naming.find_optimizers():
+                self.watch_optimizer(opt)
+        return bool(self._optimizers or self.models)
+
     @property
     def device(self) -> torch.device:
         if self._device is None:
-            self._device = self._detect_device()
+            device = self._detect_device()
+            if not (self._optimizers or self.models):
+                return device  # nothing watched yet: decide again later
+            self._device = device
         return self._device
 
     def _detect_device(self) -> torch.device:
@@ -150,7 +161,10 @@ class Session:
     @property
     def backend(self) -> Backend:
         if self._backend is None:
-            self._backend = backend_for(self.device)
+            backend = backend_for(self.device)
+            if self._device is None:
+                return backend  # device not settled yet (nothing watched)
+            self._backend = backend
         return self._backend
 
     def _ensure_names(self) -> None:
@@ -243,14 +257,8 @@ class Session:
         """The autograd engine is about to run backward: the end of a forward pass."""
         if self.disabled:
             return
-        if not self._optimizers and not self.models:
-            if self._discovered:
-                return
-            self._discovered = True
-            for opt in naming.find_optimizers():
-                self.watch_optimizer(opt)
-            if not self._optimizers:
-                return
+        if not self._discover():
+            return
         roots = backward_roots(t_outputs)
         if not roots:
             return
@@ -398,7 +406,7 @@ class Session:
 
     # ------------------------------------------------------------------ stages
     def stage_begin(self) -> dict[str, Any]:
-        backend = self.backend if (self._optimizers or self.models) else None
+        backend = self.backend if self._discover() else None
         cuda = backend is not None and backend.device.type == "cuda"
         ctx: dict[str, Any] = {"t0": time.perf_counter(), "cuda": cuda}
         if cuda and backend is not None:
@@ -424,7 +432,9 @@ class Session:
             after = rss_bytes()
             maxrss_after = peak_rss_bytes()
             before_max = ctx.get("maxrss")
-            peak = maxrss_after if (maxrss_after is not None and before_max is not None and maxrss_after > before_max) else None
+            rose = maxrss_after is not None and before_max is not None and maxrss_after > before_max
+            # Linux updates the high-water mark lazily, so it may trail the RSS just read
+            peak = max(maxrss_after, after or 0, ctx["before"] or 0) if rose and maxrss_after is not None else None
             measure = "rss"
         rec = self._base("stage")
         rec.update({"name": name, "step": self.step, "duration": duration, "before": ctx["before"], "after": after, "peak": peak, "measure": measure})
