@@ -59,11 +59,18 @@ def make_step(sample_args: list[str]) -> tuple[Callable[[], None], str]:
     return step, " ".join(["transformer_finetune.py", *sample_args])
 
 
+CPU_TIMES: dict[int, float] = {}
+
+
 def time_block(step: Callable[[], None], n: int) -> float:
+    """Wall seconds per step; the block's process CPU seconds per step go to CPU_TIMES[id]."""
+    c0 = time.process_time()
     t0 = time.perf_counter()
     for _ in range(n):
         step()
-    return (time.perf_counter() - t0) / n
+    wall = (time.perf_counter() - t0) / n
+    CPU_TIMES[len(CPU_TIMES)] = (time.process_time() - c0) / n
+    return wall
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -106,6 +113,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     with_memtop(args.steps)  # first block pays for finding names, opening files, TensorBoard's thread
     runs: dict[str, list[float]] = {"baseline": [], "memtop": [], "torch.profiler": []}
+    cpu: dict[str, list[float]] = {"baseline": [], "memtop": [], "torch.profiler": []}
     kinds: list[tuple[str, Callable[[int], float]]] = [
         ("baseline", lambda n: time_block(step, n)),
         ("memtop", with_memtop),
@@ -115,10 +123,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         order = kinds[r % 3 :] + kinds[: r % 3]
         for name, fn in order:
             runs[name].append(fn(args.steps))
+            cpu[name].append(CPU_TIMES[len(CPU_TIMES) - 1])
     session.close()
 
     base = runs["baseline"]
     ratio = {name: statistics.median(v / b for v, b in zip(vals, base, strict=True)) for name, vals in runs.items() if name != "baseline"}
+    cpu_ratio = {name: statistics.median(v / b for v, b in zip(vals, cpu["baseline"], strict=True)) for name, vals in cpu.items() if name != "baseline"}
     result = {
         "workload": workload,
         "torch": torch.__version__,
@@ -128,6 +138,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "baseline_step_ms_median": statistics.median(base) * 1e3,
         "memtop_overhead_pct": (ratio["memtop"] - 1) * 100,
         "torch_profiler_overhead_pct": (ratio["torch.profiler"] - 1) * 100,
+        "memtop_cpu_overhead_pct": (cpu_ratio["memtop"] - 1) * 100,
+        "torch_profiler_cpu_overhead_pct": (cpu_ratio["torch.profiler"] - 1) * 100,
         "activation_walk_every_k_steps": session.sample_every,
         "activation_walk_ms": session._act_cost * 1e3,
     }

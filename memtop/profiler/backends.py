@@ -77,9 +77,15 @@ def peak_rss_bytes() -> int | None:
 
 
 class CpuBackend:
+    """No allocator counters; the process's resident set size, read at most every 0.5 s."""
+
+    RSS_INTERVAL = 0.5
+
     def __init__(self) -> None:
         self.device = torch.device("cpu")
         self._total = _physical_memory()
+        self._rss_at = 0.0
+        self._rss: int | None = None
 
     def allocated(self) -> int | None:
         return None
@@ -94,7 +100,11 @@ class CpuBackend:
         return None
 
     def device_usage(self) -> tuple[int | None, int | None]:
-        return _rss_bytes(), self._total
+        now = time.monotonic()
+        if now - self._rss_at >= self.RSS_INTERVAL:
+            self._rss_at = now
+            self._rss = _rss_bytes()
+        return self._rss, self._total
 
 
 class CudaBackend:

@@ -1,0 +1,181 @@
+"""Check the advisor's estimates by applying them: run, take the suggestion, run again, measure.
+
+For each case a sample run is profiled with ``memtop train`` on this machine, the advisor is asked
+for its suggestions, the named rule's *own* new command line is run the same way, and the saving
+measured in the category the suggestion targets (at the peak step) is compared with the estimate.
+
+    python benchmarks/advisor_validation.py [--steps N] [--out docs/validation/advisor-cpu.md] [CASE...]
+
+tests/test_advisor_validation.py runs the same cases (a few steps each).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from memtop.analyzers.advice import Suggestion, suggest  # noqa: E402
+from memtop.analyzers.cmdline import join  # noqa: E402
+from memtop.analyzers.summary import find_peak  # noqa: E402
+from memtop.analyzers.series import rank_series  # noqa: E402
+from memtop.runs.reader import load_run  # noqa: E402
+from memtop.runs.rundir import list_runs  # noqa: E402
+
+TOLERANCE = 0.15
+MODEL_STATE = ("parameters", "gradients", "optimizer_state")
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    command: list[str]  # the baseline child command (run from the repo root)
+    rule: str  # the suggestion to apply
+
+
+CASES = [
+    Case("batch+accumulation", ["python", "sample_runs/transformer_finetune.py", "--batch-size", "8", "--seq-len", "64"], "batch_accumulation"),
+    Case("gradient checkpointing", ["python", "sample_runs/transformer_finetune.py", "--batch-size", "8", "--n-layers", "4"], "gradient_checkpointing"),
+    Case("bf16 autocast", ["python", "sample_runs/transformer_finetune.py", "--batch-size", "8", "--seq-len", "64"], "mixed_precision"),
+    Case("fp16 SH storage", ["python", "sample_runs/gaussian_splat.py", "--num-gaussians", "20000"], "half_precision"),
+    Case("fewer frames", ["python", "sample_runs/video_pipeline.py", "--max-frames", "8"], "frames"),
+]
+
+
+@dataclass
+class Result:
+    case: Case
+    suggestion: Suggestion | None
+    baseline_bytes: int | None
+    after_bytes: int | None
+    error: str = ""
+
+    @property
+    def measured(self) -> int | None:
+        if self.baseline_bytes is None or self.after_bytes is None:
+            return None
+        return self.baseline_bytes - self.after_bytes
+
+    @property
+    def relative_error(self) -> float | None:
+        m = self.measured
+        if m is None or not m or self.suggestion is None or self.suggestion.saving_bytes is None:
+            return None
+        return abs(self.suggestion.saving_bytes - m) / abs(m)
+
+    @property
+    def ok(self) -> bool:
+        e = self.relative_error
+        return e is not None and e <= TOLERANCE
+
+
+def profile(command: list[str], runs_dir: Path, steps: int, name: str) -> Path:
+    """Run ``command`` under ``memtop train`` (headless) and return its run directory."""
+    env = dict(os.environ)
+    env.pop("MEMTOP_RUN_DIR", None)
+    env["MEMTOP_ACTIVATIONS"] = "every"  # measure activations at every step: the peak is exact
+    argv = [sys.executable, "-m", "memtop", "train", "--no-tui", "--runs-dir", str(runs_dir), "--name", name, "--max-steps", str(steps), "--", *command]
+    argv = [sys.executable if a == "python" else a for a in argv]
+    proc = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{join(command)} failed ({proc.returncode}): {proc.stderr.strip()[-500:]}")
+    runs = [p for p in list_runs(runs_dir) if p.name.endswith(name)]
+    if not runs:
+        raise RuntimeError(f"no run directory for {name}")
+    return runs[0]
+
+
+def measure(run_dir: Path, category: str | None) -> int | None:
+    """Bytes of the targeted category at the run's peak step (tracked, on CPU)."""
+    peak = find_peak(rank_series(load_run(run_dir)))
+    if peak is None:
+        return None
+    if category == "model_state":
+        return sum(peak.categories.get(c) or 0 for c in MODEL_STATE)
+    if category is None:
+        return peak.bytes
+    v = peak.categories.get(category)
+    return int(v) if v is not None else None
+
+
+def run_case(case: Case, workdir: Path, steps: int) -> Result:
+    base = profile(case.command, workdir, steps, f"{case.rule}-before")
+    found = [s for s in suggest(load_run(base)) if s.rule == case.rule]
+    if not found or found[0].command is None:
+        return Result(case, found[0] if found else None, None, None, error=f"no {case.rule} suggestion with a command line")
+    s = found[0]
+    after = profile(list(s.command), workdir, steps, f"{case.rule}-after")
+    return Result(case, s, measure(base, s.category), measure(after, s.category))
+
+
+def _mib(n: int | None) -> str:
+    return "n/a" if n is None else f"{n / 2**20:.2f} MiB"
+
+
+def to_markdown(results: list[Result], steps: int, seconds: float) -> str:
+    import torch
+
+    lines = [
+        "# Advisor estimates on CPU, checked by applying them",
+        "",
+        f"Generated by `python benchmarks/advisor_validation.py --steps {steps}` ({time.strftime('%Y-%m-%d')}, "
+        f"{platform.processor() or platform.machine()}, torch {torch.__version__}, {seconds:.0f} s). Each case profiles "
+        "a sample run with `memtop train --no-tui --max-steps N`, takes the advisor's suggestion for the named rule, runs "
+        "*the suggestion's own command line* the same way, and compares the estimated saving with the saving measured in "
+        f"the category the suggestion targets, at the peak step. Pass: within {TOLERANCE:.0%} of the measured saving.",
+        "",
+        "On CPU there is no allocator peak, so the figures are the tracked categories "
+        "(`model_state` = parameters + gradients + optimizer state).",
+        "",
+        "| case | suggestion (new command) | category | estimated | measured | error | pass |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in results:
+        s = r.suggestion
+        err = f"{r.relative_error:.1%}" if r.relative_error is not None else "n/a"
+        change = f"`{s.change}`" if s else r.error
+        lines.append(
+            f"| {r.case.name} | {change} | {s.category if s else ''} | {_mib(s.saving_bytes if s else None)} | "
+            f"{_mib(r.measured)} (from {_mib(r.baseline_bytes)} to {_mib(r.after_bytes)}) | {err} | {'yes' if r.ok else 'NO'} |"
+        )
+    lines += ["", "Baseline commands:", ""]
+    lines += [f"- {r.case.name}: `memtop train --no-tui --max-steps {steps} -- {join(r.case.command)}`" for r in results]
+    lines += ["", "The assumptions behind each estimate, as the advisor states them:", ""]
+    lines += [f"- {r.case.name}: {r.suggestion.assumption}" for r in results if r.suggestion]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--steps", type=int, default=6)
+    ap.add_argument("--out", default=None, help="write the markdown table here")
+    ap.add_argument("cases", nargs="*", help="case names (default: all)")
+    args = ap.parse_args()
+    chosen = [c for c in CASES if not args.cases or c.name in args.cases or c.rule in args.cases]
+    t0 = time.time()
+    results = []
+    with tempfile.TemporaryDirectory(prefix="memtop-validate-") as tmp:
+        for case in chosen:
+            r = run_case(case, Path(tmp), args.steps)
+            results.append(r)
+            print(f"{case.name}: estimated {_mib(r.suggestion.saving_bytes if r.suggestion else None)}, measured {_mib(r.measured)}, "
+                  f"error {r.relative_error if r.relative_error is None else f'{r.relative_error:.1%}'} {r.error}", flush=True)
+    md = to_markdown(results, args.steps, time.time() - t0)
+    if args.out:
+        Path(args.out).write_text(md, encoding="utf-8")
+    else:
+        print(md)
+    return 0 if all(r.ok for r in results) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
