@@ -327,7 +327,7 @@ def _from_actions(actions: list[dict[str, Any]]) -> list[FlagEntry]:
 
 # --- parsing printed help text (fallback) -------------------------------------------------------
 
-_OPT_LINE = re.compile(r"^\s{1,8}(-{1,2}[A-Za-z0-9][^\s,]*(?:[ =][^\s,-][^\s,]*)?(?:,\s*-{1,2}[A-Za-z0-9][^\s,]*(?:[ =][^\s,-][^\s,]*)?)*)(?:\s{2,}(.*))?$")
+_OPT_LINE = re.compile(r"^\s{1,8}(-{1,2}[A-Za-z0-9][^\s,=]*(?:[ =](?:\{[^}]*\}|\[[^\]]*\]|[^\s,-]\S*))?(?:,\s*-{1,2}[A-Za-z0-9][^\s,=]*(?:[ =](?:\{[^}]*\}|\[[^\]]*\]|[^\s,-]\S*))?)*)(?:\s{2,}(.*))?$")
 _DEFAULT_RE = re.compile(r"\(default:?\s*([^)]*)\)|\[default:?\s*([^\]]*)\]", re.IGNORECASE)
 
 
@@ -353,7 +353,7 @@ def parse_help_text(text: str) -> list[FlagEntry]:
 def _entry_from_spec(spec: str, help_text: str) -> FlagEntry | None:
     options: list[str] = []
     metavar: str | None = None
-    for part in re.split(r",\s*", spec):
+    for part in re.split(r",\s*(?=-)", spec):
         bits = re.split(r"[ =]", part, maxsplit=1)
         options.append(bits[0])
         if len(bits) > 1:
@@ -365,9 +365,10 @@ def _entry_from_spec(spec: str, help_text: str) -> FlagEntry | None:
     kind = "bool"
     if metavar:
         kind = "str"
-        cm = re.fullmatch(r"\{([^}]*)\}", metavar)
+        cm = re.fullmatch(r"\{([^}]*)\}|\[([^\]]*)\]", metavar)
         if cm:
-            choices = [c for c in cm.group(1).split(",") if c]
+            body = cm.group(1) if cm.group(1) is not None else cm.group(2)
+            choices = [c for c in re.split(r"[,|]", body) if c]
             kind = "choice"
         elif metavar.upper() in ("N", "INT", "INTEGER", "NUM"):
             kind = "int"

@@ -1,10 +1,13 @@
 """Allocator fragmentation: how much reserved memory holds nothing live, its trend, what to reclaim.
 
-``fragmentation_bytes = reserved - allocated`` is memory the caching allocator keeps but no tensor
-uses. Part of it is harmless cache; the part that hurts is memory split into blocks too small for
-the next large request (``inactive_split_bytes``). ``expandable_segments:True`` lets segments grow
-in place instead of splitting, which gives back about that part; without the split figure we fall
-back to what the allocator held beyond the step's live peak (``reserved - peak``).
+``fragmentation_bytes = reserved - allocated`` (the run format's figure, taken at the end of each
+step) is memory the caching allocator keeps but no tensor uses *at that moment*; much of it is the
+step's freed activations, cached for the next step. What is really wasted is what the allocator
+reserved beyond the step's live peak: ``reserved - peak`` ("waste"). That is what
+``expandable_segments:True`` gives back (segments grow in place, so freed memory is reusable for
+any size instead of being split into blocks too small for the next large request, which
+``inactive_split_bytes`` counts). The verdict and the estimate use the waste; without a peak they
+fall back to the smaller of the split and fragmentation figures.
 """
 
 from __future__ import annotations
@@ -29,9 +32,11 @@ class FragmentationReport:
     trend: str | None  # "rising", "flat", "falling"
     bytes_at_peak_reserved: int | None  # fragmentation_bytes at the step with the most reserved
     reserved_max: int | None
+    waste_bytes: int | None  # reserved - peak at the step with the most reserved
+    waste_pct_median: float | None  # median over steps of (reserved - peak) / reserved * 100
     inactive_split_bytes: int | None  # at the step with the most reserved
     expandable_segments_saving: int | None
-    saving_basis: str | None  # "inactive_split" or "reserved_minus_peak"
+    saving_basis: str | None  # "reserved_minus_peak" or "inactive_split"
     cache_releases: int  # steps where reserved dropped by over 20%: empty_cache() calls
     verdict: str  # "high", "moderate", "low", "not_measurable"
     message: str
@@ -48,6 +53,8 @@ def _not_measurable(reason: str) -> FragmentationReport:
         trend=None,
         bytes_at_peak_reserved=None,
         reserved_max=None,
+        waste_bytes=None,
+        waste_pct_median=None,
         inactive_split_bytes=None,
         expandable_segments_saving=None,
         saving_basis=None,
@@ -69,12 +76,15 @@ def analyze_rank(s: RankSeries) -> FragmentationReport:
     i_max, r_max = max(reserved, key=lambda p: p[1])
     frag = s.fragmentation_bytes[i_max]
     split = s.inactive_split_bytes[i_max]
-    peak_here = s.peak[i_max] if s.peak[i_max] is not None else s.allocated[i_max]
-    if split is not None:
-        saving: int | None = min(split, frag) if frag is not None else split
-        basis: str | None = "inactive_split"
-    elif peak_here is not None:
-        saving, basis = max(0, r_max - peak_here), "reserved_minus_peak"
+    peak_here = s.peak[i_max]
+    waste = max(0, r_max - peak_here) if peak_here is not None else None
+    wastes = [100.0 * max(0, r - p) / r for r, p in zip(s.reserved, s.peak, strict=True) if r and p is not None]
+    saving: int | None
+    basis: str | None
+    if waste is not None:
+        saving, basis = waste, "reserved_minus_peak"
+    elif split is not None:
+        saving, basis = (min(split, frag) if frag is not None else split), "inactive_split"
     else:
         saving, basis = None, None
     xs = [float(st) for st, p in zip(s.steps, s.fragmentation_pct, strict=True) if p is not None]
@@ -87,9 +97,13 @@ def analyze_rank(s: RankSeries) -> FragmentationReport:
         trend = "rising" if change > 2.0 and line.r2 > 0.3 else "falling" if change < -2.0 and line.r2 > 0.3 else "flat"
     releases = s.cache_releases if s.cache_releases is not None else count_releases(s.reserved)
     mean = sum(pcts) / len(pcts)
-    typical = median(pcts) or 0.0
+    waste_median = median(wastes)
+    typical = waste_median if waste_median is not None else (median(pcts) or 0.0)
     verdict = "high" if typical >= HIGH_PCT else "moderate" if typical >= MODERATE_PCT else "low"
-    msg = f"{typical:.1f}% of reserved memory holds no live tensor (median), {trend or 'flat'}"
+    if waste_median is not None:
+        msg = f"{typical:.1f}% of reserved memory was never live within its step (median), fragmentation {trend or 'flat'}"
+    else:
+        msg = f"{typical:.1f}% of reserved memory holds no live tensor (median), {trend or 'flat'}"
     return FragmentationReport(
         measurable=True,
         rank=s.rank,
@@ -100,6 +114,8 @@ def analyze_rank(s: RankSeries) -> FragmentationReport:
         trend=trend,
         bytes_at_peak_reserved=frag,
         reserved_max=r_max,
+        waste_bytes=waste,
+        waste_pct_median=waste_median,
         inactive_split_bytes=split,
         expandable_segments_saving=saving,
         saving_basis=basis,

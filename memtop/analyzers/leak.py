@@ -19,6 +19,8 @@ from memtop.runs.format import CATEGORIES
 MiB = 1 << 20
 MIN_WINDOW = 5
 R2_MIN = 0.6
+R2_DEVICE_LEAK = 0.9  # the device-level figure alone is a leak only when it grows this steadily
+MODEL_STATE = {"parameters", "gradients", "optimizer_state"}
 
 
 @dataclass(frozen=True)
@@ -46,7 +48,7 @@ class GrowingTensor:
 
 @dataclass(frozen=True)
 class LeakReport:
-    verdict: str  # "leak", "suspected" (only the device-level figure grows), "none", "insufficient_data"
+    verdict: str  # "leak", "suspected", "model_growth", "none", "insufficient_data" (see docs/analyze.md)
     rank: int | None
     measure: str  # the headline series: "allocated" (CUDA) or "tracked" (CPU)
     warmup_steps: int
@@ -153,14 +155,16 @@ def analyze_rank(s: RankSeries) -> LeakReport:
     growing_cats = [t.name for t in growing if t.name in CATEGORIES]
     head_growing = [t for t in growing if t.name in (measure, *CATEGORIES)]
     if head_growing:
-        verdict = "leak"
+        model_only = bool(growing_cats) and set(growing_cats) <= MODEL_STATE and "parameters" in growing_cats
+        verdict = "model_growth" if model_only else "leak"
     elif dev is not None and dev.growing:
-        verdict = "suspected"
+        # CPU: the process RSS is the only figure that sees tensors outside the four categories
+        verdict = "leak" if (not s.has_allocator and dev.r2 >= R2_DEVICE_LEAK) else "suspected"
     else:
         verdict = "none"
     main = max(growing, key=lambda t: t.bytes_per_step) if growing else head
-    tensors = _growing_tensors(s, warm, set(growing_cats)) if verdict == "leak" else []
-    until_full = _steps_until_full(s, growing) if verdict != "none" else None
+    tensors = _growing_tensors(s, warm, set(growing_cats)) if verdict in ("leak", "model_growth") else []
+    until_full = _steps_until_full(s, growing) if growing else None
     return LeakReport(
         verdict=verdict,
         rank=s.rank,
@@ -175,7 +179,7 @@ def analyze_rank(s: RankSeries) -> LeakReport:
         tensors=tensors,
         trends=trends,
         steps_until_full=until_full,
-        message=_message(verdict, growing, measure),
+        message=_message(verdict, growing, measure, s.has_allocator),
     )
 
 
@@ -191,12 +195,18 @@ def _steps_until_full(s: RankSeries, growing: list[Trend]) -> int | None:
     return max(0, int((total - used_now) / rate))
 
 
-def _message(verdict: str, growing: list[Trend], measure: str) -> str:
+def _message(verdict: str, growing: list[Trend], measure: str, has_allocator: bool) -> str:
     if verdict == "none":
-        return f"no leak: {measure} and every category are flat after warm-up"
+        return f"{measure} and every category are flat after warm-up"
     names = ", ".join(f"{t.name} (+{t.bytes_per_step / MiB:.2f} MiB/step)" for t in growing)
-    if verdict == "suspected":
-        return f"memory outside the tracked tensors grows: {names}"
+    if verdict == "model_growth":
+        return f"the model itself grows (e.g. densification, unfrozen layers), not a leak: {names}"
+    if all(t.name == "device_used" for t in growing):
+        where = "process memory (RSS)" if not has_allocator else "the device memory NVML reports"
+        return (
+            f"{where} grows ({names}) while the tracked categories are flat: tensors or objects kept "
+            "across steps that memtop does not attribute (e.g. outputs or losses kept in a list)"
+        )
     return f"growing after warm-up: {names}"
 
 
@@ -214,6 +224,6 @@ def analyze(series: dict[int, RankSeries]) -> LeakReport:
             growth_bytes=None,
             message="no step records",
         )
-    order = {"leak": 0, "suspected": 1, "none": 2, "insufficient_data": 3}
+    order = {"leak": 0, "suspected": 1, "model_growth": 2, "none": 3, "insufficient_data": 4}
     reports = [analyze_rank(s) for s in series.values()]
     return min(reports, key=lambda r: (order[r.verdict], -(r.bytes_per_step or 0.0)))

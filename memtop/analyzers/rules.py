@@ -13,15 +13,22 @@ from typing import Any
 
 from memtop.analyzers import cmdline
 from memtop.analyzers.advice import Suggestion
+from memtop.analyzers.estimates import (
+    CHECKPOINT_KEPT_RATIO,
+    autocast_saving,
+    checkpoint_saving,
+    is_fp32,
+    scaling_share,
+    tensor_family,
+)
 from memtop.analyzers.facts import Facts
 from memtop.analyzers.roles import BF16_NAMES, HALF_NAMES, int_value, is_on
+from memtop.analyzers.series import median
 from memtop.analyzers.units import fmt_bytes, fmt_pct
 
 MiB = 1 << 20
-FP32 = ("torch.float32", "float32", "torch.float", "float")
 MIN_SHARE = 0.05  # a change that saves less than this share of the peak is not worth a line
 PLENTIFUL = 0.5  # memory is plentiful when the peak uses at most this share of the device
-ASSUMED_BLOCKS = 4
 
 Rule = Callable[[Facts], list[Suggestion]]
 
@@ -49,33 +56,6 @@ def _worth(f: Facts, saving: float) -> bool:
     return f.level > 0 and saving >= MIN_SHARE * f.level and saving > 0
 
 
-def _is_fp32(dtype: str) -> bool:
-    return dtype in FP32
-
-
-def _fp32_activation_share(f: Facts) -> tuple[float, bool]:
-    """(share of activations in fp32, measured?) from the large saved tensors' dtypes."""
-    acts = [t for t in f.large if t["category"] == "activations"]
-    total = sum(t["bytes"] for t in acts)
-    if total == 0:
-        return 1.0, False
-    return sum(t["bytes"] for t in acts if _is_fp32(t["dtype"])) / total, True
-
-
-_EMBED = re.compile(r"(^|\.)(embed\w*|wte|wpe|tok_embeddings|word_embeddings|position_embeddings|lm_head)(\.|$)")
-_BLOCK_INDEX = re.compile(r"\.(layers|layer|h|blocks|block)\.(\d+)\.")
-
-
-def _block_count(f: Facts) -> tuple[int | None, str]:
-    n = int_value(f.roles.get("num_layers"))
-    if n and n > 0:
-        return n, f"{f.roles['num_layers']['flag']} {n}"
-    idx = {int(m.group(2)) for t in f.large if (m := _BLOCK_INDEX.search(t["name"]))}
-    if idx:
-        return max(idx) + 1, "the layer names of the largest tensors"
-    return None, ""
-
-
 def _amp_state(f: Facts) -> bool | None:
     """Whether mixed precision is already on (None: cannot tell)."""
     mp = f.roles.get("mixed_precision")
@@ -98,25 +78,9 @@ def mixed_precision(f: Facts) -> list[Suggestion]:
     a = f.activations
     if a <= 0 or _amp_state(f):
         return []
-    share, measured = _fp32_activation_share(f)
-    if share < 0.2:
-        return []
-    # autocast saves bf16 copies of the weights its matmuls use; those are new storages.
-    weights = sum(
-        t["bytes"]
-        for t in f.large
-        if t["category"] == "parameters" and _is_fp32(t["dtype"]) and len(t["shape"]) >= 2 and not _EMBED.search(t["name"])
-    )
-    saving = int(share * a / 2 - weights / 2)
+    saving, assumption, measured = autocast_saving(f)
     if not _worth(f, saving):
         return []
-    assumption = (
-        f"{fmt_pct(100 * share)} of the saved activations are fp32 (measured from the largest saved tensors)"
-        if measured
-        else "saved activations are fp32 (no saved tensor was large enough to show its dtype)"
-    )
-    if weights:
-        assumption += f"; the bf16 copies of {fmt_bytes(weights)} of matmul weights are kept for backward"
     args = list(f.args)
     mp = f.roles.get("mixed_precision")
     dt = f.roles.get("amp_dtype")
@@ -137,31 +101,12 @@ def mixed_precision(f: Facts) -> list[Suggestion]:
     return [Suggestion("mixed_precision", "train with bf16 autocast", reason, saving, cost, change, "medium", "activations", assumption=assumption)]
 
 
-def checkpoint_saving(f: Facts, activations: int) -> tuple[int, str]:
-    """Bytes gradient checkpointing removes from ``activations`` and the assumption behind it.
-
-    With every one of L blocks checkpointed, the forward pass keeps only each block's input;
-    backward recomputes one block at a time. A block's saved tensors are ≈ ``KEPT_RATIO`` times its
-    input for transformer-like blocks, so the forward keeps ≈ activations / KEPT_RATIO.
-    """
-    blocks, source = _block_count(f)
-    kept_ratio = CHECKPOINT_KEPT_RATIO
-    kept = activations / kept_ratio
-    assumption = f"a block saves ≈{kept_ratio:g}× its input for backward, so ≈1/{kept_ratio:g} of the activations stay"
-    if blocks:
-        assumption += f"; {blocks} blocks (from {source}); backward adds one block's activations (≈1/{blocks}) back while it recomputes"
-    return int(activations - kept), assumption
-
-
-CHECKPOINT_KEPT_RATIO = 8.0
-
-
 def gradient_checkpointing(f: Facts) -> list[Suggestion]:
     a = f.activations
     gc = f.roles.get("gradient_checkpointing")
     if a <= 0 or (gc is not None and is_on(gc)):
         return []
-    saving, assumption = checkpoint_saving(f, a)
+    saving, assumption = checkpoint_saving(f)
     if not _worth(f, saving) or f.share(a) < 0.1:
         return []
     reason = f"activations are {_of_peak(f, a)}"
@@ -231,29 +176,13 @@ def batch_accumulation(f: Facts) -> list[Suggestion]:
     ]
 
 
-def _tensor_family(f: Facts, name: str) -> tuple[int, int, int, list[str]]:
-    """(param, grad, optimizer-state) bytes of one named parameter, from the large-tensor list."""
-    p = sum(t["bytes"] for t in f.large if t["name"] == name and t["category"] == "parameters")
-    g = sum(t["bytes"] for t in f.large if t["name"] == f"{name}.grad")
-    prefix = f"optimizer.state[{name}]"
-    o = sum(t["bytes"] for t in f.large if t["name"].startswith(prefix) and _is_fp32(t["dtype"]) and len(t["shape"]) > 0)
-    assumed: list[str] = []
-    if g == 0 and f.gradients >= p > 0:
-        g = p
-        assumed.append("its gradient is as large as the tensor")
-    if o == 0 and f.optimizer_state >= 2 * p > 0:
-        o = 2 * p
-        assumed.append("Adam keeps two states as large as the tensor")
-    return p, g, o, assumed
-
-
 def half_precision(f: Facts) -> list[Suggestion]:
     hp = f.roles.get("half_precision")
     if hp is not None and hp.get("kind") == "bool" and is_on(hp):
         return []
     if hp is not None and hp.get("kind") in ("choice", "str") and str(hp.get("value")).lower() in HALF_NAMES:
         return []
-    params = [t for t in f.large if t["category"] == "parameters" and _is_fp32(t["dtype"])]
+    params = [t for t in f.large if t["category"] == "parameters" and is_fp32(t["dtype"])]
     if not params:
         return []
     if hp is not None and hp.get("kind") == "bool":
@@ -263,14 +192,15 @@ def half_precision(f: Facts) -> list[Suggestion]:
     p = g = o = 0
     assumed: list[str] = []
     for t in targets:
-        tp, tg, to, ta = _tensor_family(f, t["name"])
+        tp, tg, to, ta = tensor_family(f, t["name"])
         p, g, o = p + tp, g + tg, o + to
         assumed.extend(x for x in ta if x not in assumed)
     saving = (p + g + o) // 2
     if not _worth(f, saving):
         return []
     names = ", ".join(t["name"] for t in targets[:3]) + (" …" if len(targets) > 3 else "")
-    reason = f"{names} is {_of_peak(f, p)} in fp32, with {fmt_bytes(g)} of gradients and {fmt_bytes(o)} of optimizer state"
+    held = f" and {fmt_bytes(o)} of optimizer state" + (f" and {fmt_bytes(g)} of gradients" if g else "")
+    reason = f"{names} is {_of_peak(f, p)} in fp32, with{held[4:]} at the peak"
     assumption = "fp16 storage halves the tensor, its gradient and its Adam state (they follow its dtype)"
     if assumed:
         assumption += "; " + "; ".join(assumed)
@@ -282,9 +212,9 @@ def half_precision(f: Facts) -> list[Suggestion]:
             choice = next((c for c in hp.get("choices") or ["bf16"] if str(c).lower() in HALF_NAMES), "bf16")
             args = cmdline.set_value(f.args, hp, str(choice))
         change, argv = _cmd(f, args)
-        return [Suggestion("half_precision", f"store {names} in half precision", reason, saving, cost, change, "medium", None, argv, assumption=assumption)]
+        return [Suggestion("half_precision", f"store {names} in half precision", reason, saving, cost, change, "medium", "model_state", argv, assumption=assumption)]
     change = f"in code: keep {names} as torch.float16 (or bfloat16), e.g. `.half()` before building the optimizer ({_no_flag(f, 'half-precision')})"
-    return [Suggestion("half_precision", f"store {names} in half precision", reason, saving, cost, change, "medium", None, assumption=assumption)]
+    return [Suggestion("half_precision", f"store {names} in half precision", reason, saving, cost, change, "medium", "model_state", assumption=assumption)]
 
 
 def _targets_of_flag(flag: dict[str, Any], params: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -346,8 +276,13 @@ def frames(f: Facts) -> list[Suggestion]:
     a = f.activations
     if fr is None or n is None or n < 2 or a <= 0:
         return []
+    batch = int_value(f.roles.get("batch_size"))
+    found = scaling_share(f, {n, n * batch} if batch else {n}, "frame")
+    if found is None:
+        return []
+    share, assumption = found
     new = n // 2
-    saving = int(a * (1 - new / n))
+    saving = int(share * a * (1 - new / n))
     if not _worth(f, saving):
         return []
     change, argv = _cmd(f, cmdline.set_value(f.args, fr, str(new)))
@@ -359,10 +294,10 @@ def frames(f: Facts) -> list[Suggestion]:
             saving,
             "fewer frames per step: less temporal context each step",
             change,
-            "high",
+            "high" if share < 1.0 or f.large else "medium",
             "activations",
             argv,
-            assumption="activations scale linearly with the number of frames",
+            assumption=assumption + "; they halve with the frames",
         )
     ]
 
@@ -374,12 +309,20 @@ def resolution(f: Facts) -> list[Suggestion]:
     if rs is None or n is None or n < 2 or a <= 0:
         return []
     help_text = str(rs.get("help") or "").lower()
-    downscale = any(w in help_text for w in ("downscale", "downsample", "factor", "divide"))
-    if downscale:
-        new, ratio = n * 2, 0.25
+    if any(w in help_text for w in ("downscale", "downsample", "factor", "divide")):
+        new, side = n * 2, 0.5  # a downscale factor: doubling it halves the side
+        sizes = set()
     else:
-        new, ratio = n // 2, (n // 2) ** 2 / n**2
-    saving = int(a * (1 - ratio))
+        new, side = n // 2, (n // 2) / n
+        sizes = {n, n * n}
+    batch = int_value(f.roles.get("batch_size"))
+    if batch and sizes:
+        sizes |= {n * n * batch, n * batch}
+    found = scaling_share(f, sizes, "pixel") if sizes else (1.0, "activations scale with the number of pixels")
+    if found is None:
+        return []
+    share, assumption = found
+    saving = int(share * a * (1 - side * side))
     if not _worth(f, saving):
         return []
     change, argv = _cmd(f, cmdline.set_value(f.args, rs, str(new)))
@@ -394,7 +337,7 @@ def resolution(f: Facts) -> list[Suggestion]:
             "medium",
             "activations",
             argv,
-            assumption="activations scale with the number of pixels",
+            assumption=assumption + "; a quarter of the pixels keeps a quarter of them",
         )
     ]
 
@@ -413,12 +356,20 @@ def expandable_segments(f: Facts) -> list[Suggestion]:
     if saving < max(64 * MiB, int(0.02 * (fr.reserved_max or 0))):
         return []
     change, argv = _cmd(f, list(f.args), {ALLOC_ENV: EXPANDABLE})
-    basis = "inactive split blocks" if fr.saving_basis == "inactive_split" else "reserved beyond the step's live peak"
+    if fr.saving_basis == "reserved_minus_peak":
+        reason = (
+            f"{fmt_bytes(saving)} was reserved beyond the step's live peak at the most reserved step "
+            f"(median {fmt_pct(fr.waste_pct_median)} of reserved); fragmentation {fmt_pct(fr.percent_mean)} on average, {fr.trend or 'flat'}"
+        )
+        assumption = "expandable segments bring reserved memory down to about the live peak"
+    else:
+        reason = f"{fmt_bytes(saving)} sat in split free blocks at the most reserved step; fragmentation {fmt_pct(fr.percent_mean)} on average"
+        assumption = "expandable segments make the split free blocks usable"
     return [
         Suggestion(
             "expandable_segments",
             f"set {ALLOC_ENV}={EXPANDABLE}",
-            f"fragmentation is {fmt_pct(fr.percent_mean)} of reserved on average ({fr.trend or 'flat'}); {fmt_bytes(saving)} is {basis}",
+            reason,
             saving,
             "none measurable in most runs; not compatible with CUDA IPC of allocator blocks",
             change,
@@ -426,41 +377,67 @@ def expandable_segments(f: Facts) -> list[Suggestion]:
             None,
             argv,
             env=((ALLOC_ENV, EXPANDABLE),),
-            assumption=f"expandable segments give back the {basis} at the step with the most reserved memory",
+            assumption=assumption,
         )
     ]
 
 
+_EVERY_STEP = re.compile(r"every (single )?step|each step|always")
+_NEVER = re.compile(r"never|off|disabled|no empty_cache")
+
+
+def cache_policy(entry: dict[str, Any]) -> dict[str, int]:
+    """How often each choice of an empty_cache flag releases the cache, from its help text.
+
+    ``"aggressive = never + …, normal = every 100 steps, minimal = every step"`` →
+    ``{"aggressive": 0, "normal": 1, "minimal": 2}`` (0 never, 1 sometimes, 2 every step).
+    Choices the help does not describe are left out.
+    """
+    text = str(entry.get("help") or "").lower()
+    out: dict[str, int] = {}
+    for choice in entry.get("choices") or []:
+        m = re.search(rf"\b{re.escape(str(choice).lower())}\s*[=:]\s*([^,;]+)", text)
+        if not m:
+            continue
+        desc = m.group(1)
+        out[str(choice)] = 2 if _EVERY_STEP.search(desc) else 0 if _NEVER.search(desc) else 1
+    return out
+
+
 def empty_cache(f: Facts) -> list[Suggestion]:
-    """Calling torch.cuda.empty_cache() every step costs time; rarely is enough unless fragmenting."""
+    """empty_cache() every step costs time and only helps when memory is tight; never calling it
+    lets fragmentation build up in a long run."""
     fr = f.frag
-    ec = f.roles.get("empty_cache")
     if not fr.measurable:
         return []
     steps = max(1, f.info.steps)
     frequent = fr.cache_releases >= max(3, steps // 4)
-    if ec is not None and ec.get("kind") == "choice":
-        choices = [str(c) for c in ec.get("choices") or []]
-        value = str(ec.get("value"))
-        if frequent and fr.verdict == "low" and value in choices and choices.index(value) != len(choices) - 1:
-            target = choices[-1]
-        elif not frequent and fr.verdict == "high" and value in choices and choices.index(value) != 0:
-            target = choices[0]
-        else:
+    ec = f.roles.get("empty_cache")
+    policy = cache_policy(ec) if ec is not None and ec.get("kind") == "choice" else {}
+    current = policy.get(str(ec.get("value"))) if ec is not None else None
+    held = median_fragmentation(f)
+    if ec is not None and policy and current is not None:
+        target: str | None = None
+        if current == 2 and fr.verdict == "low" and f.device_total and f.level <= PLENTIFUL * f.device_total:
+            target = next((c for c, v in policy.items() if v == 1), None)
+        elif current == 0 and fr.verdict in ("high", "moderate"):
+            target = next((c for c, v in policy.items() if v == 1), None) or next((c for c, v in policy.items() if v == 2), None)
+        if target is None:
             return []
         change, argv = _cmd(f, cmdline.set_value(f.args, ec, target))
-        saving = fr.expandable_segments_saving if target == choices[0] else None
+        releasing = policy[target] > current
         return [
             Suggestion(
                 "empty_cache",
-                f"{ec['flag']} {value} → {target}",
-                f"reserved memory was released {fr.cache_releases} times in {steps} steps; fragmentation {fmt_pct(fr.percent_mean)}",
-                saving,
-                "frees cached blocks more often (slower steps)" if target == choices[0] else "fewer cache releases: faster steps, more reserved memory",
+                f"{ec['flag']} {ec['value']} → {target}",
+                f"the cache was released {fr.cache_releases} times in {steps} steps; {fmt_bytes(held)} sits reserved but unused at step ends (median)",
+                held if releasing else (-held if held is not None else None),
+                "slower steps where the cache is released (allocations go back to the driver)" if releasing else "faster steps; that memory stays reserved",
                 change,
                 "low",
                 None,
                 argv,
+                assumption="releasing the cache returns what is reserved but unused at the end of a step",
             )
         ]
     if frequent and fr.verdict == "low":
@@ -468,14 +445,20 @@ def empty_cache(f: Facts) -> list[Suggestion]:
             Suggestion(
                 "empty_cache",
                 "call torch.cuda.empty_cache() less often",
-                f"reserved memory was released {fr.cache_releases} times in {steps} steps while fragmentation stays {fmt_pct(fr.percent_mean)}",
-                None,
-                "none; each release makes the next step reallocate (slower steps)",
-                "in code: call torch.cuda.empty_cache() only between phases, not every step",
+                f"reserved memory was released {fr.cache_releases} times in {steps} steps while only {fmt_pct(fr.waste_pct_median)} of it is wasted",
+                -held if held is not None else None,
+                "none; each release makes the next step allocate from the driver again (slower steps)",
+                "in code: call torch.cuda.empty_cache() only between phases (e.g. before evaluation), not every step",
                 "low",
             )
         ]
     return []
+
+
+def median_fragmentation(f: Facts) -> int | None:
+    values = [v for s in f.series.values() for v in s.fragmentation_bytes if v is not None]
+    m = median([float(v) for v in values])
+    return int(m) if m is not None else None
 
 
 # --- leak -----------------------------------------------------------------------------------------

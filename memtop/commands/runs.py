@@ -71,8 +71,8 @@ def run(args: argparse.Namespace) -> int:
 
     body = []
     for r in rows:
-        peak = fmt_bytes(r["peak_bytes"]) + ("*" if r["peak_measure"] == "tracked" else "") if r["peak_bytes"] is not None else "-"
-        body.append([r["id"], r["name"], r["status"], str(r["steps"]), peak, join(r["command"])])
+        shown = fmt_bytes(r["peak_bytes"]) + ("*" if r["peak_measure"] == "tracked" else "") if r["peak_bytes"] is not None else "-"
+        body.append([r["id"], r["name"], r["status"], str(r["steps"]), shown, join(r["command"])])
     lines = table(["run", "name", "status", "steps", "peak", "command"], body, "llllrl", indent=0)
     if stdout_is_tty():  # cut long commands at the terminal's edge; pipes get whole lines
         width = terminal_width()

@@ -91,7 +91,9 @@ def _plot(t: Timeline, width: int, color: bool) -> list[str]:
     steps = pts.get("step") or []
     if len(steps) < 2:
         return []
-    names = [n for n in ("reserved", "peak", "allocated") if n in pts] or [n for n in ("tracked", "activations", "device_used") if n in pts]
+    names: list[str] = [n for n in ("reserved", "peak", "allocated") if n in pts]
+    if not names:  # CPU: the process RSS would flatten the tracked figures, so it is not plotted
+        names = [n for n in ("tracked", "activations") if n in pts]
     if not names:
         return []
     top = max((v for n in names for v in pts[n] if v is not None), default=0)
@@ -137,7 +139,7 @@ def render_fragmentation(rep: Report) -> list[str]:
     rows = [
         ["mean / last / max", f"{fmt_pct(f.percent_mean)} / {fmt_pct(f.percent_last)} / {fmt_pct(f.percent_max)} of reserved"],
         ["trend", f"{f.trend or 'n/a'} ({f.pct_per_1k_steps:+.2f} points per 1000 steps)" if f.pct_per_1k_steps is not None else "n/a"],
-        ["at the most reserved", f"{fmt_bytes(f.bytes_at_peak_reserved)} unused of {fmt_bytes(f.reserved_max)} reserved"],
+        ["at the most reserved", f"{fmt_bytes(f.reserved_max)} reserved, {fmt_bytes(f.waste_bytes)} beyond the step's live peak, {fmt_bytes(f.inactive_split_bytes)} in split free blocks"],
         ["expandable_segments", f"would give back ≈{fmt_bytes(f.expandable_segments_saving)} ({(f.saving_basis or 'n/a').replace('_', ' ')})"],
         ["cache releases", f"{f.cache_releases} (steps where reserved fell by over 20%: empty_cache calls)"],
     ]
@@ -146,7 +148,7 @@ def render_fragmentation(rep: Report) -> list[str]:
 
 def render_leak(rep: Report) -> list[str]:
     lk = rep.leak
-    head = {"leak": "LEAK", "suspected": "possible leak", "none": "no leak", "insufficient_data": "not enough steps"}[lk.verdict]
+    head = {"leak": "LEAK", "suspected": "possible leak", "model_growth": "growth, no leak", "none": "no leak", "insufficient_data": "not enough steps"}.get(lk.verdict, lk.verdict)
     lines = [_heading("LEAK", f"{head}: {lk.message}")]
     if lk.verdict == "insufficient_data":
         return lines
