@@ -190,8 +190,7 @@ class DashboardApp(App[int | None]):
             banner = self.query_one("#banner", EndBanner)
             banner.show(snap, ending)
             if self._ending_run and ending is None:
-                banner.display = True
-                banner.update(f" Ending the run ({self._ended_by}): SIGTERM to its process group, then SIGKILL…")
+                banner.say(f"Ending the run ({self._ended_by}): SIGTERM to its process group, then SIGKILL…")
             ranks = self.query_one("#ranks", RankTable)
             ranks.display = len(snap.ranks) > 1
             if ranks.display:

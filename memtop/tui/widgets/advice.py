@@ -45,25 +45,46 @@ def full_change(row: SuggestionRow) -> str:
     return row.change or env
 
 
-def render_suggestion(i: int, row: SuggestionRow, command: tuple[str, ...], *, compact: bool) -> Text:
+def _clip(text: str, limit: int) -> str:
+    """The first ``limit`` characters, cut at a word; the rest is in the tooltip."""
+    if len(text) <= limit:
+        return text
+    cut = text.rfind(" ", 0, limit)
+    return text[: cut if cut > limit // 2 else limit].rstrip(" ,;:") + " …"
+
+
+def render_suggestion(i: int, row: SuggestionRow, command: tuple[str, ...], *, compact: bool, limit: int = 110) -> Text:
     out = Text()
     out.append(f"{i}. ", "bold")
     if row.saving_bytes is not None and row.saving_bytes > 0:
         out.append(f"−{fmt_bytes(row.saving_bytes)} ", f"bold {_GOOD}")
     elif row.saving_bytes is not None and row.saving_bytes < 0:
         out.append(f"+{fmt_bytes(-row.saving_bytes)} ", f"bold {_WARN}")
-    out.append(row.title or row.rule, "bold")
+    title = row.title or row.rule
+    out.append(_clip(title, max(8, limit + 5 - out.cell_len)) if compact else title, "bold")
     if row.confidence and not compact:
         out.append(f" ({row.confidence})", "dim")
     change = short_change(row, command)
     if change:
         out.append("\n   → ", _ACCENT)
-        out.append(change, _ACCENT)
+        out.append(_clip(change, limit), _ACCENT)
     if row.reason and not compact:
-        out.append(f"\n   {row.reason}", "dim")
+        out.append(f"\n   {_clip(row.reason, limit)}", "dim")
     if row.cost and not compact:
-        out.append(f"\n   cost: {row.cost}", "dim italic")
+        out.append(f"\n   cost: {_clip(row.cost, limit // 2)}", "dim italic")
     return out
+
+
+def describe(row: SuggestionRow) -> str:
+    """Everything about one suggestion, for its tooltip."""
+    parts = [row.title, row.reason]
+    if row.change:
+        parts.append(f"change: {row.change}")
+    if row.cost:
+        parts.append(f"cost: {row.cost}")
+    if row.confidence:
+        parts.append(f"confidence: {row.confidence}")
+    return "\n".join(p for p in parts if p) + "\n(click to copy the change)"
 
 
 class SuggestionItem(Static):
@@ -74,9 +95,11 @@ class SuggestionItem(Static):
     SuggestionItem:hover { background: $boost; }
     """
 
-    def __init__(self, text: Text, copy: str) -> None:
+    def __init__(self, text: Text, copy: str, tooltip: str = "") -> None:
         super().__init__(text)
         self._copy = copy
+        if tooltip:
+            self.tooltip = tooltip
 
     def on_click(self, event: events.Click) -> None:
         if self._copy:
@@ -94,7 +117,7 @@ class AdvicePanel(VerticalScroll):
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
         self._notice = Static("computing suggestions…", classes="notice")
-        self._shown: tuple[SuggestionsView, tuple[str, ...], tuple[str, ...], bool] | None = None
+        self._shown: tuple[SuggestionsView, tuple[str, ...], tuple[str, ...], bool, int] | None = None
         self.compact = False
         self.can_focus = False
 
@@ -102,7 +125,7 @@ class AdvicePanel(VerticalScroll):
         yield self._notice
 
     def show(self, view: SuggestionsView, warnings: tuple[str, ...], command: tuple[str, ...]) -> None:
-        key = (view, warnings, command, self.compact)
+        key = (view, warnings, command, self.compact, self.size.width)
         if key == self._shown:
             return
         self._shown = key
@@ -123,8 +146,10 @@ class AdvicePanel(VerticalScroll):
         self._notice.display = bool(notice.plain)
         for old in list(self.query(SuggestionItem)):
             old.remove()
+        # In a small terminal every change fits on its line: one suggestion, two lines.
+        limit = max(20, self.size.width - 7) if self.compact else 110
         items = [
-            SuggestionItem(render_suggestion(i, row, command, compact=self.compact), full_change(row))
+            SuggestionItem(render_suggestion(i, row, command, compact=self.compact, limit=limit), full_change(row), describe(row))
             for i, row in enumerate(view.items, 1)
         ]
         if items:

@@ -42,7 +42,7 @@ class CategoryBar(Widget):
             return [], None, ""
         if rank.oom is not None:
             cats = list(rank.oom.categories)
-            return cats, rank.oom.allocated, "allocated at the OOM"
+            return cats, rank.oom.allocated, ""
         last = rank.last
         if last is None:
             return [], None, ""

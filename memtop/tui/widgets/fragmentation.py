@@ -54,6 +54,8 @@ def frag_text(rank: RankSnapshot | None, width: int, *, compact: bool = False, l
     else:
         out.append(f" of reserved ({fmt_bytes(last.fragmentation_bytes)})  ", "dim")
     trend, style = trend_text(rank.frag_trend, short=compact)
+    if out.cell_len + len(trend) > width:
+        trend, style = trend_text(rank.frag_trend, short=True)
     out.append(trend, style)
     spark_w = width - out.cell_len - 2
     if spark_w >= 6:

@@ -36,7 +36,9 @@ class DeviceGauge(Widget):
         if rank is not None and rank.last is not None:
             dev = rank.device
             name = snap.device_name if len(snap.devices) <= 1 else None
-            self.border_title = f"Device · {dev}" + (f" · {name}" if name and dev.startswith("cuda") else "")
+            self.border_title = f"Device · {dev}" + (" · at the OOM" if rank.oom is not None else "") + (
+                f" · {name}" if name and dev.startswith("cuda") else ""
+            )
         else:
             self.border_title = "Device"
         self.refresh(layout=True)
@@ -67,9 +69,31 @@ class DeviceGauge(Widget):
         last = rank.last
         assert last is not None
         total = self._total(rank)
-        alloc = last.allocated or 0
-        reserved = max(last.reserved or 0, alloc)
-        used = last.device_used
+        oom = rank.oom
+        if oom is not None and oom.allocated is not None:
+            # At an OOM the moment that matters is the failed allocation, not the last good step.
+            used = total - oom.device_free if total and oom.device_free is not None else None
+            marker_at = oom.allocated + oom.requested_bytes if oom.requested_bytes else None
+            return self._cuda_figures(
+                width, total, oom.allocated, oom.reserved, used, marker_at, "asked", f"+{fmt_bytes(oom.requested_bytes)}"
+            )
+        return self._cuda_figures(
+            width, total, last.allocated, last.reserved, last.device_used, last.peak, "peak", fmt_bytes(last.peak)
+        )
+
+    def _cuda_figures(
+        self,
+        width: int,
+        total: int | None,
+        allocated: int | None,
+        reserved_bytes: int | None,
+        used: int | None,
+        marker_at: int | None,
+        marker_name: str,
+        marker_text: str,
+    ) -> Text:
+        alloc = allocated or 0
+        reserved = max(reserved_bytes or 0, alloc)
         fill = used if used is not None else reserved
         color = level_color(fill / total if total else None)
         short = self.compact or width < 44
@@ -84,18 +108,18 @@ class DeviceGauge(Widget):
             out.append("\n")
             context = max(0, (used or reserved) - reserved)
             segments = [(float(alloc), color), (float(reserved - alloc), dim_color(color)), (float(context), CONTEXT)]
-            marker = (float(last.peak), PEAK_MARK) if last.peak is not None else None
+            marker = (float(min(marker_at, total)), PEAK_MARK) if marker_at is not None else None
             out.append_text(stacked_bar(segments, float(total), width, empty=EMPTY, marker=marker))
         out.append("\n")
-        names = ("alloc", "resv", "peak", "ctx") if short else ("allocated", "reserved", "peak", "context")
+        names = ("alloc", "resv", "ctx") if short else ("allocated", "reserved", "context")
         items = [
-            Text.assemble(("█ ", color), f"{names[0]} {fmt_bytes(last.allocated)}"),
-            Text.assemble(("█ ", dim_color(color)), f"{names[1]} {fmt_bytes(last.reserved)}"),
+            Text.assemble(("█ ", color), f"{names[0]} {fmt_bytes(allocated)}"),
+            Text.assemble(("█ ", dim_color(color)), f"{names[1]} {fmt_bytes(reserved_bytes)}"),
         ]
-        if last.peak is not None:
-            items.append(Text.assemble(("┃ ", f"bold {PEAK_MARK}"), f"{names[2]} {fmt_bytes(last.peak)}"))
+        if marker_at is not None:
+            items.append(Text.assemble(("┃ ", f"bold {PEAK_MARK}"), f"{marker_name} {marker_text}"))
         if used is not None:
-            items.append(Text.assemble(("█ ", CONTEXT), f"{names[3]} {fmt_bytes(max(0, used - reserved))}"))
+            items.append(Text.assemble(("█ ", CONTEXT), f"{names[2]} {fmt_bytes(max(0, used - reserved))}"))
         elif not short:
             items.append(Text("NVML n/a: no process total", style="dim"))
         out.append_text(flow(items, width, sep=" " if short else "  "))

@@ -7,14 +7,13 @@ import shlex
 from rich.style import Style
 from rich.text import Text
 from textual.widget import Widget
-from textual.widgets import Static
 
 from memtop.tui.fmt import fmt_bytes, fmt_count, fmt_duration, fmt_step_time, shorten
 from memtop.tui.snapshot import Ending, RunSnapshot
 
 _STATUS_STYLE = {
     "running": ("● RUNNING", "bold #0d1117 on #4fd18b"),
-    "paused": ("⏸ PAUSED", "bold #0d1117 on #ffb347"),
+    "paused": ("‖ PAUSED", "bold #0d1117 on #ffb347"),
     "finished": ("■ FINISHED", "bold #0d1117 on #4ea1ff"),
     "failed": ("✖ FAILED", "bold white on #c0392b"),
     "oom": ("✖ OOM", "bold white on #c0392b"),
@@ -112,11 +111,23 @@ class RunHeader(Widget):
         return Text("\n").join([line1, line2])
 
 
-_BANNER_HINT = "  q closes · `memtop analyze {run}` explains it"
+class EndBanner(Widget):
+    """Shown once the run has ended: how (exit code, OOM, signal), and what to do next. One line."""
 
+    DEFAULT_CSS = """
+    EndBanner { height: 1; }
+    """
 
-class EndBanner(Static):
-    """Shown once the run has ended: how (exit code, OOM, signal), and what to do next."""
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self._text = Text()
+        self._hint = ""
+
+    def say(self, text: str) -> None:
+        """Show a plain message (e.g. while memtop ends the run)."""
+        self.display = True
+        self._text, self._hint = Text(f" {text}", style="bold"), ""
+        self.refresh()
 
     def show(self, snap: RunSnapshot, ending: Ending | None) -> None:
         self.display = ending is not None
@@ -124,7 +135,6 @@ class EndBanner(Static):
             return
         for kind in ("finished", "failed", "oom", "killed", "interrupted", "stale"):
             self.set_class(kind == ending.kind, f"-{kind}")
-        steps = snap.last_step
         head = {
             "finished": "Run finished",
             "failed": "Run failed",
@@ -133,9 +143,10 @@ class EndBanner(Static):
             "interrupted": "Run was interrupted",
             "stale": "Run stopped writing",
         }.get(ending.kind, "Run ended")
-        text = Text(no_wrap=False)
+        text = Text()
         text.append(f" {head}: ", "bold")
         text.append(ending.text)
+        steps = snap.last_step
         if steps is not None:
             text.append(f" · {fmt_count(steps)} steps")
         oom = snap.oom
@@ -143,5 +154,19 @@ class EndBanner(Static):
             text.append(f" · {fmt_bytes(oom.allocated)} allocated")
             if oom.device_free is not None:
                 text.append(f", {fmt_bytes(oom.device_free)} free")
-        text.append(_BANNER_HINT.format(run=snap.run_id), "italic")
-        self.update(text)
+        self._text = text
+        self._hint = f"q closes · `memtop analyze {snap.run_id}` explains it"
+        self.refresh()
+
+    def render(self) -> Text:
+        width = self.size.width
+        out = self._text.copy()
+        out.no_wrap = True
+        out.overflow = "ellipsis"
+        for hint in (self._hint, "q closes · memtop analyze explains it", "q closes"):
+            if hint and out.cell_len + 2 + len(hint) <= width:
+                out.append("  ")
+                out.append(hint, "italic")
+                break
+        out.truncate(max(1, width), overflow="ellipsis")
+        return out

@@ -27,6 +27,8 @@ _RGB = {
     "device total": (255, 95, 95),
 }
 
+_FIELDS = {"peak": "peak", "reserved": "reserved", "allocated": "allocated", "RSS": "device_used", "tensors": "tracked"}
+
 
 def step_ticks(first: int, last: int, n: int) -> list[int]:
     """About ``n`` whole-number step ticks from ``first`` to ``last`` on round values."""
@@ -65,6 +67,8 @@ class Timeline(PlotextPlot):
         self._total: int | None = None
         self._ceiling = 0.0
         self._show_total = False
+        self._plotted: tuple[str, ...] = ()
+        self._oom_step: int | None = None
         self._key: object = None
         self._built_key: object = None
         self._built: Text | None = None
@@ -72,10 +76,21 @@ class Timeline(PlotextPlot):
         self._timer_pending = False
         self.builds = 0
 
-    def _top(self, pts: SeriesPoints, cuda: bool) -> float:
-        cols = ("peak", "reserved", "allocated") if cuda else ("device_used", "tracked")
-        vals = [v for c in cols for v in pts.column(c) if v is not None]
+    @staticmethod
+    def _max(pts: SeriesPoints, col: str) -> float:
+        vals = [v for v in pts.column(col) if v is not None]
         return float(max(vals)) if vals else 0.0
+
+    def _names(self, pts: SeriesPoints, cuda: bool) -> tuple[str, ...]:
+        """What to plot. On CPU the process RSS (interpreter, libraries) can dwarf the tensors;
+        then it is left to the gauge, so that the tensors' own shape stays readable."""
+        if cuda:
+            return ("peak", "reserved", "allocated")
+        tracked = self._max(pts, "tracked")
+        rss = self._max(pts, "device_used")
+        if rss and (not tracked or rss <= 4 * tracked):
+            return ("RSS", "tensors")
+        return ("tensors",)
 
     def show(self, rank: RankSnapshot | None) -> None:
         if rank is None or len(rank.history) == 0:
@@ -88,17 +103,23 @@ class Timeline(PlotextPlot):
             self._points = pts
             self._cuda = rank.is_cuda
             self._total = rank.last.device_total if rank.last is not None else None
-            top = self._top(pts, self._cuda)
+            self._plotted = self._names(pts, self._cuda)
+            top = max(self._max(pts, _FIELDS[name]) for name in self._plotted)
             total = float(self._total or 0)
             self._show_total = total > 0 and top > 0.5 * total
             self._ceiling = max(top, total) if self._show_total else top
             unit, _ = unit_for(self._ceiling)
-            what = "" if self._cuda else " · allocator n/a on CPU"
+            what = ""
+            if not self._cuda:
+                what = " · tensors" + (" and RSS" if "RSS" in self._plotted else "") + " · allocator n/a on CPU"
             per = pts.steps_per_point
             bucket = "" if per == 1 else f" · max per {fmt_count(per)} steps"
             self.border_title = f"Timeline · {unit} per step{what}{bucket}"
             self.border_subtitle = f"red: device total {fmt_bytes(self._total)}" if self._show_total else ""
-            self._key = (rank.rank, pts.steps[-1], len(pts), per)
+            self._oom_step = rank.oom.step if rank.oom is not None else None
+            if self._oom_step is not None:
+                self.border_subtitle = (self.border_subtitle + " · " if self.border_subtitle else "") + f"red: OOM at step {self._oom_step}"
+            self._key = (rank.rank, pts.steps[-1], len(pts), per, self._oom_step)
         if self._key != self._built_key:
             self.refresh()
 
@@ -111,11 +132,9 @@ class Timeline(PlotextPlot):
         pts = self._points
         if pts is None:
             return []
-        names = ("peak", "reserved", "allocated") if self._cuda else ("RSS", "tensors")
-        fields = {"peak": "peak", "reserved": "reserved", "allocated": "allocated", "RSS": "device_used", "tensors": "tracked"}
         out: list[tuple[str, list[int], list[float]]] = []
-        for name in names:
-            xs, ys = downsample_max(pts.steps, pts.column(fields[name]), max(8, 2 * width))
+        for name in self._plotted:
+            xs, ys = downsample_max(pts.steps, pts.column(_FIELDS[name]), max(8, 2 * width))
             pairs = [(x, y) for x, y in zip(xs, ys, strict=True) if y is not None]
             if pairs:
                 out.append((name, [p[0] for p in pairs], [float(p[1]) for p in pairs]))
@@ -153,6 +172,8 @@ class Timeline(PlotextPlot):
             plt.plot(xs, [y / div for y in ys], label=name, color=_RGB[name], marker=self.marker)
         if self._show_total and self._total:
             plt.hline(self._total / div, color=_RGB["device total"])
+        if self._oom_step is not None:
+            plt.vline(float(self._oom_step), color=_RGB["device total"])
         plt.ylim(0, self._ceiling / div * 1.05 if self._ceiling > 0 else 1)
         ticks = step_ticks(series[0][1][0], series[0][1][-1], max(2, min(6, width // 14)))
         plt.xticks([float(t) for t in ticks], [fmt_count(t) for t in ticks])
