@@ -86,8 +86,9 @@ def profile(command: list[str], runs_dir: Path, steps: int, name: str) -> Path:
     env = dict(os.environ)
     env.pop("MEMTOP_RUN_DIR", None)
     env["MEMTOP_ACTIVATIONS"] = "every"  # measure activations at every step: the peak is exact
+    # `python` in the commands is this interpreter (so the printed commands read as a user types them)
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     argv = [sys.executable, "-m", "memtop", "train", "--no-tui", "--runs-dir", str(runs_dir), "--name", name, "--max-steps", str(steps), "--", *command]
-    argv = [sys.executable if a == "python" else a for a in argv]
     proc = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)
     if proc.returncode != 0:
         raise RuntimeError(f"{join(command)} failed ({proc.returncode}): {proc.stderr.strip()[-500:]}")

@@ -7,10 +7,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from runfactory import GiB, MiB, make_run
 
 from memtop.analyzers.advice import Suggestion, suggest
 from memtop.runs.rundir import update_meta
-from runfactory import GiB, MiB, make_run
 
 
 def flag(name: str, value: str | None, kind: str = "int", choices: list[str] | None = None, help: str = "", default: str | None = None) -> dict[str, Any]:

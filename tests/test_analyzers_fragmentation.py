@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from runfactory import GiB, MiB, make_run
+
 from memtop.analyzers import fragmentation
 from memtop.analyzers.series import rank_series
 from memtop.runs.reader import load_run
-from runfactory import GiB, MiB, make_run
 
 
 def _frag(run: Path) -> fragmentation.FragmentationReport:

@@ -6,11 +6,12 @@ import json
 import random
 from pathlib import Path
 
+from runfactory import GiB, MiB, make_run
+
 from memtop.analyzers import leak
 from memtop.analyzers.series import rank_series
 from memtop.runs.format import rank_file_name
 from memtop.runs.reader import load_run
-from runfactory import GiB, MiB, make_run
 
 
 def _verdict(run: Path) -> leak.LeakReport:

@@ -43,5 +43,5 @@ def write(text: str) -> None:
 
 
 def unreadable(run: Path, warnings: list[str]) -> MemtopError:
-    detail = f": {warnings[-1]}" if warnings else ""
+    detail = f": {warnings[0]}" if warnings else ""
     return MemtopError(f"nothing could be read from run {run}{detail}", EXIT_UNREADABLE)
