@@ -245,3 +245,14 @@ def test_command_change_and_rows() -> None:
     assert command_change(old, ["python", "t.py"]) == "drop --batch-size 32"
     row = to_row({"rule": "r", "title": "t", "saving_bytes": 1.5e9, "confidence": 0.8, "env": {"A": "1"}})
     assert row.saving_bytes == 1_500_000_000 and row.confidence == "80%" and row.env == (("A", "1"),)
+
+
+def test_command_is_shortened_keeping_the_script() -> None:
+    from memtop.tui.widgets.header import command_text
+
+    argv = ("/opt/venv/bin/python", "sample_runs/gaussian_splat.py", "--steps", "60", "--densify-every", "15")
+    assert command_text(argv, 200) == "/opt/venv/bin/python sample_runs/gaussian_splat.py --steps 60 --densify-every 15"
+    assert command_text(argv, 60) == "python gaussian_splat.py --steps 60 --densify-every 15"
+    short = command_text(argv, 36)
+    assert short.startswith("python gaussian_splat.py ") and len(short) <= 36
+    assert command_text((), 20).startswith("(command unknown")

@@ -12,6 +12,7 @@ after ``child.terminate()`` returned, so the launcher can finalize the run direc
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import time
 from collections.abc import Callable
@@ -318,6 +319,11 @@ def run_dashboard(
     child's process group via ``child.terminate()``. If the app ends any other way (a crash) while
     the child still runs, the child is ended too: a dashboard that died must not leave an orphan.
     """
+    # The terminal's real size, not an inherited COLUMNS/LINES (shutil.get_terminal_size prefers those,
+    # and a shell or a parent process may have exported stale ones). The child's environment was
+    # built before this point, so it is unaffected.
+    os.environ.pop("COLUMNS", None)
+    os.environ.pop("LINES", None)
     app = DashboardApp(
         reader if reader is not None else FileRunReader(Path(run_dir)),
         child=child,

@@ -24,10 +24,36 @@ _STATUS_STYLE = {
 }
 
 
-def command_text(snap: RunSnapshot) -> str:
-    if not snap.command:
+def command_text(argv: tuple[str, ...], width: int) -> str:
+    """The command in ``width`` cells, keeping what identifies it: the script's name and its flags.
+
+    Paths are cut to their last component first (``/usr/bin/python3`` -> ``python3``), then the
+    arguments are shortened in the middle; the program and the script stay whole.
+    """
+    if not argv:
         return "(command unknown: no meta.json)"
-    return shlex.join(snap.command)
+    full = shlex.join(argv)
+    if len(full) <= width:
+        return full
+    parts = list(argv)
+    head = 1
+    parts[0] = parts[0].rsplit("/", 1)[-1]
+    for i, arg in enumerate(parts[1:], start=1):
+        if arg.endswith(".py") and not arg.startswith("-"):
+            parts[i] = arg.rsplit("/", 1)[-1]
+            head = i + 1
+            break
+        if not arg.startswith("-"):
+            break
+    short = shlex.join(parts)
+    if len(short) <= width:
+        return short
+    lead = shlex.join(parts[:head])
+    rest = shlex.join(parts[head:])
+    room = width - len(lead) - 1
+    if room < 5:
+        return shorten(lead, width)
+    return f"{lead} {shorten(rest, room)}"
 
 
 class RunHeader(Widget):
@@ -101,9 +127,10 @@ class RunHeader(Widget):
         line2 = Text(no_wrap=True, overflow="ellipsis")
         device = snap.device_name or (rank.device if rank is not None else "")
         right = f"{device}" + (f" · {snap.host}" if snap.host else "")
+        right = shorten(right, max(12, width // 3))
         cmd_room = max(10, width - len(right) - 6)
         line2.append(" $ ", Style(color="#b48cff", bold=True))
-        line2.append(shorten(command_text(snap), cmd_room))
+        line2.append(command_text(snap.command, cmd_room))
         pad = width - line2.cell_len - len(right) - 1
         if pad >= 2:
             line2.append(" " * pad)
