@@ -1,18 +1,21 @@
 """Read a run for analysis fast, however long it is.
 
-JSON-decoding every record of a 100,000-step run takes seconds; the report needs far less. Every
-line is scanned cheaply for the few figures that must be exact (step, peak, tracked, reserved);
-only a bounded, evenly spaced subset of step records is decoded in full, plus the lines that hold
-the maxima. The resulting :class:`RankSeries` are thinned (``sampled`` says so) but their peak,
-largest reserved, step count and cache-release count are exact. Non-step records (stages, OOM,
-warnings, exit) are always decoded. Bad lines are skipped and counted, as in
-:func:`memtop.runs.reader.load_run`; this is the only module of the analyzers that does I/O.
+JSON-decoding every record of a 100,000-step run takes tens of seconds; the report needs far less.
+Each rank file is memory-mapped and every line is scanned cheaply for the few figures that must be
+exact (peak or tracked bytes, reserved bytes); only a bounded, evenly spaced subset of step records
+is decoded in full, plus the lines that hold the maxima and the last one. The resulting
+:class:`RankSeries` are thinned (``sampled`` says so) but their peak, largest reserved, step count
+and cache-release count are exact. Non-step records (stages, OOM, warnings, exit) are always
+decoded. Bad lines are skipped and counted as in :func:`memtop.runs.reader.load_run` (in a sampled
+read, only decoded lines can be judged). This is the only module of the analyzers that does I/O.
 """
 
 from __future__ import annotations
 
-import heapq
+import mmap
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +24,7 @@ from memtop.runs.format import SCHEMA_VERSION
 from memtop.runs.reader import Record, RunData, parse_line, rank_files
 from memtop.runs.rundir import read_meta
 
-MAX_DECODED_STEPS = 2000
+MAX_DECODED_STEPS = 1000
 
 _STEP_MARKERS = (b'{"type":"step"', b'{"type": "step"')
 _KEYS = {
@@ -30,118 +33,206 @@ _KEYS = {
     "tracked": re.compile(rb'"tracked": ?(\d+|null)'),
 }
 
+Buffer = bytes | mmap.mmap
+
 
 @dataclass
-class _Scan:
-    index: list[int]  # line number of each step line
-    level: list[int | None]  # peak where measured, else tracked
-    reserved: list[int | None]
+class _Lines:
+    """Line boundaries in a buffer: step lines, and everything else that is not blank."""
+
+    buf: Buffer
+    step_starts: list[int]
+    step_ends: list[int]
+    other: list[tuple[int, int]]
+
+    def step(self, k: int) -> bytes:
+        return bytes(self.buf[self.step_starts[k] : self.step_ends[k]])
+
+
+@contextmanager
+def _mapped(path: Path) -> Iterator[Buffer]:
+    """The file's bytes without copying them (an empty file gives b"")."""
+    with open(path, "rb") as fh:
+        try:
+            mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+        except (ValueError, OSError):  # empty file, or a filesystem that cannot map
+            yield fh.read()
+            return
+        try:
+            yield mm
+        finally:
+            mm.close()
+
+
+_HEADS = frozenset(m[:14] for m in _STEP_MARKERS)  # the first 14 bytes of a step line, either spacing
+
+
+def _split(buf: Buffer) -> _Lines:
+    """Step lines (by their first bytes) and the other non-blank lines, in one pass of newline finds."""
+    n = len(buf)
+    find = buf.find
+    heads = _HEADS
+    starts: list[int] = []
+    ends: list[int] = []
+    other: list[tuple[int, int]] = []
+    pos = 0
+    while pos < n:
+        end = find(b"\n", pos)
+        if end < 0:
+            end = n
+        if buf[pos : pos + 14] in heads:
+            starts.append(pos)
+            ends.append(end)
+        elif end > pos and buf[pos:end].strip():
+            other.append((pos, end))
+        pos = end + 1
+    return _Lines(buf, starts, ends, other)
 
 
 def _values(found: list[bytes]) -> list[int | None]:
     return [None if v == b"null" else int(v) for v in found]
 
 
-def _column(lines: list[bytes], index: list[int], key: str, sample: bytes) -> list[int | None] | None:
-    """``key``'s value on every step line, in one regex pass over the lines' prefixes.
+class _Blobs:
+    """The step lines joined into one buffer (their prefixes first), for one regex pass per key."""
 
-    The prefix length comes from where the key sits in a sample line; the result is used only
-    when every line yields exactly one value (else None, and the caller decodes lines itself).
-    """
+    def __init__(self, lines: _Lines, keys: tuple[str, ...]) -> None:
+        self.lines = lines
+        first = lines.step(0)
+        ends = [m.end() for k in keys if (m := _KEYS[k].search(first)) is not None]
+        # the keys sit at about the same place on every line of one writer; keep a margin
+        self.width = max(ends, default=0) + 128
+        self._prefixes: bytes | None = None
+        self._whole: bytes | None = None
+
+    def prefixes(self) -> bytes:
+        if self._prefixes is None:
+            buf, w = self.lines.buf, self.width
+            self._prefixes = b"\n".join([buf[s : (e if e - s < w else s + w)] for s, e in zip(self.lines.step_starts, self.lines.step_ends, strict=True)])
+        return self._prefixes
+
+    def whole(self) -> bytes:
+        if self._whole is None:
+            buf = self.lines.buf
+            self._whole = b"\n".join([buf[s:e] for s, e in zip(self.lines.step_starts, self.lines.step_ends, strict=True)])
+        return self._whole
+
+
+def _column(blobs: _Blobs, key: str) -> list[int | None] | None:
+    """``key``'s value on every step line; used only when every line yields exactly one value
+    (else None: the caller decodes lines instead)."""
     pattern = _KEYS[key]
-    m = pattern.search(sample)
-    if m is None:
-        return None
-    width = m.end() + 96
-    for prefix in (width, None):
-        joined = b"\n".join([lines[k][:prefix] for k in index] if prefix else [lines[k] for k in index])
-        found = pattern.findall(joined)
-        if len(found) == len(index):
+    n = len(blobs.lines.step_starts)
+    for blob in (blobs.prefixes, blobs.whole):
+        found = pattern.findall(blob())
+        if len(found) == n:
             return _values(found)
     return None
-
-
-def _scan(lines: list[bytes]) -> tuple[_Scan, list[int]]:
-    """Cheap pass: the step lines and their exact level/reserved; the line numbers of the rest."""
-    index = [k for k, line in enumerate(lines) if line.startswith(_STEP_MARKERS)]
-    if len(index) == len(lines):
-        other: list[int] = []
-    else:
-        is_step = set(index)
-        other = [k for k, line in enumerate(lines) if k not in is_step and line.strip()]
-    sc = _Scan(index, [], [])
-    if not index:
-        return sc, other
-    sample = lines[index[0]]
-    peak = _column(lines, index, "peak", sample)
-    if peak is None or all(v is None for v in peak[:1]):
-        tracked = _column(lines, index, "tracked", sample)
-        level = [p if p is not None else t for p, t in zip(peak, tracked, strict=True)] if peak and tracked else (tracked or peak)
-    else:
-        level = peak
-    reserved = _column(lines, index, "reserved", sample)
-    if level is None:
-        # an unusual layout: decode every step line (correct, just slower)
-        recs = [parse_line(lines[k]) for k in index]
-        level = [_level_of(r) for r in recs]
-        reserved = [_int_or_none(r.get("reserved")) if r else None for r in recs]
-    sc.level = level
-    sc.reserved = reserved if reserved is not None else [None] * len(index)
-    return sc, other
 
 
 def _int_or_none(v: object) -> int | None:
     return v if isinstance(v, int) and not isinstance(v, bool) else None
 
 
-def _level_of(rec: Record | None) -> int | None:
-    if rec is None:
-        return None
-    p = _int_or_none(rec.get("peak"))
-    return p if p is not None else _int_or_none(rec.get("tracked"))
+def _scan_columns(lines: _Lines) -> tuple[list[int | None], list[int | None]]:
+    """(level, reserved) of every step line: level = peak where measured, else tracked."""
+    n = len(lines.step_starts)
+    if n == 0:
+        return [], []
+    first = lines.step(0)
+    cuda = bool(re.search(rb'"peak": ?\d', first))
+    blobs = _Blobs(lines, ("peak", "reserved") if cuda else ("peak", "reserved", "tracked"))
+    peak = _column(blobs, "peak")
+    level: list[int | None] | None = peak
+    if peak is None or peak[0] is None:
+        tracked = _column(blobs, "tracked")
+        level = [p if p is not None else t for p, t in zip(peak, tracked, strict=True)] if peak and tracked else (tracked or peak)
+    reserved = _column(blobs, "reserved")
+    if level is None:  # an unusual layout: decode every step line (correct, just slower)
+        recs = [parse_line(lines.step(k)) for k in range(n)]
+        level = [None if r is None else (_int_or_none(r.get("peak")) or _int_or_none(r.get("tracked"))) for r in recs]
+        reserved = [None if r is None else _int_or_none(r.get("reserved")) for r in recs]
+    return level, reserved if reserved is not None else [None] * n
 
 
-def _chosen(sc: _Scan, limit: int) -> list[int]:
-    """Positions (into the scan) to decode: evenly spaced, plus first/last and the maxima."""
-    n = len(sc.index)
+def _argmax(col: list[int | None]) -> int | None:
+    vals = [-1 if v is None else v for v in col]
+    top = max(vals, default=-1)
+    return vals.index(top) if top >= 0 else None
+
+
+def _picks(n: int, limit: int, level: list[int | None], reserved: list[int | None]) -> list[int]:
+    """Step lines to decode: evenly spaced, plus the maxima and the last line."""
     if n <= limit:
         return list(range(n))
     stride = (n - 1) / (limit - 1)
     picks = {round(k * stride) for k in range(limit)}
-    for col in (sc.level, sc.reserved):
-        vals = [-1 if v is None else v for v in col]
-        # the maximum, and a few runners-up in case the largest line does not decode
-        picks.update(i for i in heapq.nlargest(4, range(n), key=vals.__getitem__) if vals[i] >= 0)
+    for col in (level, reserved):
+        i = _argmax(col)
+        if i is not None:
+            picks.add(i)
     picks.add(n - 1)
     return sorted(picks)
 
 
-def _load_rank(lines: list[bytes], limit: int) -> tuple[list[Record], list[Record], int, bool, int | None, int]:
-    """(decoded step records, other records, bad lines, sampled?, cache releases, step lines)."""
-    sc, other_lines = _scan(lines)
+@dataclass
+class _Rank:
+    steps: list[Record]
+    others: list[Record]
+    bad: int
+    sampled: bool
+    releases: int | None
+    step_lines: int
+
+
+def _load_rank(buf: Buffer, limit: int) -> _Rank:
+    lines = _split(buf)
+    n = len(lines.step_starts)
+    level, reserved = _scan_columns(lines)
     bad = 0
     others: list[Record] = []
-    extra_steps: list[Record] = []
-    for no in other_lines:
-        rec = parse_line(lines[no])
+    steps: list[Record] = []
+    for s, e in lines.other:
+        rec = parse_line(bytes(buf[s:e]))
         if rec is None:
             bad += 1
         elif rec.get("type") == "step":
-            extra_steps.append(rec)  # a step record in an unusual layout
+            steps.append(rec)  # a step record in an unusual layout
         else:
             others.append(rec)
-    picks = _chosen(sc, limit)
-    sampled = len(picks) < len(sc.index)
-    steps: list[Record] = []
-    for p in picks:
-        rec = parse_line(lines[sc.index[p]])
+    picks = _picks(n, limit, level, reserved)
+    top = _argmax(level)
+    decoded: list[Record] = []
+    top_failed = False
+    for k in picks:
+        rec = parse_line(lines.step(k))
         if rec is None:
             bad += 1
-            continue
-        steps.append(rec)
-    steps.extend(extra_steps)
-    releases = count_releases(sc.reserved) if sampled else None
-    return steps, others, bad, sampled, releases, len(sc.index) + len(extra_steps)
+            top_failed = top_failed or k == top
+        else:
+            decoded.append(rec)
+    if top_failed:
+        # the largest line does not decode (a truncated last line): take the largest that does
+        remaining = list(level)
+        tried = set(picks)
+        while (j := _argmax(remaining)) is not None:
+            remaining[j] = None
+            if j in tried:
+                continue
+            rec = parse_line(lines.step(j))
+            if rec is not None:
+                decoded.append(rec)
+                break
+            bad += 1
+    sampled = len(picks) < n
+    return _Rank(
+        steps=[*decoded, *steps],
+        others=others,
+        bad=bad,
+        sampled=sampled,
+        releases=count_releases(reserved) if sampled else None,
+        step_lines=n + len(steps),
+    )
 
 
 def load_for_analysis(run_dir: Path, limit: int = MAX_DECODED_STEPS) -> tuple[RunData, dict[int, RankSeries]]:
@@ -158,21 +249,20 @@ def load_for_analysis(run_dir: Path, limit: int = MAX_DECODED_STEPS) -> tuple[Ru
     series: dict[int, RankSeries] = {}
     for rank, path in rank_files(run_dir).items():
         try:
-            lines = path.read_bytes().split(b"\n")
+            with _mapped(path) as buf:
+                got = _load_rank(buf, limit)
         except OSError as exc:
             run.warnings.append(f"{path.name}: cannot be read ({exc.strerror or exc})")
             continue
-        steps, others, bad, sampled, releases, n_steps = _load_rank(lines, limit)
-        run.records[rank] = [*others, *steps]
-        run.bad_lines += bad
-        s = build_series(rank, steps)
+        run.records[rank] = [*got.others, *got.steps]
+        run.bad_lines += got.bad
+        s = build_series(rank, got.steps)
         if s is not None:
-            s.sampled = sampled
-            if releases is not None:
-                s.cache_releases = releases
-            s.total_steps = n_steps if sampled else len(s.steps)
+            s.sampled = got.sampled
+            if got.releases is not None:
+                s.cache_releases = got.releases
+            s.total_steps = got.step_lines if got.sampled else len(s.steps)
             series[rank] = s
     if run.bad_lines:
         run.warnings.append(f"{run.bad_lines} unreadable line(s) skipped (truncated or garbage)")
     return run, series
-

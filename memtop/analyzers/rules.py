@@ -529,7 +529,7 @@ def headroom(f: Facts) -> list[Suggestion]:
     return [
         Suggestion(
             "headroom",
-            f"grow the batch {batch} → {new} (fits up to ≈{fits})",
+            f"grow the batch {batch} → {new} ({f'fits up to ≈{fits}' if fits <= 16 * batch else 'fits over 16× more'})",
             f"{fmt_bytes(free)} of {where} ({fmt_pct(100 * free / f.device_total)}) is never used",
             -extra,
             f"uses ≈{fmt_bytes(extra)} more; {note}",

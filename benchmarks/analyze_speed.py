@@ -1,0 +1,142 @@
+"""How long `memtop analyze` takes on a long run (target: under 1 s for 100,000 steps).
+
+Writes a synthetic run shaped like the hook's output (compact JSON, both moments, 16 large tensors
+per step, a leak-free CUDA-shaped series with noise and one spike), then times:
+
+* the whole CLI, `python -m memtop analyze RUN` and `--json`, as a user runs it (interpreter start,
+  imports, reading, analysis, rendering), median of N runs;
+* the phases in one process: the sampled loader, the report, the renderers;
+* for comparison, decoding every record (`memtop.runs.reader.load_run`).
+
+    python benchmarks/analyze_speed.py [--steps 100000] [--repeat 5] [--keep DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tests"))
+
+from runfactory import GiB, MiB, step_record  # noqa: E402
+
+from memtop.analyzers.load import load_for_analysis  # noqa: E402
+from memtop.analyzers.report import build, to_json  # noqa: E402
+from memtop.render.json import dumps  # noqa: E402
+from memtop.render.text import render  # noqa: E402
+from memtop.runs.reader import load_run  # noqa: E402
+from memtop.runs.rundir import write_meta  # noqa: E402
+
+
+def write_run(root: Path, steps: int) -> Path:
+    run = root / "20261122-120000-long"
+    run.mkdir(parents=True, exist_ok=True)
+    write_meta(
+        run,
+        {
+            "schema": 1,
+            "run_id": run.name,
+            "command": ["python", "train.py", "--batch-size", "32"],
+            "cwd": str(root),
+            "started_at": 1_700_000_000.0,
+            "ended_at": 1_700_000_000.0 + steps * 0.25,
+            "exit_code": 0,
+            "status": "finished",
+            "devices": [{"index": 0, "name": "NVIDIA H100 80GB HBM3", "total_bytes": 80 * GiB, "kind": "cuda"}],
+            "detected_flags": [],
+        },
+    )
+    rng = random.Random(0)
+    spike = steps * 2 // 3
+    with open(run / "rank0.jsonl", "w", encoding="utf-8") as fh:
+        for s in range(1, steps + 1):
+            acts = 6 * GiB + rng.randint(-200, 200) * MiB + (3 * GiB if s == spike else 0)
+            rec = step_record(s, activations=acts, fragmentation=rng.randint(100, 900) * MiB)
+            rec["moments"] = {
+                "forward_end": {"allocated": rec["allocated"], **{k: v for k, v in rec["categories"].items() if k != "other"}},
+                "optimizer_step": {"allocated": rec["allocated"], "parameters": 2 * GiB, "gradients": 2 * GiB, "optimizer_state": 4 * GiB, "activations": 0},
+            }
+            big = rec["large_tensors"]
+            for i in range(13):
+                big.append({"name": f"model.layers.{i}.mlp.weight", "category": "parameters", "bytes": 64 * MiB, "shape": [4096, 4096], "dtype": "torch.float32"})
+            fh.write(json.dumps(rec, separators=(",", ":")) + "\n")
+    return run
+
+
+def _cli(run: Path, *extra: str) -> float:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MEMTOP_")}
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "memtop", "analyze", str(run), *extra], capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL)
+    took = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise RuntimeError(proc.stderr)
+    return took
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--steps", type=int, default=100_000)
+    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--keep", default=None, help="write the run here and keep it")
+    args = ap.parse_args()
+    root = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="memtop-bench-"))
+    t0 = time.perf_counter()
+    run = write_run(root, args.steps)
+    size = (run / "rank0.jsonl").stat().st_size
+    print(f"wrote {args.steps} steps ({size / 1e6:.0f} MB) in {time.perf_counter() - t0:.1f} s: {run}")
+
+    _cli(run, "--no-plot")  # warm the page cache and the bytecode
+    text = [_cli(run) for _ in range(args.repeat)]
+    js = [_cli(run, "--json") for _ in range(args.repeat)]
+    empty_start = []
+    for _ in range(args.repeat):
+        t = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "memtop", "--version"], capture_output=True, check=True)
+        empty_start.append(time.perf_counter() - t)
+
+    phases: dict[str, list[float]] = {"load (sampled)": [], "report": [], "render text": [], "render json": []}
+    for _ in range(args.repeat):
+        t = time.perf_counter()
+        data, series = load_for_analysis(run)
+        phases["load (sampled)"].append(time.perf_counter() - t)
+        t = time.perf_counter()
+        rep = build(data, series, detect_flags=False)
+        phases["report"].append(time.perf_counter() - t)
+        t = time.perf_counter()
+        render(rep)
+        phases["render text"].append(time.perf_counter() - t)
+        t = time.perf_counter()
+        dumps(to_json(rep))
+        phases["render json"].append(time.perf_counter() - t)
+    t = time.perf_counter()
+    load_run(run)
+    full = time.perf_counter() - t
+
+    med = statistics.median
+    print(f"\nmachine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
+    print(f"memtop analyze RUN          median {med(text):.3f} s  (min {min(text):.3f}, max {max(text):.3f}; {args.repeat} runs)")
+    print(f"memtop analyze RUN --json   median {med(js):.3f} s  (min {min(js):.3f}, max {max(js):.3f})")
+    print(f"python -m memtop --version  median {med(empty_start):.3f} s  (interpreter start + CLI imports)")
+    for name, vals in phases.items():
+        print(f"  {name:<16} median {med(vals):.3f} s")
+    print(f"  decode every record (load_run): {full:.3f} s")
+    if not args.keep:
+        import shutil
+
+        shutil.rmtree(root, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
