@@ -202,7 +202,11 @@ def test_suggestions_are_computed_rarely_and_survive_errors(tmp_path: Path) -> N
                  "command": ["python", "train.py", "--batch-size", "32", "--amp"]}]
 
     reader = FileRunReader(run, suggest=suggest, suggest_every=5.0, monotonic=lambda: now[0])
+    first = reader.poll()
+    # The first picture goes out before the advisor runs (first paint), and the poller is told to come back.
+    assert first.suggestions.state == "pending" and reader.behind and not first.behind and not calls
     snap = reader.poll()
+    assert not reader.behind
     assert snap.suggestions.state == "ok" and snap.suggestions.items[0].title == "use bf16"
     assert len(calls) == 1 and calls[0].meta is not None and len(calls[0].records[0]) == 5
     _append(run / "rank0.jsonl", step_record(6))
@@ -218,7 +222,9 @@ def test_suggestions_are_computed_rarely_and_survive_errors(tmp_path: Path) -> N
     def broken(data: RunData) -> list[Any]:
         raise ZeroDivisionError("boom")
 
-    snap = FileRunReader(run, suggest=broken).poll()
+    reader = FileRunReader(run, suggest=broken)
+    reader.poll()
+    snap = reader.poll()
     assert snap.suggestions.state == "error" and "boom" in snap.suggestions.message
 
 
@@ -233,7 +239,9 @@ def test_the_real_advisor_is_called_without_running_the_script(tmp_path: Path) -
     if fn is None:
         pytest.skip("memtop.analyzers.advice is not installed")
     run = make_run(tmp_path, steps=20)
-    snap = FileRunReader(run).poll()
+    reader = FileRunReader(run)
+    reader.poll()
+    snap = reader.poll()
     assert snap.suggestions.state in ("ok", "error")
     assert snap.suggestions.state == "ok", snap.suggestions.message
 

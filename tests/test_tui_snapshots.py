@@ -16,11 +16,12 @@ from typing import Any
 
 import pytest
 from runfactory import GiB, MiB, make_run
-from tuikit import FIXED_NOW, FakeChild, wait_for_data
+from tuikit import FIXED_NOW, FakeChild, wait_for_data, wait_until
 
 from memtop.runs.reader import RunData
 from memtop.tui.app import DashboardApp
 from memtop.tui.reader import FileRunReader
+from memtop.tui.widgets.advice import SuggestionItem
 
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "runs" / "20231114-221320-gaussian_splat"
 LARGE = (160, 48)
@@ -58,7 +59,18 @@ def _app(run: Path, child: FakeChild | None = None) -> DashboardApp:
 
 
 async def _ready(pilot: Any) -> None:
-    await wait_for_data(pilot, pilot.app)
+    """Until the screen is final: data and advice shown, suggestion widgets mounted, nothing newer queued."""
+    app = pilot.app
+    await wait_for_data(pilot, app)
+
+    def settled() -> bool:
+        shown = app._shown
+        if shown is None or app._latest is not shown:
+            return False
+        return len(app.query(SuggestionItem)) == len(shown.suggestions.items)
+
+    await wait_until(pilot, settled, what="a settled screen")
+    await pilot.wait_for_scheduled_animations()
     await pilot.pause(0.1)
 
 

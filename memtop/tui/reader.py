@@ -33,7 +33,7 @@ from memtop.tui.snapshot import (
     StepView,
     TensorRow,
 )
-from memtop.tui.suggestions import SuggestFn, SuggestionCache, load_advisor
+from memtop.tui.suggestions import SuggestFn, SuggestionCache
 
 _ANSI_RE = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-Z\\-_]")
 
@@ -371,8 +371,8 @@ class FileRunReader:
         self._ranks: dict[int, RankState] = {}
         self._log = LogTail(self.run_dir / OUTPUT_LOG, keep=log_keep)
         self._meta = _MetaCache()
-        fn = load_advisor() if suggest == "auto" else suggest
-        self._suggestions = SuggestionCache(fn if callable(fn) else None, every=suggest_every, monotonic=monotonic)
+        self._suggestions = SuggestionCache(suggest, every=suggest_every, monotonic=monotonic)
+        self._advice_deferred = False
         self._version = 0
         self._data_version = 0
         self._behind = False
@@ -384,7 +384,7 @@ class FileRunReader:
 
     @property
     def behind(self) -> bool:
-        return self._behind
+        return self._behind or self._advice_deferred
 
     def close(self) -> None:
         self._tails.clear()
@@ -399,8 +399,14 @@ class FileRunReader:
             changed = True
         if changed:
             self._data_version += 1
-        if self._suggestions.due(self._data_version, force=final) and not self._behind:
-            changed |= self._suggestions.update(self._data_version, self.run_data)
+        # The first picture goes out before the advisor runs (first paint); it runs on the next poll.
+        first = self._last is None
+        self._advice_deferred = False
+        if not self._behind and self._suggestions.due(self._data_version, force=final):
+            if first:
+                self._advice_deferred = True
+            else:
+                changed |= self._suggestions.update(self._data_version, self.run_data)
         if changed or self._last is None:
             self._version += 1
             self._last = self._build()

@@ -113,26 +113,39 @@ def to_row(item: Any) -> SuggestionRow:
     )
 
 
+_UNAVAILABLE = SuggestionsView("unavailable", message="no suggestions yet (the advisor is not installed)")
+
+
 class SuggestionCache:
     """Calls the advisor at most every ``every`` seconds (and once more when the run ends)."""
 
     def __init__(
         self,
-        suggest: SuggestFn | None,
+        suggest: SuggestFn | None | str,
         *,
         every: float = 5.0,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._suggest = suggest
+        self._auto = suggest == "auto"
+        """Find the advisor on first use (in the reader's thread: its import is not the UI's to pay)."""
+        self._suggest: SuggestFn | None = suggest if callable(suggest) else None
         self._every = every
         self._monotonic = monotonic
         self._last_at: float | None = None
         self._last_input = -1
-        self.view = SuggestionsView("pending") if suggest is not None else SuggestionsView(
-            "unavailable", message="no suggestions yet (the advisor is not installed)"
-        )
+        self.view = SuggestionsView("pending")
+        if self._suggest is None and not self._auto:
+            self.view = _UNAVAILABLE
+
+    def _resolve(self) -> None:
+        if self._auto:
+            self._auto = False
+            self._suggest = load_advisor()
+            if self._suggest is None:
+                self.view = _UNAVAILABLE
 
     def due(self, input_version: int, force: bool = False) -> bool:
+        self._resolve()
         if self._suggest is None or input_version == self._last_input:
             return False
         if force or self._last_at is None:
@@ -141,6 +154,7 @@ class SuggestionCache:
 
     def update(self, input_version: int, build: Callable[[], RunData]) -> bool:
         """Recompute with the data ``build()`` returns; True when the view changed."""
+        self._resolve()
         if self._suggest is None:
             return False
         self._last_at = self._monotonic()

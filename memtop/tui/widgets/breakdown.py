@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 from rich.text import Text
-from textual.widget import Widget
 
 from memtop.runs.format import CATEGORIES
 from memtop.tui.fmt import fmt_bytes, fmt_bytes_short, fmt_count
 from memtop.tui.snapshot import RankSnapshot
 from memtop.tui.widgets.bars import CATEGORY_COLORS, CATEGORY_LABELS, CATEGORY_SHORT, EMPTY, stacked_bar
+from memtop.tui.widgets.panel import TextPanel
 
 _POINT = {"forward_end": "end of forward", "optimizer_step": "optimizer step"}
 
 
-class CategoryBar(Widget):
+class CategoryBar(TextPanel):
     DEFAULT_CSS = """
     CategoryBar { height: auto; }
     """
@@ -51,8 +51,8 @@ class CategoryBar(Widget):
             note += f"; activations from step {fmt_count(last.activations_step)}"
         return list(last.categories), last.peak, note
 
-    def render(self) -> Text:
-        width = max(10, self.size.width)
+    def build(self, width: int) -> Text:
+        width = max(10, width)
         cats, total, note = self._figures()
         if not cats:
             return Text("waiting for the first step record…", style="dim italic")

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from rich.text import Text
-from textual.widget import Widget
 
 from memtop.tui.fmt import fmt_bytes, fmt_pct
 from memtop.tui.snapshot import RankSnapshot
 from memtop.tui.widgets.bars import LEVEL_HIGH, LEVEL_OK, LEVEL_WARN, sparkline
+from memtop.tui.widgets.panel import TextPanel
 
 # Trend thresholds in percentage points per 100 steps.
 _STEADY = 0.5
@@ -67,7 +67,7 @@ def frag_text(rank: RankSnapshot | None, width: int, *, compact: bool = False, l
     return out
 
 
-class FragPanel(Widget):
+class FragPanel(TextPanel):
     DEFAULT_CSS = """
     FragPanel { height: auto; }
     """
@@ -80,5 +80,5 @@ class FragPanel(Widget):
         self._rank = rank
         self.refresh(layout=True)
 
-    def render(self) -> Text:
-        return frag_text(self._rank, max(10, self.size.width))
+    def build(self, width: int) -> Text:
+        return frag_text(self._rank, max(10, width))

@@ -10,17 +10,17 @@ In a small terminal (``compact``) the gauge also carries the fragmentation line.
 from __future__ import annotations
 
 from rich.text import Text
-from textual.widget import Widget
 
 from memtop.tui.fmt import fmt_bytes, fmt_pct
 from memtop.tui.snapshot import RankSnapshot, RunSnapshot
 from memtop.tui.widgets.bars import CONTEXT, EMPTY, dim_color, flow, level_color, stacked_bar
 from memtop.tui.widgets.fragmentation import frag_text
+from memtop.tui.widgets.panel import TextPanel
 
 PEAK_MARK = "#ffffff"
 
 
-class DeviceGauge(Widget):
+class DeviceGauge(TextPanel):
     DEFAULT_CSS = """
     DeviceGauge { height: auto; }
     """
@@ -43,8 +43,8 @@ class DeviceGauge(Widget):
             self.border_title = "Device"
         self.refresh(layout=True)
 
-    def render(self) -> Text:
-        width = max(10, self.size.width)
+    def build(self, width: int) -> Text:
+        width = max(10, width)
         rank = self._rank
         if rank is None or rank.last is None:
             return Text("waiting for the first step record…", style="dim italic")

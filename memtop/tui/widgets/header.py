@@ -6,10 +6,10 @@ import shlex
 
 from rich.style import Style
 from rich.text import Text
-from textual.widget import Widget
 
 from memtop.tui.fmt import fmt_bytes, fmt_count, fmt_duration, fmt_step_time, shorten
 from memtop.tui.snapshot import Ending, RunSnapshot
+from memtop.tui.widgets.panel import TextPanel
 
 _STATUS_STYLE = {
     "running": ("● RUNNING", "bold #0d1117 on #4fd18b"),
@@ -56,7 +56,7 @@ def command_text(argv: tuple[str, ...], width: int) -> str:
     return f"{lead} {shorten(rest, room)}"
 
 
-class RunHeader(Widget):
+class RunHeader(TextPanel):
     """Two lines: status, run id, step, elapsed, speed / the command and the device."""
 
     DEFAULT_CSS = """
@@ -65,6 +65,7 @@ class RunHeader(Widget):
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
+        self._width = 80
         self._snap: RunSnapshot | None = None
         self._now = 0.0
         self._paused = False
@@ -87,8 +88,8 @@ class RunHeader(Widget):
             return "waiting"
         return "running"
 
-    def render(self) -> Text:
-        width = max(20, self.size.width)
+    def build(self, width: int) -> Text:
+        width = max(20, width)
         snap = self._snap
         label, style = _STATUS_STYLE[self.status_key()]
         line1 = Text(no_wrap=True, overflow="ellipsis")
@@ -138,7 +139,7 @@ class RunHeader(Widget):
         return Text("\n").join([line1, line2])
 
 
-class EndBanner(Widget):
+class EndBanner(TextPanel):
     """Shown once the run has ended: how (exit code, OOM, signal), and what to do next. One line."""
 
     DEFAULT_CSS = """
@@ -147,6 +148,7 @@ class EndBanner(Widget):
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
+        self._width = 80
         self._text = Text()
         self._hint = ""
 
@@ -185,8 +187,7 @@ class EndBanner(Widget):
         self._hint = f"q closes · `memtop analyze {snap.run_id}` explains it"
         self.refresh()
 
-    def render(self) -> Text:
-        width = self.size.width
+    def build(self, width: int) -> Text:
         out = self._text.copy()
         out.no_wrap = True
         out.overflow = "ellipsis"
