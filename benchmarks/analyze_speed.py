@@ -18,6 +18,7 @@ import json
 import os
 import platform
 import random
+import resource
 import statistics
 import subprocess
 import sys
@@ -74,11 +75,17 @@ def write_run(root: Path, steps: int) -> Path:
     return run
 
 
+CPU: list[float] = []  # CPU seconds (user + system) of each timed CLI run
+
+
 def _cli(run: Path, *extra: str) -> float:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MEMTOP_")}
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "memtop", "analyze", str(run), *extra], capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL)
     took = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    CPU.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
     if proc.returncode != 0:
         raise RuntimeError(proc.stderr)
     return took
@@ -96,7 +103,10 @@ def main() -> int:
     size = (run / "rank0.jsonl").stat().st_size
     print(f"wrote {args.steps} steps ({size / 1e6:.0f} MB) in {time.perf_counter() - t0:.1f} s: {run}")
 
-    _cli(run, "--no-plot")  # warm the page cache and the bytecode
+    # an installed memtop has its bytecode compiled (pip does it); do the same for this checkout
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(REPO / "memtop")], check=True)
+    _cli(run, "--no-plot")  # warm the page cache
+    CPU.clear()
     text = [_cli(run) for _ in range(args.repeat)]
     js = [_cli(run, "--json") for _ in range(args.repeat)]
     empty_start = []
@@ -127,6 +137,7 @@ def main() -> int:
     print(f"\nmachine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
     print(f"memtop analyze RUN          median {med(text):.3f} s  (min {min(text):.3f}, max {max(text):.3f}; {args.repeat} runs)")
     print(f"memtop analyze RUN --json   median {med(js):.3f} s  (min {min(js):.3f}, max {max(js):.3f})")
+    print(f"CPU time of those runs       median {med(CPU):.3f} s  (user + system; the wall time includes waiting for a busy CPU)")
     print(f"python -m memtop --version  median {med(empty_start):.3f} s  (interpreter start + CLI imports)")
     for name, vals in phases.items():
         print(f"  {name:<16} median {med(vals):.3f} s")

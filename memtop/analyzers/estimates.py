@@ -98,8 +98,8 @@ def checkpoint_saving(f: Facts) -> tuple[int, str]:
     blocks_bytes = max(0, a - outside)
     saving = int(blocks_bytes * (1 - 1 / CHECKPOINT_KEPT_RATIO))
     assumption = (
-        f"the loss/logits tensors ({fmt_bytes(outside)}) stay; a block saves ≈{CHECKPOINT_KEPT_RATIO:g}× its input, "
-        f"so ≈1/{CHECKPOINT_KEPT_RATIO:g} of the blocks' {fmt_bytes(blocks_bytes)} stays"
+        (f"the loss/logits tensors ({fmt_bytes(outside)}) stay; " if outside else "")
+        + f"a block saves ≈{CHECKPOINT_KEPT_RATIO:g}× its input, so ≈1/{CHECKPOINT_KEPT_RATIO:g} of the blocks' {fmt_bytes(blocks_bytes)} stays"
     )
     blocks, source = block_count(f)
     if blocks:

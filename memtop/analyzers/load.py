@@ -32,6 +32,8 @@ _KEYS = {
     "reserved": re.compile(rb'"reserved": ?(\d+|null)'),
     "tracked": re.compile(rb'"tracked": ?(\d+|null)'),
 }
+# The run format's writers put reserved right before peak: one pass reads both.
+_RESERVED_PEAK = re.compile(rb'"reserved": ?(\d+|null), ?"peak": ?(\d+|null)')
 
 Buffer = bytes | mmap.mmap
 
@@ -90,6 +92,8 @@ def _split(buf: Buffer) -> _Lines:
 
 
 def _values(found: list[bytes]) -> list[int | None]:
+    if b"null" not in found:
+        return list(map(int, found))
     return [None if v == b"null" else int(v) for v in found]
 
 
@@ -142,6 +146,10 @@ def _scan_columns(lines: _Lines) -> tuple[list[int | None], list[int | None]]:
     first = lines.step(0)
     cuda = bool(re.search(rb'"peak": ?\d', first))
     blobs = _Blobs(lines, ("peak", "reserved") if cuda else ("peak", "reserved", "tracked"))
+    if cuda:
+        pairs = _RESERVED_PEAK.findall(blobs.prefixes())
+        if len(pairs) == n:
+            return _values([p for _, p in pairs]), _values([r for r, _ in pairs])
     peak = _column(blobs, "peak")
     level: list[int | None] | None = peak
     if peak is None or peak[0] is None:

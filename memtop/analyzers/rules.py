@@ -97,7 +97,8 @@ def mixed_precision(f: Facts) -> list[Suggestion]:
     if args != f.args:
         change, argv = _cmd(f, args)
         return [Suggestion("mixed_precision", "train with bf16 autocast", reason, saving, cost, change, "high" if measured else "medium", "activations", argv, assumption=assumption)]
-    change = f"in code: wrap the forward pass and loss in `with torch.autocast(device_type=\"cuda\", dtype=torch.bfloat16):` ({_no_flag(f, 'mixed-precision')})"
+    device = "cpu" if f.info.device_kind == "cpu" else "cuda"
+    change = f"in code: wrap the forward pass and loss in `with torch.autocast(device_type=\"{device}\", dtype=torch.bfloat16):` ({_no_flag(f, 'mixed-precision')})"
     return [Suggestion("mixed_precision", "train with bf16 autocast", reason, saving, cost, change, "medium", "activations", assumption=assumption)]
 
 
