@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,20 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture
+def fresh_hooks(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """An in-process profiler test: no `memtop train` around it, activations walked every step,
+    no TensorBoard thread; afterwards the global hooks are taken out again."""
+    from memtop.profiler import hooks
+
+    monkeypatch.delenv("MEMTOP_RUN_DIR", raising=False)
+    monkeypatch.setenv("MEMTOP_TENSORBOARD", "0")
+    monkeypatch.setenv("MEMTOP_ACTIVATIONS", "every")
+    yield
+    hooks.uninstall()
+    hooks.set_session(None)
 
 
 def memtop_cmd(*args: str) -> list[str]:

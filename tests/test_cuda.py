@@ -10,21 +10,9 @@ import torch
 from torch import nn
 
 import memtop
-from memtop.profiler import hooks
 from tests.conftest import SCRIPTS, only_run, read_records, run_memtop
 
-pytestmark = pytest.mark.gpu
-
-
-@pytest.fixture(autouse=True)
-def _fresh_hooks(monkeypatch: pytest.MonkeyPatch) -> Any:
-    monkeypatch.delenv("MEMTOP_RUN_DIR", raising=False)
-    monkeypatch.setenv("MEMTOP_TENSORBOARD", "0")
-    monkeypatch.setenv("MEMTOP_ACTIVATIONS", "every")
-    yield
-    hooks.uninstall()
-    hooks.set_session(None)
-    torch.cuda.empty_cache()
+pytestmark = [pytest.mark.gpu, pytest.mark.usefixtures("fresh_hooks")]
 
 
 def _train(tmp_path: Path, steps: int = 4) -> list[dict[str, Any]]:

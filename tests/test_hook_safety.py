@@ -19,15 +19,7 @@ from memtop.profiler import hooks
 from memtop.profiler.session import Session
 from tests.conftest import REPO, read_records
 
-
-@pytest.fixture(autouse=True)
-def _fresh_hooks(monkeypatch: pytest.MonkeyPatch) -> Any:
-    monkeypatch.delenv("MEMTOP_RUN_DIR", raising=False)
-    monkeypatch.setenv("MEMTOP_TENSORBOARD", "0")
-    monkeypatch.setenv("MEMTOP_ACTIVATIONS", "every")
-    yield
-    hooks.uninstall()
-    hooks.set_session(None)
+pytestmark = [pytest.mark.usefixtures("fresh_hooks")]
 
 
 def test_profiler_keeps_no_tensor_alive(tmp_path: Path) -> None:

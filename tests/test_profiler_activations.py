@@ -16,18 +16,9 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 import memtop
-from memtop.profiler import hooks
 from tests.conftest import read_records
 
-
-@pytest.fixture(autouse=True)
-def _fresh_hooks(monkeypatch: pytest.MonkeyPatch) -> Any:
-    monkeypatch.delenv("MEMTOP_RUN_DIR", raising=False)
-    monkeypatch.setenv("MEMTOP_TENSORBOARD", "0")
-    monkeypatch.setenv("MEMTOP_ACTIVATIONS", "every")
-    yield
-    hooks.uninstall()
-    hooks.set_session(None)
+pytestmark = [pytest.mark.usefixtures("fresh_hooks")]
 
 
 def saved_bytes_truth(model: nn.Module, forward: Callable[[], torch.Tensor]) -> int:

@@ -14,7 +14,6 @@ import torch
 from torch import nn
 
 import memtop
-from memtop.profiler import hooks
 from tests.conftest import read_records
 
 
@@ -23,14 +22,7 @@ def nbytes(tensors: list[torch.Tensor]) -> int:
     return sum(t.numel() * t.element_size() for t in uniq.values())
 
 
-@pytest.fixture(autouse=True)
-def _fresh_hooks(monkeypatch: pytest.MonkeyPatch) -> Any:
-    monkeypatch.delenv("MEMTOP_RUN_DIR", raising=False)
-    monkeypatch.setenv("MEMTOP_TENSORBOARD", "0")
-    monkeypatch.setenv("MEMTOP_ACTIVATIONS", "every")
-    yield
-    hooks.uninstall()
-    hooks.set_session(None)
+pytestmark = [pytest.mark.usefixtures("fresh_hooks")]
 
 
 class Net(nn.Module):

@@ -3,24 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pytest
 import torch
 from torch import nn
 
 import memtop
-from memtop.profiler import hooks
 from tests.conftest import read_records
 
-
-@pytest.fixture(autouse=True)
-def _fresh_hooks(monkeypatch: pytest.MonkeyPatch) -> Any:
-    monkeypatch.delenv("MEMTOP_RUN_DIR", raising=False)
-    monkeypatch.setenv("MEMTOP_TENSORBOARD", "0")
-    yield
-    hooks.uninstall()
-    hooks.set_session(None)
+pytestmark = [pytest.mark.usefixtures("fresh_hooks")]
 
 
 def test_stage_records_on_cpu(tmp_path: Path) -> None:
