@@ -49,52 +49,26 @@ from __future__ import annotations
 import argparse
 import math
 import random
+import sys
 import time
 from dataclasses import dataclass
-from typing import Any, NoReturn
+from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # samplekit.py lives beside this script
+from samplekit import Parser as _Parser  # noqa: E402
+from samplekit import fraction as _fraction
+from samplekit import non_negative_int as _non_negative_int
+from samplekit import positive_int as _positive_int
+from samplekit import resolve_device
+from samplekit import sync as _sync
+
 # ----------------------------------------------------------------------------- command line
 
-
-class _Parser(argparse.ArgumentParser):
-    """argparse with a one-line error message (no usage dump)."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
-
-
-def _fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not 0.0 < value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {value}")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -123,13 +97,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fraction of gaussians cloned per densification")
     return p
 
-
-def resolve_device(parser: argparse.ArgumentParser, name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        parser.error("--device cuda: CUDA is not available on this machine")
-    return torch.device(name)
 
 
 # ----------------------------------------------------------------------------- scene and cameras
@@ -354,10 +321,6 @@ def _mean_step_ms(t_start: float, t_first: float | None, t_end: float, steps: in
         return 1000 * (t_end - t_first) / (steps - 1)
     return 1000 * (t_end - t_start) / steps
 
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 # ----------------------------------------------------------------------------- main

@@ -20,51 +20,25 @@ from __future__ import annotations
 import argparse
 import contextlib
 import math
+import sys
 import time
-from typing import Any, NoReturn
+from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # samplekit.py lives beside this script
+from samplekit import Parser as _Parser  # noqa: E402
+from samplekit import non_negative_int as _non_negative_int
+from samplekit import positive_float as _positive_float
+from samplekit import positive_int as _positive_int
+from samplekit import resolve_device
+from samplekit import sync as _sync
+
 # ----------------------------------------------------------------------------- command line
 
-
-class _Parser(argparse.ArgumentParser):
-    """argparse with a one-line error message (no usage dump)."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value > 0.0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -89,13 +63,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Adam learning rate; when unset 1e-4 (siren) or 1e-3 (fourier)")
     return p
 
-
-def resolve_device(parser: argparse.ArgumentParser, name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        parser.error("--device cuda: CUDA is not available on this machine")
-    return torch.device(name)
 
 
 # ----------------------------------------------------------------------------- data
@@ -176,10 +143,6 @@ def autocast_dtype(use_amp: bool, device: torch.device) -> torch.dtype | None:
         return None
     return torch.float16 if device.type == "cuda" else torch.bfloat16
 
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

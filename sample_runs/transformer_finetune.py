@@ -45,52 +45,26 @@ from __future__ import annotations
 import argparse
 import contextlib
 import math
+import sys
 import time
-from typing import Any, NoReturn
+from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 import torch.utils.checkpoint
 from torch import nn
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # samplekit.py lives beside this script
+from samplekit import Parser as _Parser  # noqa: E402
+from samplekit import non_negative_int as _non_negative_int
+from samplekit import positive_float as _positive_float
+from samplekit import positive_int as _positive_int
+from samplekit import resolve_device
+from samplekit import sync as _sync
+
 # ----------------------------------------------------------------------------- command line
 
-
-class _Parser(argparse.ArgumentParser):
-    """argparse with a one-line error message (no usage dump)."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value > 0.0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -125,13 +99,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--leak", action="store_true", help="deliberate leak: keep every loss (with graph) and logits")
     return p
 
-
-def resolve_device(parser: argparse.ArgumentParser, name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        parser.error("--device cuda: CUDA is not available on this machine")
-    return torch.device(name)
 
 
 # ----------------------------------------------------------------------------- model
@@ -293,10 +260,6 @@ def count_parameters(model: nn.Module) -> tuple[int, int]:
     params = list(model.parameters())  # nn.Module.parameters() already de-duplicates shared Parameters
     return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)
 
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

@@ -25,13 +25,21 @@ from __future__ import annotations
 import argparse
 import contextlib
 import math
+import sys
 import time
 from collections.abc import Callable
-from typing import Any, NoReturn
+from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # samplekit.py lives beside this script
+from samplekit import Parser as _Parser  # noqa: E402
+from samplekit import positive_int as _positive_int
+from samplekit import resolve_device
+from samplekit import sync as _sync
 
 try:
     import memtop
@@ -47,22 +55,6 @@ STAGES = ("load", "encode", "fuse", "decode", "backward", "optimizer")
 
 # ----------------------------------------------------------------------------- command line
 
-
-class _Parser(argparse.ArgumentParser):
-    """argparse with a one-line error message (no usage dump)."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -81,13 +73,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--channels", type=_positive_int, default=16, help="encoder base width")
     return p
 
-
-def resolve_device(parser: argparse.ArgumentParser, name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        parser.error("--device cuda: CUDA is not available on this machine")
-    return torch.device(name)
 
 
 # ----------------------------------------------------------------------------- data
@@ -175,10 +160,6 @@ class VideoPredictor(nn.Module):
 
 # ----------------------------------------------------------------------------- training
 
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
