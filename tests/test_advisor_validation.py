@@ -14,10 +14,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 
 import advisor_validation as av  # noqa: E402
 
-from memtop.analyzers.leak import analyze as analyze_leak  # noqa: E402
-from memtop.analyzers.series import rank_series  # noqa: E402
-from memtop.runs.reader import load_run  # noqa: E402
-
 STEPS = 3
 REQUIRED = [c for c in av.CASES if c.required]
 
@@ -34,11 +30,7 @@ def test_estimate_within_tolerance_of_the_measured_saving(case: av.Case, tmp_pat
 
 @pytest.mark.slow
 def test_leak_found_in_leak_mode_and_silent_on_the_normal_run(tmp_path: Path) -> None:
-    base = ["python", "sample_runs/transformer_finetune.py", "--batch-size", "8", "--seq-len", "64"]
-    leaky = av.profile([*base, "--leak"], tmp_path, 20, "leak")
-    normal = av.profile(base, tmp_path, 20, "normal")
-    found = analyze_leak(rank_series(load_run(leaky)))
-    assert found.verdict == "leak", found.message
-    assert found.bytes_per_step is not None and found.bytes_per_step > 0
-    quiet = analyze_leak(rank_series(load_run(normal)))
-    assert quiet.verdict == "none", quiet.message
+    r = av.leak_case(tmp_path, steps=20)
+    assert r.leaky_verdict == "leak", r
+    assert r.leaky_rate is not None and r.leaky_rate > 0
+    assert r.normal_verdict == "none", r

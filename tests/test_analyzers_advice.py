@@ -200,3 +200,16 @@ def test_partial_or_broken_input_never_raises(tmp_path: Path, bad_meta: dict[str
     empty.mkdir()
     (empty / "rank0.jsonl").write_text('{"type":"step","step":"x"}\n{garbage\n')
     assert _advice(empty) == []
+
+
+def test_oom_fits_with_expandable_segments_when_the_unused_reserve_covers_it(tmp_path: Path) -> None:
+    from memtop.analyzers.report import build
+    from memtop.runs.reader import load_run
+
+    oom = {"type": "oom", "schema": 1, "rank": 0, "time": 1.0, "step": 11, "device": "cuda:0", "message": "CUDA out of memory.", "requested_bytes": GiB, "categories": {"parameters": 2 * GiB, "gradients": 2 * GiB, "optimizer_state": 4 * GiB, "activations": 60 * GiB, "other": GiB}, "allocated": 69 * GiB, "reserved": 72 * GiB, "device_free": 256 * MiB, "large_tensors": []}
+    run = _run(tmp_path, TRANSFORMER_FLAGS, CMD, steps=10, extra_records=[oom], status="oom", exit_code=1)
+    o = build(load_run(run), detect_flags=False).oom
+    assert o is not None and o.shortfall_bytes == GiB - 256 * MiB and o.reserved_unused == 3 * GiB
+    assert o.fits_with is not None and o.fits_with.rule == "expandable_segments"
+    assert o.fits_with.saving_bytes == 3 * GiB  # what sat reserved but unused at the failed allocation
+    assert o.smallest_batch is not None and o.smallest_batch["to"] == 7  # 6 GiB / 8 per sample ≥ 768 MiB

@@ -101,3 +101,10 @@ def test_a_leak_on_one_rank_is_reported(tmp_path: Path) -> None:
     run = make_run(tmp_path, steps=60, ranks=2, per_step=lambda s, r: {"activations": 6 * GiB + (s * 30 * MiB if r == 1 else 0)})
     rep = _verdict(run)
     assert rep.verdict == "leak" and rep.rank == 1
+
+
+def test_growing_fragmentation_is_not_a_leak(tmp_path: Path) -> None:
+    # reserved (and the NVML figure with it) grows by 50 MiB a step while nothing live grows
+    rep = _verdict(make_run(tmp_path, steps=60, per_step=lambda s, r: {"fragmentation": 3 * GiB + s * 50 * MiB}))
+    assert rep.verdict == "none", rep.message
+    assert "fragmentation" in rep.message

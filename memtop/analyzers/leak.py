@@ -151,13 +151,19 @@ def analyze_rank(s: RankSeries) -> LeakReport:
     dev = _trend("device_used", steps, s.device_used[warm:], max(16 * MiB, int(0.03 * used_ref)))
     if dev:
         trends.append(dev)
-    growing = [t for t in trends if t.growing]
+    reserved = _trend("reserved", steps, s.reserved[warm:], cat_threshold) if s.has_allocator else None
+    if reserved:
+        trends.append(reserved)
+    # The caching allocator's reserved memory (and so the device's used memory) grows with
+    # fragmentation while nothing live grows: that is not a leak (see the fragmentation report).
+    cache_growth = reserved is not None and reserved.growing and dev is not None and reserved.bytes_per_step >= 0.8 * dev.bytes_per_step
+    growing = [t for t in trends if t.growing and t.name != "reserved" and not (cache_growth and t.name == "device_used")]
     growing_cats = [t.name for t in growing if t.name in CATEGORIES]
     head_growing = [t for t in growing if t.name in (measure, *CATEGORIES)]
     if head_growing:
         model_only = bool(growing_cats) and set(growing_cats) <= MODEL_STATE and "parameters" in growing_cats
         verdict = "model_growth" if model_only else "leak"
-    elif dev is not None and dev.growing:
+    elif dev is not None and dev in growing:
         # CPU: the process RSS is the only figure that sees tensors outside the four categories
         verdict = "leak" if (not s.has_allocator and dev.r2 >= R2_DEVICE_LEAK) else "suspected"
     else:
@@ -179,7 +185,8 @@ def analyze_rank(s: RankSeries) -> LeakReport:
         tensors=tensors,
         trends=trends,
         steps_until_full=until_full,
-        message=_message(verdict, growing, measure, s.has_allocator),
+        message=_message(verdict, growing, measure, s.has_allocator)
+        + ("; reserved memory grows with fragmentation (not a leak: see fragmentation)" if cache_growth else ""),
     )
 
 
@@ -197,7 +204,7 @@ def _steps_until_full(s: RankSeries, growing: list[Trend]) -> int | None:
 
 def _message(verdict: str, growing: list[Trend], measure: str, has_allocator: bool) -> str:
     if verdict == "none":
-        return f"{measure} and every category are flat after warm-up"
+        return f"no leak: {measure} and every category are flat after warm-up"
     names = ", ".join(f"{t.name} (+{t.bytes_per_step / MiB:.2f} MiB/step)" for t in growing)
     if verdict == "model_growth":
         return f"the model itself grows (e.g. densification, unfrozen layers), not a leak: {names}"

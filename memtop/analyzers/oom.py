@@ -102,8 +102,10 @@ def explain(facts: Facts, suggestions: list[Suggestion]) -> OomReport | None:
     ]
     unused = (reserved - allocated) if reserved is not None and allocated is not None else None
     shortfall = max(0, requested - free) if requested is not None and free is not None else None
-    candidates = list(suggestions)
-    if unused and shortfall is not None and unused >= shortfall and not any(x.rule == "expandable_segments" for x in candidates):
+    # what expandable segments could have used *at the failed allocation* is what sat reserved but
+    # unused then, not the waste of earlier steps
+    candidates = [x for x in suggestions if x.rule != "expandable_segments"]
+    if unused:
         candidates.append(_expandable(facts, unused))
     fits, alternatives = _smallest_fit(candidates, shortfall)
     batch = _smallest_batch(facts, shortfall)

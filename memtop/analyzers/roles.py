@@ -36,7 +36,7 @@ _NAME_RULES: list[tuple[str, re.Pattern[str]]] = [
     ("frames", re.compile(r"^(max_|num_|n_)?frames$|^clip_len(gth)?$|^frames_per_(clip|step|batch)$")),
     ("resolution", re.compile(r"^(image_|img_|render_|train_)?(resolution|res|size)$")),
     ("empty_cache", re.compile(r"^(fragmentation|empty_cache(_every|_freq|_interval|_mode)?|cache_clear(ing)?)$")),
-    ("num_layers", re.compile(r"^(n|num)_?(layers|layer|blocks)$|^depth$|^n_layer$")),
+    ("num_layers", re.compile(r"^((n|num)_?)?(layers|blocks)$|^(n|num)_?layer$|^depth$")),
 ]
 
 

@@ -138,7 +138,7 @@ def render_fragmentation(rep: Report) -> list[str]:
     lines = [_heading("FRAGMENTATION", f"{f.verdict}: {f.message}")]
     rows = [
         ["mean / last / max", f"{fmt_pct(f.percent_mean)} / {fmt_pct(f.percent_last)} / {fmt_pct(f.percent_max)} of reserved"],
-        ["trend", f"{f.trend or 'n/a'} ({f.pct_per_1k_steps:+.2f} points per 1000 steps)" if f.pct_per_1k_steps is not None else "n/a"],
+        ["trend", _trend_text(rep)],
         ["at the most reserved", f"{fmt_bytes(f.reserved_max)} reserved, {fmt_bytes(f.waste_bytes)} beyond the step's live peak, {fmt_bytes(f.inactive_split_bytes)} in split free blocks"],
         ["expandable_segments", f"would give back ≈{fmt_bytes(f.expandable_segments_saving)} ({(f.saving_basis or 'n/a').replace('_', ' ')})"],
         ["cache releases", f"{f.cache_releases} (steps where reserved fell by over 20%: empty_cache calls)"],
@@ -146,10 +146,19 @@ def render_fragmentation(rep: Report) -> list[str]:
     return lines + table(["", ""], rows, "ll")[1:]
 
 
+def _trend_text(rep: Report) -> str:
+    f = rep.fragmentation
+    if f.pct_per_1k_steps is None:
+        return "n/a"
+    span = max((t.last_step - t.first_step for t in rep.timelines if t.rank == f.rank), default=0)
+    over = f.pct_per_1k_steps * span / 1000
+    return f"{f.trend or 'n/a'} ({over:+.1f} points over the run's {span} steps)"
+
+
 def render_leak(rep: Report) -> list[str]:
     lk = rep.leak
-    head = {"leak": "LEAK", "suspected": "possible leak", "model_growth": "growth, no leak", "none": "no leak", "insufficient_data": "not enough steps"}.get(lk.verdict, lk.verdict)
-    lines = [_heading("LEAK", f"{head}: {lk.message}")]
+    head = {"leak": "LEAK: ", "suspected": "possible leak: ", "model_growth": "growth, no leak: ", "none": "", "insufficient_data": "not enough steps: "}.get(lk.verdict, "")
+    lines = [_heading("LEAK", f"{head}{lk.message}")]
     if lk.verdict == "insufficient_data":
         return lines
     lines.append(f"  fitted over steps {lk.window_first_step}–{lk.window_last_step} (after {lk.warmup_steps} warm-up steps)")
