@@ -207,8 +207,8 @@ def to_markdown(results: list[Result], steps: int, seconds: float, leak: LeakRes
         "kept block inputs sit in the checkpoint's holder objects, which the hook does not count, so the measured drop is "
         "all of the blocks' activations while the estimate keeps ≈1/8 of them (the inputs that really stay alive).",
         "- *bf16 autocast (transformer)*: autocast casts a shared input once per matmul, so the input of the separate "
-        "q/k/v projections becomes three bf16 copies of one fp32 tensor (1.5× its bytes); the listed saved tensors of a "
-        "model this small (none over 1 MiB) cannot show that, and the estimate is 17% high. On the image-fitting MLP, "
+        "q/k/v projections becomes three bf16 copies of one fp32 tensor (1.5× its bytes); these inputs (256 KiB each) are "
+        "below the 1 MiB listing threshold, so the estimate cannot see that, and the estimate is 17% high. On the image-fitting MLP, "
         "where every matmul has its own input, the estimate is within 1%.",
         "- *fewer frames*: the decoder's activations (per clip, not per frame) do not shrink with the frames; they are "
         "below the 1 MiB listing threshold, so the estimate assumes every saved byte scales.",

@@ -20,13 +20,13 @@ import os
 import re
 import shlex
 import shutil
-import signal
-import subprocess
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import subprocess
 
 FlagEntry = dict[str, Any]
 
@@ -243,6 +243,9 @@ def _probe_env() -> dict[str, str]:
 
 def _run_help(target: Target, cwd: Path, timeout: float) -> tuple[list[dict[str, Any]] | None, str]:
     """Run the help probe; return (argparse actions or None, printed help text)."""
+    import subprocess  # only when a script is probed: `memtop analyze` rarely needs it
+    import tempfile
+
     with tempfile.TemporaryDirectory(prefix="memtop-flags-") as tmp:
         out = Path(tmp) / "actions.json"
         env = _probe_env()
@@ -280,6 +283,9 @@ def _run_help(target: Target, cwd: Path, timeout: float) -> tuple[list[dict[str,
 
 
 def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    import signal
+    import subprocess
+
     try:
         os.killpg(proc.pid, signal.SIGKILL)
     except OSError:

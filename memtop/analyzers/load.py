@@ -24,7 +24,7 @@ from memtop.runs.format import SCHEMA_VERSION
 from memtop.runs.reader import Record, RunData, parse_line, rank_files
 from memtop.runs.rundir import read_meta
 
-MAX_DECODED_STEPS = 1000
+MAX_DECODED_STEPS = 600
 
 _STEP_MARKERS = (b'{"type":"step"', b'{"type": "step"')
 _KEYS = {
