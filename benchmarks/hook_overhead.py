@@ -79,10 +79,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--steps", type=int, default=20, help="steps per block")
     p.add_argument("--json", default=None, help="also write the figures here")
     p.add_argument("--threads", type=int, default=1, help="torch threads (1 keeps timings steady on a shared machine)")
+    p.add_argument("--tensorboard-in-process", action="store_true", help="measure the explicit API's in-process TensorBoard thread too")
     p.add_argument("sample_args", nargs="*", default=[], help="flags for transformer_finetune.py")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    os.environ["MEMTOP_TENSORBOARD"] = "1"
+    # as under `memtop train`: TensorBoard events are written by memtop's own process, not here
+    os.environ["MEMTOP_TENSORBOARD"] = "1" if args.tensorboard_in_process else "0"
 
     from memtop.profiler import hooks
     from memtop.profiler.api import standalone_session

@@ -37,6 +37,40 @@ def _tensors_in(packed: object, depth: int = 0) -> Iterable[torch.Tensor]:
             yield from _tensors_in(item, depth + 1)
 
 
+def _checkpoint_inputs(saved: object, frames_seen: set[int]) -> tuple[list[torch.Tensor], object | None]:
+    """For a tensor packed by non-reentrant checkpointing: the segment's kept inputs.
+
+    ``torch.utils.checkpoint`` keeps a checkpointed segment's inputs on its frame, which the
+    packed tensor's unpack hook holds in its closure: as ``frame.saved_args`` (SavedTensors, in
+    recent torch) or in a separate autograd node ``frame.input_saver`` (older torch) that
+    ``next_functions`` does not reach. Reading them unpacks nothing and recomputes nothing.
+    Returns (tensors, extra node to walk).
+    """
+    hook = getattr(saved, "unpack_hook", None)
+    for cell in getattr(hook, "__closure__", None) or ():
+        try:
+            frame = cell.cell_contents
+        except ValueError:
+            continue
+        if not hasattr(frame, "recompute_fn") or id(frame) in frames_seen:
+            continue
+        frames_seen.add(id(frame))
+        tensors: list[torch.Tensor] = []
+        for arg in getattr(frame, "saved_args", None) or ():
+            if isinstance(arg, torch.Tensor):
+                tensors.append(arg)
+                continue
+            try:
+                data = getattr(arg, "data", None)
+            except RuntimeError:
+                continue
+            if isinstance(data, torch.Tensor):
+                tensors.append(data)
+        saver = getattr(frame, "input_saver", None)
+        return tensors, getattr(saver, "grad_fn", None)
+    return [], None
+
+
 @dataclass
 class GraphWalk:
     total: CategoryTotal = field(default_factory=CategoryTotal)
@@ -55,6 +89,7 @@ def saved_tensors_of_graph(
     total = walk.total
     stack = [r for r in roots if r is not None]
     visited: set[int] = set()
+    frames_seen: set[int] = set()
     keep_alive: list[object] = []  # node wrappers must outlive the walk so ids stay unique
     while stack:
         node = stack.pop()
@@ -80,7 +115,14 @@ def saved_tensors_of_graph(
                     data = saved.data
                 except (RuntimeError, AttributeError):
                     continue
-                for t in _tensors_in(data):
+                slot = attr[len(_RAW_PREFIX) :]
+                found = [(t, f"saved[{node_type.__name__}].{slot}") for t in _tensors_in(data)]
+                if not isinstance(data, torch.Tensor):
+                    kept, inputs_node = _checkpoint_inputs(saved, frames_seen)
+                    if inputs_node is not None:
+                        stack.append(inputs_node)
+                    found.extend((t, "saved[checkpoint].input") for t in kept)
+                for t, name in found:
                     if not on_device(t, device):
                         continue
                     info = storage_of(t)
@@ -92,7 +134,6 @@ def saved_tensors_of_graph(
                     total.keys.add(key)
                     total.bytes += nbytes
                     if nbytes >= threshold:
-                        name = f"saved[{node_type.__name__}].{attr[len(_RAW_PREFIX):]}"
                         total.large.append(TensorInfo(name, "activations", nbytes, tuple(t.shape), str(t.dtype)))
         try:
             nexts = node.next_functions  # type: ignore[attr-defined]

@@ -204,8 +204,10 @@ def install(config: HookConfig, factory: Callable[[], Session]) -> None:
             _orig_engine_run_backward = orig
             _engine_original = orig
             autograd._engine_run_backward = _engine_run_backward_wrapper  # type: ignore[attr-defined]
-        _orig_excepthook = sys.excepthook
-        sys.excepthook = _excepthook
+        if sys.excepthook is not _excepthook:
+            _orig_excepthook = sys.excepthook
+            sys.excepthook = _excepthook
+        atexit.unregister(_at_exit)
         atexit.register(_at_exit)
         if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
             signal.signal(signal.SIGTERM, _on_sigterm)

@@ -94,7 +94,8 @@ class Session:
         self._act_bytes = 0
         self._act_large: list[TensorInfo] = []
         self._act_step: int | None = None
-        self._act_cost = 0.0  # seconds of the last graph walk
+        self._act_cost = 0.0  # CPU seconds of a typical graph walk
+        self._walk_costs: list[float] = []
         self._step_time_avg: float | None = None
         self.sample_every = 1
         self._last_oom_time = 0.0
@@ -268,10 +269,12 @@ class Session:
         state = self._last_state_total
         if self._should_walk():
             exclude = params.keys | grads.keys | state.keys
-            t0 = time.perf_counter()
+            t0 = time.thread_time()  # CPU time: a walk descheduled on a busy machine is not a costly walk
             walk = saved_tensors_of_graph(roots, self.device, exclude, self.config.large_tensor_bytes)
-            cost = time.perf_counter() - t0
-            self._act_cost = cost if self._act_step != self.step + 1 else max(self._act_cost, cost)
+            self._walk_costs.append(time.thread_time() - t0)
+            del self._walk_costs[:-5]
+            # the median of the last walks: one that met a garbage-collector pass is not typical
+            self._act_cost = sorted(self._walk_costs)[len(self._walk_costs) // 2]
             acts = walk.total
             if self._act_step != self.step + 1 or acts.bytes >= self._act_bytes:
                 self._act_bytes = acts.bytes
