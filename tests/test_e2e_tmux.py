@@ -109,7 +109,7 @@ def test_memtop_train_dashboard_in_tmux(tmux: Tmux, tmp_path: Path) -> None:
     )
     # First paint: the header says memtop and the run is going (before any step: WAITING).
     tmux.wait_for(lambda s: "memtop" in s and ("WAITING" in s or "RUNNING" in s), 20, "the dashboard")
-    screen = tmux.wait_for(lambda s: "RUNNING" in s and "step " in s and "At peak" in s, 120, "the first steps")
+    screen = tmux.wait_for(lambda s: "RUNNING" in s and "step " in s and "activations" in s, 120, "the first steps")
     for expected in (
         "python sample_runs/transformer_finetune.py --steps 100000",  # the command
         "Device · cpu",  # which device

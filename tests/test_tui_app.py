@@ -22,7 +22,7 @@ from memtop.tui.widgets.ranks import RankTable
 
 
 def _app(run: Path, child: FakeChild | None = None, **kw: Any) -> DashboardApp:
-    return DashboardApp(FileRunReader(run, suggest=None), child=child, refresh=0.05, clock=lambda: FIXED_NOW, **kw)
+    return DashboardApp(FileRunReader(run, suggest=None), child=child, refresh=0.05, clock=lambda: FIXED_NOW, paint_interval=0.0, **kw)
 
 
 def _append(path: Path, *records: dict[str, Any]) -> None:

@@ -55,6 +55,7 @@ def _app(run: Path, child: FakeChild | None = None) -> DashboardApp:
         refresh=0.05,
         clock=lambda: FIXED_NOW,
         plot_interval=0.0,
+        paint_interval=0.0,
     )
 
 

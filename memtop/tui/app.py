@@ -78,7 +78,8 @@ class DashboardApp(App[int | None]):
         refresh: float = 0.5,
         clock: Clock = time.time,
         handle_signals: bool = False,
-        plot_interval: float = 2.0,
+        plot_interval: float = 5.0,
+        paint_interval: float | None = None,
     ) -> None:
         super().__init__()
         self._reader = reader
@@ -87,6 +88,11 @@ class DashboardApp(App[int | None]):
         self._clock = clock
         self._handle_signals = handle_signals
         self._plot_interval = plot_interval
+        # The run is read every `refresh` s (so an ending is seen at once); routine figures repaint at
+        # most once a second: at 50 steps/s, painting every read would cost the dashboard's whole
+        # CPU budget (measured in benchmarks/dashboard_cpu.py).
+        self._paint_interval = max(refresh, 1.0) if paint_interval is None else paint_interval
+        self._paint_timer_pending = False
         self._poller: Poller | None = None
         self._latest: RunSnapshot | None = None
         self._shown: RunSnapshot | None = None
@@ -95,6 +101,7 @@ class DashboardApp(App[int | None]):
         self._ended_by: str | None = None
         self._installed_signals: list[int] = []
         self.snapshots_applied = 0
+        self._applied_at = 0.0
         self.reader_error: str | None = None
 
     # -- layout ------------------------------------------------------------------------------------
@@ -170,10 +177,32 @@ class DashboardApp(App[int | None]):
         self._latest = message.snapshot
         if self.reader_error is not None:
             self.reader_error = None
-        if not self.paused:
-            self._apply(message.snapshot)
-        else:
+        if self.paused:
             self._update_header()
+            return
+        wait = self._paint_interval - (time.monotonic() - self._applied_at)
+        if wait <= 0 or self._urgent(message.snapshot):
+            self._apply(message.snapshot)
+        elif not self._paint_timer_pending:
+            self._paint_timer_pending = True
+            self.set_timer(wait, self._paint_latest)
+
+    def _urgent(self, snap: RunSnapshot) -> bool:
+        """Changes a person must see at once, not at the next paint: the run ended, a rank appeared."""
+        shown = self._shown
+        if shown is None:
+            return True
+        return (
+            snap.live != shown.live
+            or len(snap.ranks) != len(shown.ranks)
+            or snap.suggestions.state != shown.suggestions.state
+            or snap.behind != shown.behind
+        )
+
+    def _paint_latest(self) -> None:
+        self._paint_timer_pending = False
+        if self._latest is not None and not self.paused and self._latest is not self._shown:
+            self._apply(self._latest)
 
     def on_reader_failed(self, message: ReaderFailed) -> None:
         self.reader_error = message.error
@@ -207,6 +236,7 @@ class DashboardApp(App[int | None]):
             self.query_one("#tensors", TensorTable).show(rank)
             self.query_one("#log", LogPanel).show(snap)
         self.snapshots_applied += 1
+        self._applied_at = time.monotonic()
 
     def _update_header(self) -> None:
         shown = self._shown if self._shown is not None else self._latest
@@ -215,7 +245,8 @@ class DashboardApp(App[int | None]):
         self.query_one("#header", RunHeader).show(shown, now=self._clock(), paused=self.paused, rank=self.selected_rank)
 
     def _tick(self) -> None:
-        if self._shown is not None and self._shown.live:
+        """Keep the elapsed time moving while no data comes (a snapshot repaints the header anyway)."""
+        if self._shown is not None and self._shown.live and time.monotonic() - self._applied_at > 0.9:
             self._update_header()
 
     # -- actions -----------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from textual.widgets import Static
 from memtop.tui.fmt import fmt_bytes
 from memtop.tui.snapshot import SuggestionRow, SuggestionsView
 from memtop.tui.suggestions import command_change
+from memtop.tui.widgets.panel import set_border
 
 _ACCENT = "#b48cff"
 _WARN = "#ffb347"
@@ -97,9 +98,18 @@ class SuggestionItem(Static):
 
     def __init__(self, text: Text, copy: str, tooltip: str = "") -> None:
         super().__init__(text)
+        self._text = text
         self._copy = copy
         if tooltip:
             self.tooltip = tooltip
+
+    def set(self, text: Text, copy: str, tooltip: str) -> None:
+        self._copy = copy
+        if tooltip != self.tooltip:
+            self.tooltip = tooltip or None
+        if text != self._text:
+            self._text = text
+            self.update(text)
 
     def on_click(self, event: events.Click) -> None:
         if self._copy:
@@ -124,6 +134,12 @@ class AdvicePanel(VerticalScroll):
     def compose(self) -> ComposeResult:
         yield self._notice
 
+    def on_resize(self, event: events.Resize) -> None:
+        # Compact suggestions are clipped to the width: redo them when it changes.
+        if self._shown is not None and self._shown[4] != self.size.width:
+            view, warnings, command = self._shown[:3]
+            self.show(view, warnings, command)
+
     def show(self, view: SuggestionsView, warnings: tuple[str, ...], command: tuple[str, ...]) -> None:
         key = (view, warnings, command, self.compact, self.size.width)
         if key == self._shown:
@@ -131,7 +147,7 @@ class AdvicePanel(VerticalScroll):
         self._shown = key
         self.set_class(self.compact, "-compact")
         n = len(view.items)
-        self.border_title = f"Suggestions · {n}" if n else "Suggestions"
+        set_border(self, title=f"Suggestions · {n}" if n else "Suggestions")
         notice = Text()
         for w in warnings[-3:]:
             notice.append(f"⚠ {w}\n", _WARN)
@@ -144,13 +160,19 @@ class AdvicePanel(VerticalScroll):
         notice.rstrip()
         self._notice.update(notice)
         self._notice.display = bool(notice.plain)
-        for old in list(self.query(SuggestionItem)):
-            old.remove()
         # In a small terminal every change fits on its line: one suggestion, two lines.
         limit = max(20, self.size.width - 7) if self.compact else 110
-        items = [
-            SuggestionItem(render_suggestion(i, row, command, compact=self.compact, limit=limit), full_change(row), describe(row))
+        rendered = [
+            (render_suggestion(i, row, command, compact=self.compact, limit=limit), full_change(row), describe(row))
             for i, row in enumerate(view.items, 1)
         ]
-        if items:
-            self.mount_all(items)
+        existing = list(self.query(SuggestionItem))
+        if len(existing) == len(rendered):
+            # Same number of suggestions (the usual case as a run goes on): update in place, no remount.
+            for item, (text, copy, tip) in zip(existing, rendered, strict=True):
+                item.set(text, copy, tip)
+            return
+        for old in existing:
+            old.remove()
+        if rendered:
+            self.mount_all([SuggestionItem(text, copy, tip) for text, copy, tip in rendered])

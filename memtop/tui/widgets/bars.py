@@ -102,15 +102,26 @@ def stacked_bar(
     marker_cell = -1
     if marker is not None and total > 0:
         marker_cell = min(width - 1, max(0, int(marker[0] / total * width)))
-    text = Text()
+    # Cells as (glyph, style key); runs of equal cells become one span (fewer segments to paint).
+    cells: list[tuple[str, tuple[str, str, bool]]] = []
     for cell in range(width):
         left, right = colors[2 * cell], colors[2 * cell + 1]
         if cell == marker_cell and marker is not None:
-            text.append("┃", Style(color=marker[1], bgcolor=right, bold=True))
+            cells.append(("┃", (marker[1], right, True)))
         elif left == right:
-            text.append(" ", Style(bgcolor=left))
+            cells.append((" ", ("", left, False)))
         else:
-            text.append("▌", Style(color=left, bgcolor=right))
+            cells.append(("▌", (left, right, False)))
+    text = Text()
+    i = 0
+    while i < len(cells):
+        glyph, key = cells[i]
+        j = i + 1
+        while j < len(cells) and cells[j] == cells[i]:
+            j += 1
+        fg, bg, bold = key
+        text.append(glyph * (j - i), Style(color=fg or None, bgcolor=bg, bold=bold))
+        i = j
     return text
 
 

@@ -8,7 +8,7 @@ from memtop.runs.format import CATEGORIES
 from memtop.tui.fmt import fmt_bytes, fmt_bytes_short, fmt_count
 from memtop.tui.snapshot import RankSnapshot
 from memtop.tui.widgets.bars import CATEGORY_COLORS, CATEGORY_LABELS, CATEGORY_SHORT, EMPTY, stacked_bar
-from memtop.tui.widgets.panel import TextPanel
+from memtop.tui.widgets.panel import TextPanel, set_border
 
 _POINT = {"forward_end": "end of forward", "optimizer_step": "optimizer step"}
 
@@ -29,12 +29,13 @@ class CategoryBar(TextPanel):
         if rank is not None and rank.oom is not None:
             title = "At OOM" + (f" · step {fmt_count(rank.oom.step)}" if rank.oom.step is not None else "")
         elif rank is not None and rank.last is not None:
-            title = f"At peak · step {fmt_count(rank.last.step)}"
+            # No step number here (the header has it): a title that changes every step repaints the panel.
+            title = "At the step's peak"
             if self.compact:
                 peak = rank.last.peak if rank.last.peak is not None else rank.last.tracked
-                title = f"At peak {fmt_bytes(peak)} · step {fmt_count(rank.last.step)}"
-        self.border_title = title
-        self.refresh(layout=True)
+                title = f"At peak {fmt_bytes(peak)}"
+        set_border(self, title=title)
+        self.changed()
 
     def _figures(self) -> tuple[list[tuple[str, int | None]], int | None, str]:
         rank = self._rank

@@ -78,7 +78,7 @@ class FragPanel(TextPanel):
 
     def show(self, rank: RankSnapshot | None) -> None:
         self._rank = rank
-        self.refresh(layout=True)
+        self.changed()
 
     def build(self, width: int) -> Text:
         return frag_text(self._rank, max(10, width))

@@ -15,7 +15,7 @@ from memtop.tui.fmt import fmt_bytes, fmt_pct
 from memtop.tui.snapshot import RankSnapshot, RunSnapshot
 from memtop.tui.widgets.bars import CONTEXT, EMPTY, dim_color, flow, level_color, stacked_bar
 from memtop.tui.widgets.fragmentation import frag_text
-from memtop.tui.widgets.panel import TextPanel
+from memtop.tui.widgets.panel import TextPanel, set_border
 
 PEAK_MARK = "#ffffff"
 
@@ -36,12 +36,11 @@ class DeviceGauge(TextPanel):
         if rank is not None and rank.last is not None:
             dev = rank.device
             name = snap.device_name if len(snap.devices) <= 1 else None
-            self.border_title = f"Device · {dev}" + (" · at the OOM" if rank.oom is not None else "") + (
-                f" · {name}" if name and dev.startswith("cuda") else ""
-            )
+            title = f"Device · {dev}" + (" · at the OOM" if rank.oom is not None else "")
+            set_border(self, title=title + (f" · {name}" if name and dev.startswith("cuda") else ""))
         else:
-            self.border_title = "Device"
-        self.refresh(layout=True)
+            set_border(self, title="Device")
+        self.changed()
 
     def build(self, width: int) -> Text:
         width = max(10, width)

@@ -73,7 +73,7 @@ class RunHeader(TextPanel):
 
     def show(self, snap: RunSnapshot, *, now: float, paused: bool, rank: int | None) -> None:
         self._snap, self._now, self._paused, self._rank = snap, now, paused, rank
-        self.refresh()
+        self.changed()
 
     def status_key(self) -> str:
         snap = self._snap
@@ -149,14 +149,14 @@ class EndBanner(TextPanel):
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
         self._width = 80
-        self._text = Text()
+        self._message = Text()
         self._hint = ""
 
     def say(self, text: str) -> None:
         """Show a plain message (e.g. while memtop ends the run)."""
         self.display = True
-        self._text, self._hint = Text(f" {text}", style="bold"), ""
-        self.refresh()
+        self._message, self._hint = Text(f" {text}", style="bold"), ""
+        self.changed()
 
     def show(self, snap: RunSnapshot, ending: Ending | None) -> None:
         self.display = ending is not None
@@ -183,12 +183,12 @@ class EndBanner(TextPanel):
             text.append(f" · {fmt_bytes(oom.allocated)} allocated")
             if oom.device_free is not None:
                 text.append(f", {fmt_bytes(oom.device_free)} free")
-        self._text = text
+        self._message = text
         self._hint = f"q closes · `memtop analyze {snap.run_id}` explains it"
-        self.refresh()
+        self.changed()
 
     def build(self, width: int) -> Text:
-        out = self._text.copy()
+        out = self._message.copy()
         out.no_wrap = True
         out.overflow = "ellipsis"
         for hint in (self._hint, "q closes · memtop analyze explains it", "q closes"):

@@ -8,6 +8,7 @@ from textual.widgets import DataTable
 from memtop.tui.fmt import fmt_bytes, shorten
 from memtop.tui.snapshot import RankSnapshot, TensorRow
 from memtop.tui.widgets.bars import CATEGORY_COLORS, CATEGORY_SHORT
+from memtop.tui.widgets.panel import set_border
 
 _COLUMNS = ("tensor", "kind", "size", "shape", "dtype")
 _NARROW_COLUMNS = ("tensor", "kind", "size")
@@ -40,7 +41,7 @@ class TensorTable(DataTable[Text]):
             rows = rank.last.large_tensors
         if rows:
             title += f" · top {len(rows)}, {fmt_bytes(sum(r.bytes for r in rows))}"
-        self.border_title = title
+        set_border(self, title=title)
         self._rows = rows
         self._fill()
 

@@ -1,8 +1,10 @@
 """The timeline: allocated, reserved and peak per step (textual-plotext), decimated to the plot's width.
 
-Plotext rebuilds the whole canvas on every build (≈15 ms at 100×15 however few points), so the
-plot is rebuilt only when its data or size changed, and not more often than ``min_interval``
-seconds while a run streams in: a timeline does not need 2 Hz, the budget of the dashboard does.
+Plotext rebuilds the whole canvas on every build (15-50 ms for a plot a hundred cells wide,
+however few points), so the plot is rebuilt only when its data or size changed, and not more often
+than ``min_interval`` seconds (5) while a run streams in: the figures above it move twice a
+second; the shape of the timeline does not need to, and the dashboard's CPU budget (5% of a core)
+cannot pay for it.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from textual_plotext import PlotextPlot
 from memtop.tui.fmt import fmt_bytes, fmt_count, unit_for
 from memtop.tui.history import SeriesPoints, downsample_max
 from memtop.tui.snapshot import RankSnapshot
+from memtop.tui.widgets.panel import set_border
 
 _RGB = {
     "allocated": (79, 209, 139),
@@ -53,7 +56,7 @@ class Timeline(PlotextPlot):
         self,
         *,
         id: str | None = None,
-        min_interval: float = 2.0,
+        min_interval: float = 5.0,
         monotonic: Callable[[], float] = time.monotonic,
         marker: str = "hd",
     ) -> None:
@@ -96,8 +99,7 @@ class Timeline(PlotextPlot):
         if rank is None or len(rank.history) == 0:
             self._points = None
             self._key = None
-            self.border_title = "Timeline"
-            self.border_subtitle = ""
+            set_border(self, title="Timeline", subtitle="")
         else:
             pts = rank.history
             self._points = pts
@@ -114,14 +116,27 @@ class Timeline(PlotextPlot):
                 what = " · tensors" + (" and RSS" if "RSS" in self._plotted else "") + " · allocator n/a on CPU"
             per = pts.steps_per_point
             bucket = "" if per == 1 else f" · max per {fmt_count(per)} steps"
-            self.border_title = f"Timeline · {unit} per step{what}{bucket}"
-            self.border_subtitle = f"red: device total {fmt_bytes(self._total)}" if self._show_total else ""
             self._oom_step = rank.oom.step if rank.oom is not None else None
+            notes = [f"red: device total {fmt_bytes(self._total)}"] if self._show_total else []
             if self._oom_step is not None:
-                self.border_subtitle = (self.border_subtitle + " · " if self.border_subtitle else "") + f"red: OOM at step {self._oom_step}"
+                notes.append(f"red: OOM at step {self._oom_step}")
+            set_border(self, title=f"Timeline · {unit} per step{what}{bucket}", subtitle=" · ".join(notes))
             self._key = (rank.rank, pts.steps[-1], len(pts), per, self._oom_step)
         if self._key != self._built_key:
+            self._schedule()
+
+    def _schedule(self) -> None:
+        """Repaint now if the last plot is old enough, else once when it will be.
+
+        Only a rebuild is worth a repaint: repainting a plot a hundred cells wide costs as much as
+        most of the rest of the screen, so between rebuilds the widget is left alone.
+        """
+        wait = self.min_interval - (self._monotonic() - self._last_build)
+        if wait <= 0 or self._built is None:
             self.refresh()
+        elif not self._timer_pending:
+            self._timer_pending = True
+            self.set_timer(wait + 0.01, self._refresh_later)
 
     def flush(self) -> None:
         """Let the next render rebuild at once (the run ended: show its final state now)."""
@@ -149,10 +164,8 @@ class Timeline(PlotextPlot):
         key = (self._key, width, height, self.app.theme)
         now = self._monotonic()
         if self._built is not None and key != self._built_key and now - self._last_build < self.min_interval:
-            # Too soon to rebuild (plotext is expensive): show the last plot, come back later.
-            if not self._timer_pending:
-                self._timer_pending = True
-                self.set_timer(self.min_interval - (now - self._last_build) + 0.01, self._refresh_later)
+            # Asked to paint between rebuilds (e.g. a resize of a neighbour): the last plot, and a rebuild later.
+            self._schedule()
             return self._built
         if self._built is not None and key == self._built_key:
             return self._built
