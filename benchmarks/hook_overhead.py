@@ -1,5 +1,9 @@
 """Step-time overhead of memtop's default hook, and of torch.profiler(profile_memory=True) for reference.
 
+Two figures: the A/B ratio of step times (what a user feels; noisy on a shared machine), and
+memtop's own CPU time per step as the hook measures it about itself (its callbacks on the
+training thread plus its record-writing thread), as a share of the baseline step.
+
 One process, one workload (the transformer sample run), interleaved blocks: each round times a
 block of steps without any profiler, a block under memtop's hook, and a block under torch.profiler,
 in rotating order, so drift of the machine (other processes, thermal, allocator warm-up) hits all
@@ -126,6 +130,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         for name, fn in order:
             runs[name].append(fn(args.steps))
             cpu[name].append(CPU_TIMES[len(CPU_TIMES) - 1])
+    hook_cpu = session.hook_cpu_seconds + session.writer_cpu_seconds
+    hook_steps = session.step
     session.close()
 
     base = runs["baseline"]
@@ -142,6 +148,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "torch_profiler_overhead_pct": (ratio["torch.profiler"] - 1) * 100,
         "memtop_cpu_overhead_pct": (cpu_ratio["memtop"] - 1) * 100,
         "torch_profiler_cpu_overhead_pct": (cpu_ratio["torch.profiler"] - 1) * 100,
+        "memtop_own_cpu_ms_per_step": hook_cpu / hook_steps * 1e3,
+        "memtop_own_cpu_pct_of_step": hook_cpu / hook_steps / statistics.median(base) * 100,
         "activation_walk_every_k_steps": session.sample_every,
         "activation_walk_ms": session._act_cost * 1e3,
     }

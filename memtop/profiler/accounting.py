@@ -124,36 +124,53 @@ def optimizer_params(opt: torch.optim.Optimizer) -> Iterator[torch.Tensor]:
                 yield p
 
 
-def count_gradients(
-    params: Iterable[torch.Tensor], registry: ParamRegistry, device: torch.device, threshold: int
-) -> CategoryTotal:
-    """Unique storages of ``.grad``; runs every step, so the loop is kept free of calls it can avoid."""
+@dataclass(frozen=True)
+class GradSlot:
+    """A parameter whose ``.grad`` is counted each step: what its gradient's storage will weigh."""
+
+    param: weakref.ref[torch.Tensor]
+    nbytes: int  # numel x element_size: a dense gradient obeys its parameter's shape and dtype
+    name: str
+    large: bool
+
+
+def grad_slots(params: Iterable[tuple[str, torch.Tensor]], device: torch.device, threshold: int) -> list[GradSlot]:
+    slots = []
+    for name, p in params:
+        if on_device(p, device):
+            nb = p.numel() * p.element_size()
+            slots.append(GradSlot(weakref.ref(p), nb, name + ".grad", nb >= threshold))
+    return slots
+
+
+def count_gradients(slots: Iterable[GradSlot], device: torch.device, threshold: int) -> CategoryTotal:
+    """Bytes of the ``.grad`` present now; runs every step, so the common case costs one attribute read.
+
+    A dense gradient that is not a view owns a storage of exactly its parameter's bytes (autograd
+    keeps gradients to their parameter's layout), so its size comes from the slot. Views (DDP
+    gradient buckets) and sparse gradients take the storage path, where shared storages count once.
+    """
     total = CategoryTotal()
-    keys = total.keys
-    cpu = device.type == "cpu"
-    cuda_index = device.index if device.type == "cuda" else None
     nbytes_sum = 0
-    for p in params:
+    for slot in slots:
+        p = slot.param()
+        if p is None:
+            continue
         g = p.grad
         if g is None:
             continue
-        if cpu:
-            if not g.is_cpu:
-                continue
-        elif not on_device(g, device) if cuda_index is None else not (g.is_cuda and g.get_device() == cuda_index):
+        if g.is_sparse or g._is_view():
+            before = total.bytes
+            if g.is_sparse:
+                total.bytes += g._values().nbytes + g._indices().nbytes
+            else:
+                add_tensor(total, g, device, None, slot.name, "gradients", threshold)
+            nbytes_sum += total.bytes - before
+            total.bytes = before
             continue
-        try:
-            st = g.untyped_storage()
-        except (RuntimeError, NotImplementedError):
-            continue
-        key = st.data_ptr()
-        if key in keys:
-            continue
-        keys.add(key)
-        nb = st.nbytes()
-        nbytes_sum += nb
-        if nb >= threshold:
-            total.large.append(TensorInfo(registry.name_of(p) + ".grad", "gradients", nb, tuple(g.shape), str(g.dtype)))
+        nbytes_sum += slot.nbytes
+        if slot.large:
+            total.large.append(TensorInfo(slot.name, "gradients", slot.nbytes, tuple(g.shape), str(g.dtype)))
     total.bytes = nbytes_sum
     return total
 

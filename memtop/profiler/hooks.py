@@ -13,6 +13,7 @@ import re
 import signal
 import sys
 import threading
+import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
@@ -79,17 +80,24 @@ def _disable(session: Session | None, exc: BaseException) -> None:
 
 
 def guarded(fn: Callable[..., None]) -> Callable[..., None]:
+    """Run a hook callback: errors turn the hook off; its CPU time is charged to the session."""
+
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> None:
         session = _session
         if session is not None and session.disabled:
             return
+        t0 = time.thread_time()
         try:
             fn(*args, **kwargs)
         except SystemExit:
             raise
         except Exception as exc:  # noqa: BLE001 - the hook must never break training
             _disable(_session, exc)
+        finally:
+            session = _session
+            if session is not None:
+                session.hook_cpu_seconds += time.thread_time() - t0
 
     return wrapper
 

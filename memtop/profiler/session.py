@@ -21,12 +21,14 @@ import torch
 from memtop.profiler import naming
 from memtop.profiler.accounting import (
     CategoryTotal,
+    GradSlot,
     ParamRegistry,
     StorageKey,
     TensorInfo,
     add_tensor,
     count_gradients,
     count_optimizer_state,
+    grad_slots,
     optimizer_params,
 )
 from memtop.profiler.activations import backward_roots, saved_tensors_of_graph
@@ -35,7 +37,7 @@ from memtop.profiler.config import HookConfig
 from memtop.profiler.writers import BackgroundJsonlWriter, TensorBoardWriter
 from memtop.runs import format as fmt
 
-PARAM_RECOUNT_EVERY = 50
+PARAM_RECOUNT_EVERY = 200
 
 
 @dataclass
@@ -89,17 +91,20 @@ class Session:
         self._param_total_step = -1
         self._last_state_total = CategoryTotal()
         self._state_cache: tuple[tuple[tuple[int, int], ...], int, CategoryTotal] | None = None
-        self._extra_grad_params: list[weakref.ref[torch.Tensor]] | None = None
-        self._extra_step = -1
+        self._grad_slots: list[GradSlot] = []
+        self._fwd_grads = CategoryTotal()
+        self._last_large: tuple[list[TensorInfo], list[dict[str, object]]] = ([], [])
         self._act_bytes = 0
         self._act_large: list[TensorInfo] = []
         self._act_step: int | None = None
         self._act_cost = 0.0  # CPU seconds of a typical graph walk
         self._walk_costs: list[float] = []
         self._step_time_avg: float | None = None
+        self._step_times: list[float] = []
         self.sample_every = 1
         self._last_oom_time = 0.0
         self._warned: set[str] = set()
+        self.hook_cpu_seconds = 0.0  # CPU time of memtop's callbacks on the training thread
         self.exit_reason = "normal"
         self.exception_name: str | None = None
         self.closed = False
@@ -217,26 +222,26 @@ class Session:
             add_tensor(total, p, dev, None, self.params.name_of(p), "parameters", thr)
         self._param_total = total
         self._param_total_step = self.step
+        self._build_grad_slots()
         return total
 
     def _count_gradients(self) -> CategoryTotal:
-        return count_gradients(self._grad_params(), self.params, self.device, self.config.large_tensor_bytes)
+        self._count_parameters()  # keeps the gradient slots current
+        return count_gradients(self._grad_slots, self.device, self.config.large_tensor_bytes)
 
-    def _grad_params(self) -> list[torch.Tensor]:
-        """Optimizer parameters plus the models' other trainable ones (re-listed with the parameter recount)."""
-        params = list(self.params.live())
-        if self.models:
-            if self._extra_grad_params is None or self._extra_step != self._param_total_step:
-                seen = {id(p) for p in params}
-                self._extra_grad_params = [
-                    weakref.ref(p) for _, m in self.models.roots() for p in m.parameters() if p.requires_grad and id(p) not in seen
-                ]
-                self._extra_step = self._param_total_step
-            for ref in self._extra_grad_params:
-                p = ref()
-                if p is not None:
-                    params.append(p)
-        return params
+    def _build_grad_slots(self) -> None:
+        """Optimizer parameters plus the models' other trainable ones (re-listed with the parameter recount, every 200 steps)."""
+        named: list[tuple[str, torch.Tensor]] = []
+        seen: set[int] = set()
+        for p in self.params.live():
+            seen.add(id(p))
+            named.append((self.params.name_of(p), p))
+        for _, m in self.models.roots():
+            for p in m.parameters():
+                if p.requires_grad and id(p) not in seen:
+                    seen.add(id(p))
+                    named.append((self.params.name_of(p), p))
+        self._grad_slots = grad_slots(named, self.device, self.config.large_tensor_bytes)
 
     def _count_state(self, exclude: set[StorageKey]) -> CategoryTotal:
         """Optimizer state, recounted when its shape (tensors per optimizer) changes or every 50 steps.
@@ -265,10 +270,11 @@ class Session:
             return
         self._state.backward_calls += 1
         params = self._count_parameters()
-        grads = self._count_gradients()
         state = self._last_state_total
         if self._should_walk():
-            exclude = params.keys | grads.keys | state.keys
+            grads = self._count_gradients()
+            self._fwd_grads = grads
+            exclude = params.keys | state.keys
             t0 = time.thread_time()  # CPU time: a walk descheduled on a busy machine is not a costly walk
             walk = saved_tensors_of_graph(roots, self.device, exclude, self.config.large_tensor_bytes)
             self._walk_costs.append(time.thread_time() - t0)
@@ -281,7 +287,10 @@ class Session:
                 self._act_large = acts.large
             self._act_step = self.step + 1
         else:
+            # between walks the forward-end figures are carried from the last walked step, as the
+            # record's activations_step says; the allocator's own figure is always read now
             acts = CategoryTotal(bytes=self._act_bytes, large=list(self._act_large))
+            grads = self._fwd_grads
         comp = Composition("forward_end", self.backend.allocated(), params, grads, state, acts)
         self._consider(comp)
 
@@ -359,8 +368,10 @@ class Session:
         step_time = None if self._last_record_time is None else now - self._last_record_time
         self._last_record_time = now
         if step_time is not None:
-            avg = self._step_time_avg
-            self._step_time_avg = step_time if avg is None else 0.9 * avg + 0.1 * step_time
+            # the median of recent steps: an evaluation or checkpoint pause must not widen the budget
+            self._step_times.append(step_time)
+            del self._step_times[:-21]
+            self._step_time_avg = sorted(self._step_times)[len(self._step_times) // 2]
         self._adapt_sampling()
         rec = self._base("step")
         rec.update(
@@ -401,11 +412,16 @@ class Session:
         self.sample_every = max(1, min(1000, math.ceil(self._act_cost / budget))) if budget > 0 else 1
 
     def _large_tensors(self, comp: Composition) -> list[dict[str, object]]:
+        """The largest tensors, largest first; the same list object as last step when unchanged
+        (the record writer then reuses its serialized form)."""
         items: list[TensorInfo] = []
         for total in (comp.parameters, comp.gradients, comp.optimizer_state, comp.activations):
             items.extend(total.large)
         items.sort(key=lambda t: t.bytes, reverse=True)
-        return [t.as_record() for t in items[: self.config.max_large_tensors]]
+        top = items[: self.config.max_large_tensors]
+        if top != self._last_large[0]:
+            self._last_large = (top, [t.as_record() for t in top])
+        return self._last_large[1]
 
     # ------------------------------------------------------------------ stages
     def stage_begin(self) -> dict[str, Any]:
@@ -499,6 +515,10 @@ class Session:
             self._warned.add(key)
             self.warn(message)
 
+    @property
+    def writer_cpu_seconds(self) -> float:
+        return self._writer.cpu_seconds if self._writer is not None else 0.0
+
     def close(self) -> None:
         if self.closed:
             return
@@ -506,7 +526,15 @@ class Session:
         if self._writer is None:
             return
         rec = self._base("exit")
-        rec.update({"reason": self.exit_reason, "exception": self.exception_name, "steps": self.step, "pid": os.getpid()})
+        rec.update(
+            {
+                "reason": self.exit_reason,
+                "exception": self.exception_name,
+                "steps": self.step,
+                "pid": os.getpid(),
+                "hook_cpu_seconds": round(self.hook_cpu_seconds + self.writer_cpu_seconds, 6),
+            }
+        )
         try:
             self._writer.write_now(rec)
         finally:
