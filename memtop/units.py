@@ -5,12 +5,13 @@ from __future__ import annotations
 _UNITS = ("B", "KiB", "MiB", "GiB", "TiB")
 
 
-def fmt_bytes(n: int | float | None, *, na: str = "n/a") -> str:
-    """``1536 -> '1.50 KiB'``; three significant digits so columns stay narrow."""
+def fmt_bytes(n: int | float | None, signed: bool = False, *, na: str = "n/a") -> str:
+    """``1536 -> '1.50 KiB'``; three significant digits so columns stay narrow (binary units, as
+    nvidia-smi and PyTorch print them); ``signed`` prefixes ``+`` on positive figures."""
     if n is None:
         return na
     value = float(n)
-    sign = "-" if value < 0 else ""
+    sign = "-" if value < 0 else ("+" if signed and value > 0 else "")
     value = abs(value)
     unit = 0
     while value >= 1024 and unit < len(_UNITS) - 1:
@@ -25,7 +26,7 @@ def fmt_bytes(n: int | float | None, *, na: str = "n/a") -> str:
     return f"{sign}{value:.2f} {_UNITS[unit]}"
 
 
-def fmt_pct(p: float | None, *, na: str = "n/a") -> str:
+def fmt_pct(p: float | None, signed: bool = False, *, na: str = "n/a") -> str:
     if p is None:
         return na
-    return f"{p:.1f}%"
+    return f"{p:+.1f}%" if signed else f"{p:.1f}%"

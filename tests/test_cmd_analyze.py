@@ -112,7 +112,7 @@ def test_crashed_run_with_oom_before_the_first_step(tmp_path: Path) -> None:
     assert rep["peak"] is None
     assert any("unreadable line" in w for w in rep["warnings"])
     text = memtop("analyze", str(run)).stdout
-    assert "OUT OF MEMORY" in text and "asked for 4.0 GiB" in text
+    assert "OUT OF MEMORY" in text and "asked for 4.00 GiB" in text
 
 
 # --- bad input: one line on stderr, a non-zero exit, never a traceback -----------------------------

@@ -15,8 +15,8 @@ def test_before_after_table(tmp_path: Path) -> None:
     proc = memtop("compare", "--runs-dir", str(tmp_path), "before", "after")
     assert proc.returncode == 0, proc.stderr
     rows = {ln.split()[0]: ln for ln in proc.stdout.splitlines() if ln and not ln.startswith(("A ", "B "))}
-    assert "-3.0 GiB" in rows["activations"] and "-50.0%" in rows["activations"]
-    assert "-3.0 GiB" in rows["peak"]
+    assert "-3.00 GiB" in rows["activations"] and "-50.0%" in rows["activations"]
+    assert "-3.00 GiB" in rows["peak"]
     assert " 0 B" in rows["parameters"] and "+0.0%" in rows["parameters"]
     data = json.loads(memtop("compare", "--json", "--runs-dir", str(tmp_path), "before", "after").stdout)
     by = {r["name"]: r for r in data["rows"]}

@@ -12,7 +12,7 @@ from typing import Any
 
 from memtop.analyzers.facts import Facts
 from memtop.analyzers.roles import int_value
-from memtop.analyzers.units import fmt_bytes, fmt_pct
+from memtop.units import fmt_bytes, fmt_pct
 
 FP32 = ("torch.float32", "float32", "torch.float", "float")
 

@@ -20,8 +20,8 @@ from memtop.analyzers.roles import int_value
 from memtop.analyzers.rules import ALLOC_ENV, EXPANDABLE
 from memtop.analyzers.series import as_int
 from memtop.analyzers.summary import large_tensors
-from memtop.analyzers.units import fmt_bytes
 from memtop.runs.format import CATEGORIES
+from memtop.units import fmt_bytes
 
 # Least invasive first: an environment variable, then changes that keep the experiment the same,
 # then ones that change numerics, then ones that change what is trained.

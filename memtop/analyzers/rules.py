@@ -24,7 +24,7 @@ from memtop.analyzers.estimates import (
 from memtop.analyzers.facts import Facts
 from memtop.analyzers.roles import BF16_NAMES, HALF_NAMES, int_value, is_on
 from memtop.analyzers.series import median
-from memtop.analyzers.units import fmt_bytes, fmt_pct
+from memtop.units import fmt_bytes, fmt_pct
 
 MiB = 1 << 20
 MIN_SHARE = 0.05  # a change that saves less than this share of the peak is not worth a line

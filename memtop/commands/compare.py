@@ -7,9 +7,9 @@ import argparse
 from memtop.analyzers.cmdline import join
 from memtop.analyzers.compare import Row, compare, to_json
 from memtop.analyzers.load import load_for_analysis
-from memtop.analyzers.units import fmt_bytes, fmt_pct
 from memtop.commands import add_common_options
 from memtop.commands._common import find_run, unreadable, write
+from memtop.units import fmt_bytes, fmt_pct
 
 NAME = "compare"
 HELP = "compare two runs category by category"

@@ -8,11 +8,11 @@ from typing import Any
 from memtop.analyzers.cmdline import join
 from memtop.analyzers.load import load_for_analysis
 from memtop.analyzers.summary import find_peak, run_info
-from memtop.analyzers.units import fmt_bytes
 from memtop.commands import add_common_options
 from memtop.commands._common import runs_dir, stdout_is_tty, terminal_width, write
 from memtop.errors import MemtopError
 from memtop.runs.rundir import list_runs
+from memtop.units import fmt_bytes
 
 NAME = "runs"
 HELP = "list runs, newest first"

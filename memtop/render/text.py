@@ -10,7 +10,7 @@ from memtop.analyzers.advice import Suggestion
 from memtop.analyzers.cmdline import join
 from memtop.analyzers.report import Report
 from memtop.analyzers.summary import Timeline
-from memtop.analyzers.units import fmt_bytes, fmt_pct
+from memtop.units import fmt_bytes, fmt_pct
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 BAR = "█"
