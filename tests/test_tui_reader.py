@@ -264,3 +264,18 @@ def test_command_is_shortened_keeping_the_script() -> None:
     short = command_text(argv, 36)
     assert short.startswith("python gaussian_splat.py ") and len(short) <= 36
     assert command_text((), 20).startswith("(command unknown")
+
+
+def test_a_huge_run_shows_its_current_state_first(tmp_path: Path) -> None:
+    run = make_run(tmp_path, steps=400)
+    reader = FileRunReader(run, suggest=None, chunk_bytes=64 * 1024, preview_over=100 * 1024)
+    first = reader.poll()
+    assert reader.behind and first.behind and first.progress is not None and 0 < first.progress < 1
+    rank = first.ranks[0]
+    assert first.last_step == 400  # the latest figures at once ...
+    assert rank.history.steps[-1] < 400  # ... while the timeline is still being read
+    assert rank.steps_seen < 400
+    while reader.behind:
+        snap = reader.poll()
+    assert snap.last_step == 400 and snap.ranks[0].steps_seen == 400 and snap.ranks[0].history.steps[-1] == 400
+    assert snap.progress is None and not reader._previews

@@ -43,6 +43,7 @@ class Poller(threading.Thread):
     """Polls every ``interval`` seconds (at once while the reader is catching up)."""
 
     CATCH_UP_POST_EVERY = 0.25
+    CATCH_UP_PAUSE = 0.03
 
     def __init__(
         self,
@@ -142,6 +143,10 @@ class Poller(threading.Thread):
             else:
                 self._flush()
             if behind:
+                # Catching up with a long run: a short breath between chunks lets the UI thread have
+                # the GIL, so keys are answered while millions of records are parsed.
+                self._wake.wait(self.CATCH_UP_PAUSE)
+                self._wake.clear()
                 continue
             self._wake.wait(self._interval)
             self._wake.clear()

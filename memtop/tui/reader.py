@@ -9,6 +9,7 @@ the UI thread. Memory stays bounded however long the run: the timeline is decima
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import socket
@@ -20,7 +21,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from memtop.runs.format import CATEGORIES, META_FILE, OUTPUT_LOG
-from memtop.runs.reader import RankTail, Record, RunData, rank_files
+from memtop.runs.reader import RankTail, Record, RunData, parse_line, rank_files
 from memtop.runs.rundir import read_meta
 from memtop.tui.history import DecimatedSeries
 from memtop.tui.snapshot import (
@@ -146,6 +147,14 @@ def oom_view(rec: Record) -> OomView:
         categories=_categories(rec.get("categories")),
         large_tensors=_tensors(rec.get("large_tensors")),
     )
+
+
+def _max_opt(a: int | None, b: int | None) -> int | None:
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return max(a, b)
 
 
 def _slope_per_100(points: deque[tuple[int, float]]) -> float | None:
@@ -289,6 +298,24 @@ class RankState:
         return recs
 
 
+def read_tail_records(path: Path, nbytes: int) -> tuple[list[Record], int]:
+    """The complete records in the last ``nbytes`` of ``path``, and the file size they end at."""
+    try:
+        with open(path, "rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            start = max(0, size - nbytes)
+            fh.seek(start)
+            data = fh.read(size - start)
+    except OSError:
+        return [], 0
+    lines = data.split(b"\n")
+    if start > 0 and lines:
+        lines.pop(0)  # began mid-line
+    end = size - len(lines.pop()) if lines else size  # an incomplete last line is left for later
+    records = [rec for rec in (parse_line(raw) for raw in lines if raw.strip()) if rec is not None]
+    return records, end
+
+
 class LogTail:
     """The last lines of ``output.log`` (the child's stdout+stderr), read incrementally.
 
@@ -357,11 +384,12 @@ class FileRunReader:
         *,
         suggest: SuggestFn | None | str = "auto",
         suggest_every: float = 5.0,
-        chunk_bytes: int = 8 * 1024 * 1024,
+        chunk_bytes: int = 1024 * 1024,
         history_points: int = 1024,
         window: int = 256,
         log_keep: int = 300,
         monotonic: Callable[[], float] = time.monotonic,
+        preview_over: int = 32 * 1024 * 1024,
     ) -> None:
         self.run_dir = Path(run_dir)
         self._chunk = chunk_bytes
@@ -369,6 +397,9 @@ class FileRunReader:
         self._window = window
         self._tails: dict[int, RankTail] = {}
         self._ranks: dict[int, RankState] = {}
+        # A long run opened cold: its last records, shown while the file is read from the start.
+        self._previews: dict[int, tuple[RankState, int]] = {}
+        self._preview_over = preview_over
         self._log = LogTail(self.run_dir / OUTPUT_LOG, keep=log_keep)
         self._meta = _MetaCache()
         self._suggestions = SuggestionCache(suggest, every=suggest_every, monotonic=monotonic)
@@ -376,6 +407,7 @@ class FileRunReader:
         self._version = 0
         self._data_version = 0
         self._behind = False
+        self._progress: float | None = None
         self._last: RunSnapshot | None = None
         self._host = socket.gethostname()
         self._gone = False
@@ -433,6 +465,7 @@ class FileRunReader:
             if rank not in self._tails:
                 self._tails[rank] = RankTail(path)
                 self._ranks[rank] = RankState(rank, history_points=self._history_points, window=self._window)
+                self._start_preview(rank, path)
         changed = False
         behind = False
         for rank, tail in self._tails.items():
@@ -445,8 +478,56 @@ class FileRunReader:
                 changed = True
             if tail.offset - before >= self._chunk:
                 behind = True
+            preview = self._previews.get(rank)
+            if preview is not None and tail.offset >= preview[1]:
+                del self._previews[rank]  # the full read has caught up with what the preview showed
+                changed = True
         self._behind = behind
+        self._progress = self._read_fraction() if behind else None
         return changed
+
+    def _read_fraction(self) -> float | None:
+        """How much of the rank files has been read (for the header while a long run loads)."""
+        done = total = 0
+        for tail in self._tails.values():
+            try:
+                size = tail.path.stat().st_size
+            except OSError:
+                continue
+            done += min(tail.offset, size)
+            total += size
+        return done / total if total else None
+
+    def _start_preview(self, rank: int, path: Path) -> None:
+        """For a rank file too big to read at once: its current state now, its history as it is read."""
+        try:
+            size = path.stat().st_size
+        except OSError:
+            return
+        if size <= self._preview_over:
+            return
+        records, end = read_tail_records(path, 512 * 1024)
+        if not records:
+            return
+        state = RankState(rank, history_points=64, window=8)
+        for rec in records:
+            state.ingest(rec)
+        self._previews[rank] = (state, end)
+
+    def _rank_snapshot(self, rank: int, state: RankState) -> RankSnapshot:
+        preview = self._previews.get(rank)
+        full = state.snapshot()
+        if preview is None:
+            return full
+        # The latest figures from the preview; the timeline (and peak so far) from what is read.
+        shown = preview[0].snapshot()
+        return dataclasses.replace(
+            shown,
+            steps_seen=full.steps_seen,
+            history=full.history,
+            max_peak=_max_opt(full.max_peak, shown.max_peak),
+            max_peak_step=full.max_peak_step if (full.max_peak or 0) >= (shown.max_peak or 0) else shown.max_peak_step,
+        )
 
     # -- building ------------------------------------------------------------------------------------
 
@@ -488,9 +569,10 @@ class FileRunReader:
                             kind=_str(d.get("kind"), "cuda"),
                         )
                     )
-        ranks = tuple(state.snapshot() for _, state in sorted(self._ranks.items()))
+        ranks = tuple(self._rank_snapshot(rank, state) for rank, state in sorted(self._ranks.items()))
         firsts = [s.first_time for s in self._ranks.values() if s.first_time is not None]
         lasts = [s.last_time for s in self._ranks.values() if s.last_time is not None]
+        lasts += [p.last_time for p, _ in self._previews.values() if p.last_time is not None]
         warnings: list[str] = []
         for rank, state in sorted(self._ranks.items()):
             prefix = f"rank {rank}: " if len(self._ranks) > 1 else ""
@@ -518,5 +600,6 @@ class FileRunReader:
             writer_gone=self._gone,
             bad_lines=sum(t.bad_lines for t in self._tails.values()),
             behind=self._behind,
+            progress=self._progress,
             version=self._version,
         )

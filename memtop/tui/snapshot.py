@@ -182,6 +182,8 @@ class RunSnapshot:
     bad_lines: int = 0
     behind: bool = False
     """The reader has not caught up with the files yet (a long run being loaded)."""
+    progress: float | None = None
+    """While ``behind``: the fraction of the rank files read so far."""
     version: int = 0
 
     def rank(self, rank: int) -> RankSnapshot | None:

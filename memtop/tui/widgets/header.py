@@ -115,7 +115,8 @@ class RunHeader(TextPanel):
         if len(snap.ranks) > 1:
             parts.append((f"{len(snap.ranks)} ranks", ""))
         if snap.behind:
-            parts.append(("loading…", "italic #ffb347"))
+            pct = f" {snap.progress:.0%}" if snap.progress is not None else "…"
+            parts.append((f"reading the run{pct}", "italic #ffb347"))
         for text, st in parts:
             line1.append("  ")
             line1.append(text, st)
