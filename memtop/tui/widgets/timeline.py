@@ -9,6 +9,7 @@ cannot pay for it.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 
@@ -45,6 +46,21 @@ def step_ticks(first: int, last: int, n: int) -> list[int]:
     if len(ticks) < 2:
         return [first, last]
     return ticks
+
+
+def value_ticks(top: float, n: int) -> list[float]:
+    """About ``n`` round ticks from 0 to ``top`` (0, 10, 20 … or 0, 2.5, 5 …), for the y axis."""
+    if top <= 0:
+        return [0.0]
+    raw = top / max(1, n)
+    magnitude = 10 ** math.floor(math.log10(raw))
+    step = next(m * magnitude for m in (1, 2, 2.5, 5, 10) if m * magnitude >= raw)
+    count = int(top / step + 1e-9)
+    return [round(i * step, 6) for i in range(count + 1)]
+
+
+def _tick_label(value: float) -> str:
+    return f"{value:g}"
 
 
 class Timeline(PlotextPlot):
@@ -190,8 +206,8 @@ class Timeline(PlotextPlot):
         plt.ylim(0, self._ceiling / div * 1.05 if self._ceiling > 0 else 1)
         ticks = step_ticks(series[0][1][0], series[0][1][-1], max(2, min(6, width // 14)))
         plt.xticks([float(t) for t in ticks], [fmt_count(t) for t in ticks])
-        if height < 12:
-            plt.yfrequency(3)
+        yt = value_ticks(self._ceiling / div, 3 if height < 12 else 5)
+        plt.yticks(yt, [_tick_label(v) for v in yt])
         built = super().render()
         self._built = built if isinstance(built, Text) else Text(str(built))
         return self._built
