@@ -204,7 +204,7 @@ def test_suggestions_are_computed_rarely_and_survive_errors(tmp_path: Path) -> N
     reader = FileRunReader(run, suggest=suggest, suggest_every=5.0, monotonic=lambda: now[0])
     first = reader.poll()
     # The first picture goes out before the advisor runs (first paint), and the poller is told to come back.
-    assert first.suggestions.state == "pending" and reader.behind and not first.behind and not calls
+    assert first.suggestions.state == "pending" and not reader.behind and not first.behind and not calls
     snap = reader.poll()
     assert not reader.behind
     assert snap.suggestions.state == "ok" and snap.suggestions.items[0].title == "use bf16"

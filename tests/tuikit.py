@@ -85,7 +85,7 @@ async def wait_for_data(pilot: Any, app: DashboardApp, *, suggestions: bool = Tr
 
     def ready() -> bool:
         shown = app._shown
-        if shown is None:
+        if shown is None or app._timeline is None:  # the plot is mounted just after the first frame
             return False
         return not suggestions or shown.suggestions.state != "pending"
 

@@ -17,20 +17,21 @@ import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from textual import events
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.reactive import reactive
-from textual.widgets import Footer
+from textual.widgets import Footer, Static
 
 from memtop.child import ChildController
 from memtop.tui.fmt import signal_name
 from memtop.tui.poller import Poller, ReaderFailed, SnapshotFetched
 from memtop.tui.reader import FileRunReader, RunReader
 from memtop.tui.screens import ConfirmQuit, HelpScreen
-from memtop.tui.snapshot import RunSnapshot
+from memtop.tui.snapshot import RankSnapshot, RunSnapshot
 from memtop.tui.widgets.advice import AdvicePanel
 from memtop.tui.widgets.breakdown import CategoryBar
 from memtop.tui.widgets.fragmentation import FragPanel
@@ -39,7 +40,9 @@ from memtop.tui.widgets.header import EndBanner, RunHeader
 from memtop.tui.widgets.logpanel import LogPanel
 from memtop.tui.widgets.ranks import RankTable
 from memtop.tui.widgets.tensors import TensorTable
-from memtop.tui.widgets.timeline import Timeline
+
+if TYPE_CHECKING:
+    from memtop.tui.widgets.timeline import Timeline
 
 Clock = Callable[[], float]
 
@@ -93,6 +96,8 @@ class DashboardApp(App[int | None]):
         # CPU budget (measured in benchmarks/dashboard_cpu.py).
         self._paint_interval = max(refresh, 1.0) if paint_interval is None else paint_interval
         self._paint_timer_pending = False
+        self._timeline: Timeline | None = None
+        self._timeline_scheduled = False
         self._poller: Poller | None = None
         self._latest: RunSnapshot | None = None
         self._shown: RunSnapshot | None = None
@@ -119,7 +124,11 @@ class DashboardApp(App[int | None]):
                 yield frag
                 yield AdvicePanel(id="advice")
             with Vertical(id="right"):
-                yield Timeline(id="timeline", min_interval=self._plot_interval)
+                # The plot (textual-plotext) is mounted just after the first frame: importing and
+                # building it is a sixth of the time to first paint, and nobody reads a plot first.
+                slot = Static("", id="timeline")
+                slot.border_title = "Timeline"
+                yield slot
                 yield TensorTable(id="tensors")
                 yield LogPanel(id="log")
         yield Footer()
@@ -229,14 +238,36 @@ class DashboardApp(App[int | None]):
             self.query_one("#breakdown", CategoryBar).show(rank)
             self.query_one("#frag", FragPanel).show(rank)
             self.query_one("#advice", AdvicePanel).show(snap.suggestions, snap.warnings, snap.command)
-            timeline = self.query_one("#timeline", Timeline)
-            timeline.show(rank)
-            if ending is not None:
-                timeline.flush()
+            self._show_timeline(rank, ending is not None)
             self.query_one("#tensors", TensorTable).show(rank)
             self.query_one("#log", LogPanel).show(snap)
         self.snapshots_applied += 1
         self._applied_at = time.monotonic()
+
+    def _show_timeline(self, rank: RankSnapshot | None, final: bool) -> None:
+        timeline = self._timeline
+        if timeline is None:
+            if not self._timeline_scheduled:
+                self._timeline_scheduled = True
+                self.set_timer(0.05, self._mount_timeline)
+            return
+        timeline.show(rank)
+        if final:
+            timeline.flush()
+
+    async def _mount_timeline(self) -> None:
+        from memtop.tui.widgets.timeline import Timeline
+
+        if not self.is_running or self._timeline is not None:
+            return
+        for slot in self.query("#timeline"):
+            await slot.remove()
+        timeline = Timeline(id="timeline", min_interval=self._plot_interval)
+        await self.query_one("#right").mount(timeline, before=self.query_one("#tensors"))
+        self._timeline = timeline
+        if self._shown is not None:
+            shown = self._shown
+            self._show_timeline(shown.rank(self.selected_rank), shown.ending() is not None)
 
     def _update_header(self) -> None:
         shown = self._shown if self._shown is not None else self._latest

@@ -403,7 +403,6 @@ class FileRunReader:
         self._log = LogTail(self.run_dir / OUTPUT_LOG, keep=log_keep)
         self._meta = _MetaCache()
         self._suggestions = SuggestionCache(suggest, every=suggest_every, monotonic=monotonic)
-        self._advice_deferred = False
         self._version = 0
         self._data_version = 0
         self._behind = False
@@ -416,7 +415,7 @@ class FileRunReader:
 
     @property
     def behind(self) -> bool:
-        return self._behind or self._advice_deferred
+        return self._behind
 
     def close(self) -> None:
         self._tails.clear()
@@ -431,14 +430,11 @@ class FileRunReader:
             changed = True
         if changed:
             self._data_version += 1
-        # The first picture goes out before the advisor runs (first paint); it runs on the next poll.
+        # The first picture goes out before the advisor runs (first paint); it runs on the next poll,
+        # a refresh later, not at once: its import and first run would compete with the first paint.
         first = self._last is None
-        self._advice_deferred = False
-        if not self._behind and self._suggestions.due(self._data_version, force=final):
-            if first:
-                self._advice_deferred = True
-            else:
-                changed |= self._suggestions.update(self._data_version, self.run_data)
+        if not first and not self._behind and self._suggestions.due(self._data_version, force=final):
+            changed |= self._suggestions.update(self._data_version, self.run_data)
         if changed or self._last is None:
             self._version += 1
             self._last = self._build()
