@@ -119,3 +119,32 @@ def test_buffers_only_change_counted_once_with_shared_storage(tmp_path: Path) ->
             opt.zero_grad()
     rec = [r for r in read_records(prof.run_dir) if r["type"] == "step"][-1]
     assert rec["moments"]["optimizer_step"]["parameters"] == 1000 * 4
+
+
+def test_replaced_parameters_are_recounted_and_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Densification (3D Gaussian splatting) swaps a parameter for a bigger one mid-run."""
+    monkeypatch.setenv("MEMTOP_LARGE_TENSOR_BYTES", "1024")
+    model = nn.Module()
+    model.sh = nn.Parameter(torch.zeros(1000, 16, 3))
+    opt = torch.optim.Adam([model.sh], lr=1e-3)
+    with memtop.profile(model, opt, runs_dir=tmp_path) as prof:
+        for step in range(6):
+            model.sh.pow(2).sum().backward()
+            opt.step()
+            opt.zero_grad()
+            if step == 2:  # grow: new tensor, optimizer state carried over as 3DGS does
+                old = model.sh
+                state = opt.state.pop(old)
+                model.sh = nn.Parameter(torch.cat([old.detach(), torch.zeros(500, 16, 3)]))
+                state["exp_avg"] = torch.cat([state["exp_avg"], torch.zeros(500, 16, 3)])
+                state["exp_avg_sq"] = torch.cat([state["exp_avg_sq"], torch.zeros(500, 16, 3)])
+                opt.param_groups[0]["params"][0] = model.sh
+                opt.state[model.sh] = state
+                del old
+    steps = [r for r in read_records(prof.run_dir) if r["type"] == "step"]
+    small, big = 1000 * 48 * 4, 1500 * 48 * 4
+    assert [r["moments"]["optimizer_step"]["parameters"] for r in steps] == [small] * 3 + [big] * 3
+    assert [r["moments"]["optimizer_step"]["gradients"] for r in steps] == [small] * 3 + [big] * 3
+    assert steps[-1]["moments"]["optimizer_step"]["optimizer_state"] == 2 * big + 4
+    names = {t["name"] for t in steps[-1]["large_tensors"]}
+    assert "optimizer.state[model.sh].exp_avg" in names and "model.sh" in names

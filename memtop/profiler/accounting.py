@@ -8,7 +8,7 @@ tensor alive between calls: callers pass weak references or fresh lists.
 from __future__ import annotations
 
 import weakref
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 import torch
@@ -35,6 +35,7 @@ class CategoryTotal:
     bytes: int = 0
     keys: set[StorageKey] = field(default_factory=set)
     large: list[TensorInfo] = field(default_factory=list)
+    stale: bool = False  # a tensor it was built to watch is gone (a parameter was replaced)
 
 
 def storage_of(t: torch.Tensor) -> tuple[StorageKey, int] | None:
@@ -91,6 +92,11 @@ class ParamRegistry:
         self._params: list[weakref.ref[torch.Tensor]] = []
         self._ids: set[int] = set()
         self.names: dict[int, str] = {}
+        # re-reads the models' names when an unknown parameter shows up (a parameter replaced
+        # mid-run, as Gaussian-splatting densification does); at most once per `generation`
+        self.resolver: Callable[[], dict[int, str]] | None = None
+        self.generation = 0
+        self._resolved_generation = -1
 
     def update(self, params: Iterable[torch.Tensor]) -> None:
         for p in params:
@@ -111,7 +117,12 @@ class ParamRegistry:
             self._ids = {id(r()) for r in self._params}
 
     def name_of(self, p: torch.Tensor) -> str:
-        return self.names.get(id(p), f"param[{tuple(p.shape)}]")
+        name = self.names.get(id(p))
+        if name is None and self.resolver is not None and self._resolved_generation != self.generation:
+            self._resolved_generation = self.generation
+            self.names = self.resolver()
+            name = self.names.get(id(p))
+        return name if name is not None else f"param[{tuple(p.shape)}]"
 
     def __len__(self) -> int:
         return len(self._params)
@@ -155,6 +166,7 @@ def count_gradients(slots: Iterable[GradSlot], device: torch.device, threshold: 
     for slot in slots:
         p = slot.param()
         if p is None:
+            total.stale = True
             continue
         g = p.grad
         if g is None:

@@ -90,7 +90,7 @@ class Session:
         self._param_total: CategoryTotal | None = None
         self._param_total_step = -1
         self._last_state_total = CategoryTotal()
-        self._state_cache: tuple[tuple[tuple[int, int], ...], int, CategoryTotal] | None = None
+        self._state_cache: tuple[tuple[tuple[int, int, int], ...], int, CategoryTotal] | None = None
         self._grad_slots: list[GradSlot] = []
         self._fwd_grads = CategoryTotal()
         self._last_large: tuple[list[TensorInfo], list[dict[str, object]]] = ([], [])
@@ -183,6 +183,7 @@ class Session:
             named = [(naming.variable_name_for(m, "model"), m) for m in roots]
             self.models.set_roots(named)
         self.params.names = self.models.param_names()
+        self.params.resolver = self.models.param_names
 
     def _open(self) -> BackgroundJsonlWriter:
         if self._writer is None:
@@ -214,6 +215,9 @@ class Session:
         if self._param_total is not None and self.step - self._param_total_step < PARAM_RECOUNT_EVERY:
             return self._param_total
         self._ensure_names()
+        self.params.generation += 1
+        for _, opt in self.optimizers():
+            self.params.update(optimizer_params(opt))  # parameters added or replaced since
         total = CategoryTotal()
         dev, thr = self.device, self.config.large_tensor_bytes
         for name, t in self.models.named_tensors():
@@ -227,7 +231,13 @@ class Session:
 
     def _count_gradients(self) -> CategoryTotal:
         self._count_parameters()  # keeps the gradient slots current
-        return count_gradients(self._grad_slots, self.device, self.config.large_tensor_bytes)
+        total = count_gradients(self._grad_slots, self.device, self.config.large_tensor_bytes)
+        if total.stale:
+            # a parameter was replaced (densification, re-wrapping): recount everything now
+            self._param_total = None
+            self._state_cache = None
+            total = count_gradients(self._grad_slots if self._count_parameters() else [], self.device, self.config.large_tensor_bytes)
+        return total
 
     def _build_grad_slots(self) -> None:
         """Optimizer parameters plus the models' other trainable ones (re-listed with the parameter recount, every 200 steps)."""
@@ -250,10 +260,12 @@ class Session:
         replaced wholesale (a loaded checkpoint) is picked up at the next recount.
         """
         opts = self.optimizers()
-        signature = tuple((id(o), len(o.state)) for _, o in opts)
+        signature = tuple((id(o), len(o.state), sum(len(g["params"]) for g in o.param_groups)) for _, o in opts)
         cached = self._state_cache
         if cached is not None and cached[0] == signature and self.step - cached[1] < PARAM_RECOUNT_EVERY:
             return cached[2]
+        if cached is not None and cached[0] != signature:
+            self._param_total = None  # the optimizer's parameters changed: recount them too
         total = count_optimizer_state(opts, self.params, self.device, exclude, self.config.large_tensor_bytes)
         self._state_cache = (signature, self.step, total)
         return total
