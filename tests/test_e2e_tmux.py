@@ -109,19 +109,26 @@ def test_memtop_train_dashboard_in_tmux(tmux: Tmux, tmp_path: Path) -> None:
     )
     # First paint: the header says memtop and the run is going (before any step: WAITING).
     tmux.wait_for(lambda s: "memtop" in s and ("WAITING" in s or "RUNNING" in s), 20, "the dashboard")
-    screen = tmux.wait_for(lambda s: "RUNNING" in s and "step " in s and "activations" in s, 120, "the first steps")
-    for expected in (
+    expected = (
+        "RUNNING",
+        "step ",
         "python sample_runs/transformer_finetune.py --steps 100000",  # the command
         "Device · cpu",  # which device
         "RSS",  # what a CPU has
         "n/a on CPU",  # and what it has not, said instead of zeros
         "activations",
-        "Timeline",
+        "Timeline · MiB per step",  # the plot is up
         "Large tensors",
         "Suggestions",
         "q Quit",
-    ):
-        assert expected in screen, f"{expected!r} not on the screen:\n{screen}"
+    )
+    # Wait for the whole picture (a capture may catch a frame half drawn), then say what is missing.
+    try:
+        tmux.wait_for(lambda s: all(e in s for e in expected), 120, "the first steps")
+    except AssertionError:
+        screen = tmux.screen()
+        missing = [e for e in expected if e not in screen]
+        raise AssertionError(f"not on the screen: {missing}\n{screen}") from None
     (run_dir,) = list(runs.iterdir())
     tmux.wait_for(lambda s: "loss" in s, 60, "the child's output in the log panel")
     assert _processes_of(run_dir), "the training process should be running"
@@ -157,9 +164,14 @@ def test_memtop_watch_a_finished_run_in_tmux(tmux: Tmux, tmp_path: Path) -> None
     shutil.copytree(FIXTURE, runs / FIXTURE.name)
     memtop = f"{shlex.quote(sys.executable)} -m memtop"
     tmux.start(f"{memtop} watch latest --runs-dir {shlex.quote(str(runs))}", cwd=tmp_path, size=(80, 24), env=_env())
-    screen = tmux.wait_for(lambda s: "FINISHED" in s and "Suggestions" in s, 30, "the dashboard")
-    for expected in ("step 60", "Run finished: exited 0", "$ python gaussian_splat.py --steps", "n/a on CPU", "q Quit"):
-        assert expected in screen, f"{expected!r} not on the screen:\n{screen}"
+    expected = ("FINISHED", "step 60", "Run finished: exited 0", "$ python gaussian_splat.py --steps", "n/a on CPU",
+                "Timeline · MiB per step", "Suggestions", "q Quit")
+    try:
+        tmux.wait_for(lambda s: all(e in s for e in expected), 30, "the dashboard")
+    except AssertionError:
+        screen = tmux.screen()
+        missing = [e for e in expected if e not in screen]
+        raise AssertionError(f"not on the screen: {missing}\n{screen}") from None
     tmux.keys("q")  # a finished run: no question
     screen = tmux.wait_for(lambda s: "MEMTOP-EXIT=" in s, 15, "memtop to exit")
     assert "MEMTOP-EXIT=0" in screen
