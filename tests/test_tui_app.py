@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from runfactory import GiB, MiB, make_run, step_record
 from tuikit import FIXED_NOW, FakeChild, FakeReader, run_app, screen_text, wait_for_data, wait_until
 
@@ -137,15 +138,16 @@ def test_ctrl_c_ends_the_run_without_asking(tmp_path: Path) -> None:
     assert child.terminate_calls == 1 and app.return_value == 143
 
 
-def test_sigterm_to_memtop_ends_the_child(tmp_path: Path) -> None:
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT], ids=lambda s: s.name)
+def test_a_signal_to_memtop_ends_the_child(tmp_path: Path, sig: signal.Signals) -> None:
     run = _live(tmp_path)
     child = FakeChild()
     app = _app(run, child, handle_signals=True)
 
     async def body(pilot: Any) -> None:
         await wait_for_data(pilot, app)
-        assert int(signal.SIGTERM) in app._installed_signals
-        os.kill(os.getpid(), signal.SIGTERM)
+        assert int(sig) in app._installed_signals
+        os.kill(os.getpid(), sig)
         await wait_until(pilot, lambda: not app.is_running, what="the app to exit")
 
     run_app(app, body)
