@@ -4,27 +4,22 @@ from __future__ import annotations
 
 import signal
 
+from memtop.units import fmt_bytes
+
+__all__ = [
+    "describe_exit_code",
+    "fmt_bytes",
+    "fmt_bytes_short",
+    "fmt_count",
+    "fmt_duration",
+    "fmt_pct",
+    "fmt_step_time",
+    "shorten",
+    "signal_name",
+    "unit_for",
+]
+
 _UNITS = ("B", "KiB", "MiB", "GiB", "TiB")
-
-
-def fmt_bytes(n: int | float | None, *, na: str = "n/a") -> str:
-    """``1536 -> '1.5 KiB'``; three significant digits so columns stay narrow."""
-    if n is None:
-        return na
-    value = float(n)
-    sign = "-" if value < 0 else ""
-    value = abs(value)
-    unit = 0
-    while value >= 1024 and unit < len(_UNITS) - 1:
-        value /= 1024
-        unit += 1
-    if unit == 0:
-        return f"{sign}{int(value)} B"
-    if value >= 100:
-        return f"{sign}{value:.0f} {_UNITS[unit]}"
-    if value >= 10:
-        return f"{sign}{value:.1f} {_UNITS[unit]}"
-    return f"{sign}{value:.2f} {_UNITS[unit]}"
 
 
 def fmt_bytes_short(n: int | float | None, *, na: str = "n/a") -> str:
