@@ -225,30 +225,26 @@ def _start_tensorboard(run_dir: Path) -> Any:
         return None
 
 
-def _has_steps(run_dir: Path) -> bool:
+def _records_contain(run_dir: Path, needle: bytes) -> bool:
+    """Whether any rank file holds ``needle`` (e.g. a record type), read once at the end of a run."""
     from memtop.runs.reader import rank_files
 
     for path in rank_files(run_dir).values():
         try:
             with open(path, "rb") as fh:
-                if b'"type":"step"' in fh.read():
+                if needle in fh.read():
                     return True
         except OSError:
             continue
     return False
+
+
+def _has_steps(run_dir: Path) -> bool:
+    return _records_contain(run_dir, b'"type":"step"')
 
 
 def _had_oom(run_dir: Path) -> bool:
-    from memtop.runs.reader import rank_files
-
-    for path in rank_files(run_dir).values():
-        try:
-            with open(path, "rb") as fh:
-                if b'"type":"oom"' in fh.read():
-                    return True
-        except OSError:
-            continue
-    return False
+    return _records_contain(run_dir, b'"type":"oom"')
 
 
 def _finalize(run_dir: Path, child: Any, lock: threading.Lock, interrupted: bool) -> str:
