@@ -76,7 +76,8 @@ def _env() -> dict[str, str]:
     return {
         "TERM": "xterm-256color",
         "COLORTERM": "truecolor",
-        "PATH": os.environ.get("PATH", ""),
+        # `python` in the commands typed into tmux must be this interpreter (CI does not activate the venv)
+        "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
         "PYTHONPATH": os.environ.get("PYTHONPATH", ""),
         "TEXTUAL_ANIMATIONS": "none",
     }
