@@ -144,6 +144,12 @@ class Child:
         self._pump.join(5.0)
         return exit_code_of(self._proc.returncode)
 
+    @property
+    def signal_number(self) -> int | None:
+        """The signal that ended the child, if one did."""
+        rc = self._proc.returncode
+        return -rc if rc is not None and rc < 0 else None
+
     def describe_exit(self) -> str | None:
         rc = self._proc.poll()
         if rc is None:

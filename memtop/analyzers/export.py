@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from memtop.analyzers.series import as_float, as_int
 from memtop.runs import format as fmt
 from memtop.runs.reader import Record, RunData
+from memtop.runs.tensorboard import scalars_for
 
 CSV_COLUMNS = (
     "rank",
@@ -70,21 +71,4 @@ def csv_rows(run: RunData) -> Iterator[list[str]]:
 def tensorboard_points(run: RunData) -> Iterator[tuple[int, int, float | None, dict[str, float]]]:
     """``(rank, step, walltime, {tag: value})`` with the spec's tags; null figures are left out."""
     for rank, rec in _steps(run):
-        out: dict[str, float] = {}
-        cats = rec.get("categories")
-        if isinstance(cats, dict):
-            for c in fmt.CATEGORIES:
-                v = as_int(cats.get(c))
-                if v is not None:
-                    out[fmt.tb_category_tag(c)] = v / fmt.MB
-        for key, tag in (("allocated", fmt.TB_ALLOCATED), ("reserved", fmt.TB_RESERVED), ("peak", fmt.TB_PEAK)):
-            v = as_int(rec.get(key))
-            if v is not None:
-                out[tag] = v / fmt.MB
-        pct = as_float(rec.get("fragmentation_pct"))
-        if pct is not None:
-            out[fmt.TB_FRAGMENTATION] = pct
-        large = rec.get("large_tensors")
-        if isinstance(large, list):
-            out[fmt.TB_LARGE_COUNT] = float(len(large))
-        yield rank, int(rec["step"]), as_float(rec.get("time")), out
+        yield rank, int(rec["step"]), as_float(rec.get("time")), scalars_for(rec)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import csv
 import sys
-import time
 from pathlib import Path
 
 from memtop.analyzers.export import CSV_COLUMNS, csv_rows, tensorboard_points
@@ -46,11 +45,10 @@ def export_csv(data: RunData, target: str) -> int:
 def export_tensorboard(data: RunData, target: Path) -> int:
     """Event files readable by TensorBoard (no torch needed): one writer per rank."""
     try:
-        from tensorboard.compat.proto import event_pb2, summary_pb2
-        from tensorboard.summary.writer.event_file_writer import EventFileWriter
+        from memtop.runs.tensorboard import EventWriter
     except ImportError as exc:
         raise MemtopError(f"TensorBoard export needs the tensorboard package ({exc})", 1) from exc
-    writers: dict[int, EventFileWriter] = {}
+    writers: dict[int, EventWriter] = {}
     points = 0
     try:
         for rank, step, wall, scalars in tensorboard_points(data):
@@ -58,14 +56,11 @@ def export_tensorboard(data: RunData, target: Path) -> int:
             if w is None:
                 d = target / f"rank{rank}"
                 try:
-                    d.mkdir(parents=True, exist_ok=True)
+                    w = writers[rank] = EventWriter(d)
                 except OSError as exc:
                     raise MemtopError(f"cannot create {d}: {exc.strerror or exc}") from exc
-                w = writers[rank] = EventFileWriter(str(d))
-            values = [summary_pb2.Summary.Value(tag=tag, simple_value=v) for tag, v in scalars.items()]
-            event = event_pb2.Event(wall_time=wall if wall is not None else time.time(), step=step, summary=summary_pb2.Summary(value=values))
-            w.add_event(event)
-            points += len(values)
+            w.add_scalars(step, wall, scalars)
+            points += len(scalars)
     finally:
         for w in writers.values():
             w.close()

@@ -10,7 +10,10 @@ import threading
 import time
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from memtop.launcher import Child
 
 from memtop.commands import add_common_options
 
@@ -247,12 +250,11 @@ def _had_oom(run_dir: Path) -> bool:
     return _records_contain(run_dir, b'"type":"oom"')
 
 
-def _finalize(run_dir: Path, child: Any, lock: threading.Lock, interrupted: bool) -> str:
+def _finalize(run_dir: Path, child: Child, lock: threading.Lock, interrupted: bool) -> str:
     from memtop.runs import rundir
 
     rc = child.poll()
-    raw = child._proc.returncode if hasattr(child, "_proc") else None
-    sig = -raw if isinstance(raw, int) and raw < 0 else None
+    sig = child.signal_number
     if interrupted:
         status = "interrupted"
     elif _had_oom(run_dir):

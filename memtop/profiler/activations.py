@@ -115,14 +115,14 @@ def saved_tensors_of_graph(
                     data = saved.data
                 except (RuntimeError, AttributeError):
                     continue
-                slot = attr[len(_RAW_PREFIX) :]
-                found = [(t, f"saved[{node_type.__name__}].{slot}") for t in _tensors_in(data)]
+                # (tensor, kept by checkpointing?): names are built only for the large ones
+                found: list[tuple[torch.Tensor, bool]] = [(t, False) for t in _tensors_in(data)]
                 if not isinstance(data, torch.Tensor):
                     kept, inputs_node = _checkpoint_inputs(saved, frames_seen)
                     if inputs_node is not None:
                         stack.append(inputs_node)
-                    found.extend((t, "saved[checkpoint].input") for t in kept)
-                for t, name in found:
+                    found.extend((t, True) for t in kept)
+                for t, from_checkpoint in found:
                     if not on_device(t, device):
                         continue
                     info = storage_of(t)
@@ -134,6 +134,7 @@ def saved_tensors_of_graph(
                     total.keys.add(key)
                     total.bytes += nbytes
                     if nbytes >= threshold:
+                        name = "saved[checkpoint].input" if from_checkpoint else f"saved[{node_type.__name__}].{attr[len(_RAW_PREFIX) :]}"
                         total.large.append(TensorInfo(name, "activations", nbytes, tuple(t.shape), str(t.dtype)))
         try:
             nexts = node.next_functions  # type: ignore[attr-defined]

@@ -81,13 +81,9 @@ class CpuBackend:
     /proc read). It is the only figure that shows a CPU run's memory outside the tracked tensors,
     so leak detection on short runs needs every step's value."""
 
-    RSS_INTERVAL = 0.0
-
     def __init__(self) -> None:
         self.device = torch.device("cpu")
         self._total = _physical_memory()
-        self._rss_at = 0.0
-        self._rss: int | None = None
 
     def allocated(self) -> int | None:
         return None
@@ -102,11 +98,7 @@ class CpuBackend:
         return None
 
     def device_usage(self) -> tuple[int | None, int | None]:
-        now = time.monotonic()
-        if now - self._rss_at >= self.RSS_INTERVAL:
-            self._rss_at = now
-            self._rss = _rss_bytes()
-        return self._rss, self._total
+        return _rss_bytes(), self._total
 
 
 class CudaBackend:

@@ -29,7 +29,6 @@ _lock = threading.RLock()
 _session: Session | None = None
 _installed = False
 _handles: list[Any] = []
-_orig_engine_run_backward: Callable[..., Any] | None = None
 _orig_excepthook: Callable[..., Any] | None = None
 _config: HookConfig | None = None
 _session_factory: Callable[[], Session] | None = None
@@ -196,7 +195,7 @@ def _on_sigterm(signum: int, frame: Any) -> None:
 
 def install(config: HookConfig, factory: Callable[[], Session]) -> None:
     """Install the global hooks once per process."""
-    global _installed, _orig_engine_run_backward, _orig_excepthook, _config, _session_factory, _engine_original
+    global _installed, _orig_excepthook, _config, _session_factory, _engine_original
     with _lock:
         _config = config
         _session_factory = factory
@@ -209,7 +208,6 @@ def install(config: HookConfig, factory: Callable[[], Session]) -> None:
         autograd = torch.autograd
         orig = getattr(autograd, "_engine_run_backward", None)
         if orig is not None and getattr(orig, "__name__", "") != _engine_run_backward_wrapper.__name__:
-            _orig_engine_run_backward = orig
             _engine_original = orig
             autograd._engine_run_backward = _engine_run_backward_wrapper  # type: ignore[attr-defined]
         if sys.excepthook is not _excepthook:
@@ -226,7 +224,7 @@ def install(config: HookConfig, factory: Callable[[], Session]) -> None:
 
 def uninstall() -> None:
     """Remove the hooks that can be removed (used after a hook error and by tests)."""
-    global _installed, _orig_engine_run_backward, _session_factory, _config
+    global _installed, _session_factory, _config
     with _lock:
         _session_factory = None
         _config = None
@@ -236,7 +234,6 @@ def uninstall() -> None:
             except Exception:  # noqa: BLE001 - already removed
                 continue
         _handles.clear()
-        if _orig_engine_run_backward is not None:
-            torch.autograd._engine_run_backward = _orig_engine_run_backward  # type: ignore[attr-defined]
-            _orig_engine_run_backward = None
+        if _engine_original is not None and torch.autograd._engine_run_backward is _engine_run_backward_wrapper:  # type: ignore[attr-defined]
+            torch.autograd._engine_run_backward = _engine_original  # type: ignore[attr-defined]
         _installed = False

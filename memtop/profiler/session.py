@@ -23,7 +23,6 @@ from memtop.profiler.accounting import (
     CategoryTotal,
     GradSlot,
     ParamRegistry,
-    StorageKey,
     TensorInfo,
     add_tensor,
     count_gradients,
@@ -236,7 +235,8 @@ class Session:
             # a parameter was replaced (densification, re-wrapping): recount everything now
             self._param_total = None
             self._state_cache = None
-            total = count_gradients(self._grad_slots if self._count_parameters() else [], self.device, self.config.large_tensor_bytes)
+            self._count_parameters()
+            total = count_gradients(self._grad_slots, self.device, self.config.large_tensor_bytes)
         return total
 
     def _build_grad_slots(self) -> None:
@@ -253,8 +253,8 @@ class Session:
                     named.append((self.params.name_of(p), p))
         self._grad_slots = grad_slots(named, self.device, self.config.large_tensor_bytes)
 
-    def _count_state(self, exclude: set[StorageKey]) -> CategoryTotal:
-        """Optimizer state, recounted when its shape (tensors per optimizer) changes or every 50 steps.
+    def _count_state(self, params: CategoryTotal) -> CategoryTotal:
+        """Optimizer state, recounted when its shape (tensors per optimizer) changes or every 200 steps.
 
         Optimizers update their state in place, so between recounts the figure is exact; a state
         replaced wholesale (a loaded checkpoint) is picked up at the next recount.
@@ -266,7 +266,8 @@ class Session:
             return cached[2]
         if cached is not None and cached[0] != signature:
             self._param_total = None  # the optimizer's parameters changed: recount them too
-        total = count_optimizer_state(opts, self.params, self.device, exclude, self.config.large_tensor_bytes)
+        # storages already counted as parameters are not state (the set is built only on a recount)
+        total = count_optimizer_state(opts, self.params, self.device, params.keys, self.config.large_tensor_bytes)
         self._state_cache = (signature, self.step, total)
         return total
 
@@ -331,12 +332,7 @@ class Session:
         self.watch_optimizer(opt)
         if self._primary is None:
             self._primary = id(opt)
-        params = self._count_parameters()
-        grads = self._count_gradients()
-        state = self._count_state(params.keys | grads.keys)
-        self._last_state_total = state
-        comp = Composition("optimizer_step", self.backend.allocated(), params, grads, state, CategoryTotal())
-        self._consider(comp)
+        self._consider_step_end("optimizer_step")
         if id(opt) == self._primary:
             self.optimizer_steps_seen += 1
             self._finish_step()
@@ -345,12 +341,16 @@ class Session:
         """``prof.step()``: ends a step only where no optimizer step is seen (inference, custom optimizers)."""
         if self.disabled or self.optimizer_steps_seen:
             return
+        self._consider_step_end("manual_step")
+        self._finish_step()
+
+    def _consider_step_end(self, point: str) -> None:
+        """The composition after the step: parameters, gradients and state all live, activations freed."""
         params = self._count_parameters()
         grads = self._count_gradients()
-        state = self._count_state(params.keys | grads.keys)
+        state = self._count_state(params)
         self._last_state_total = state
-        self._consider(Composition("manual_step", self.backend.allocated(), params, grads, state, CategoryTotal()))
-        self._finish_step()
+        self._consider(Composition(point, self.backend.allocated(), params, grads, state, CategoryTotal()))
 
     def _finish_step(self) -> None:
         self.step += 1
@@ -485,7 +485,7 @@ class Session:
         self._state_cache = None
         params = self._count_parameters()
         grads = self._count_gradients()
-        state = self._count_state(params.keys | grads.keys)
+        state = self._count_state(params)
         roots = naming.live_graph_roots()
         acts = saved_tensors_of_graph(roots, self.device, params.keys | grads.keys | state.keys, self.config.large_tensor_bytes).total
         alloc = self.backend.state()

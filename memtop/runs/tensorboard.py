@@ -8,10 +8,11 @@ writes from a thread of the training process instead.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 from memtop.runs import format as fmt
 from memtop.runs.reader import RankTail, rank_files
@@ -19,21 +20,25 @@ from memtop.runs.reader import RankTail, rank_files
 _MB = float(fmt.MB)
 
 
+def _number(v: object) -> TypeGuard[float]:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
 def scalars_for(rec: dict[str, Any]) -> dict[str, float]:
-    """The spec's TensorBoard tags for one step record (null figures are left out)."""
+    """The spec's TensorBoard tags for one step record (null or non-finite figures are left out)."""
     out: dict[str, float] = {}
     cats = rec.get("categories")
     if isinstance(cats, dict):
         for cat in fmt.CATEGORIES:
             v = cats.get(cat)
-            if isinstance(v, (int, float)) and not isinstance(v, bool):
+            if _number(v):
                 out[fmt.tb_category_tag(cat)] = v / _MB
     for key, tag in (("allocated", fmt.TB_ALLOCATED), ("reserved", fmt.TB_RESERVED), ("peak", fmt.TB_PEAK)):
         v = rec.get(key)
-        if isinstance(v, (int, float)) and not isinstance(v, bool):
+        if _number(v):
             out[tag] = v / _MB
     frag = rec.get("fragmentation_pct")
-    if isinstance(frag, (int, float)) and not isinstance(frag, bool):
+    if _number(frag):
         out[fmt.TB_FRAGMENTATION] = float(frag)
     large = rec.get("large_tensors")
     if isinstance(large, list):
@@ -52,14 +57,17 @@ class EventWriter:
 
     def add_step(self, rec: dict[str, Any]) -> None:
         step = rec.get("step")
-        if not isinstance(step, int):
-            return
+        if isinstance(step, int):
+            wall = rec.get("time")
+            self.add_scalars(step, float(wall) if _number(wall) else None, scalars_for(rec))
+
+    def add_scalars(self, step: int, wall: float | None, scalars: dict[str, float]) -> None:
+        """One event holding all of a step's scalars."""
         from tensorboard.compat.proto import event_pb2, summary_pb2
 
-        values = [summary_pb2.Summary.Value(tag=tag, simple_value=v) for tag, v in scalars_for(rec).items()]
-        wall = rec.get("time")
+        values = [summary_pb2.Summary.Value(tag=tag, simple_value=v) for tag, v in scalars.items()]
         event = event_pb2.Event(
-            wall_time=float(wall) if isinstance(wall, (int, float)) else time.time(),
+            wall_time=wall if wall is not None else time.time(),
             step=step,
             summary=summary_pb2.Summary(value=values),
         )
