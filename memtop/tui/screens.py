@@ -47,12 +47,12 @@ T = TypeVar("T")
 class _OnceModal(ModalScreen[T], Generic[T]):
     """A modal screen that is dismissed once, whatever number of keys or clicks ask for it."""
 
-    _closing = False
+    _once_closed = False
 
     def close(self, result: T | None = None) -> None:
-        if self._closing or not self.is_attached or self.app.screen is not self:
+        if self._once_closed or not self.is_attached or self.app.screen is not self:
             return
-        self._closing = True
+        self._once_closed = True
         self.dismiss(result)
 
 
