@@ -112,7 +112,7 @@ class Child:
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
-                preexec_fn=_die_with_parent(os.getpid()) if _PRCTL is not None else None,
+                preexec_fn=die_with_parent(os.getpid()) if _PRCTL is not None else None,
             )
         except OSError as exc:
             if self._log is not None:
@@ -240,8 +240,11 @@ _PRCTL = _load_prctl()  # loaded here, not in the forked child (no dlopen betwee
 _PR_SET_PDEATHSIG = 1
 
 
-def _die_with_parent(parent: int) -> Callable[[], None]:
-    """For the forked child, before exec: the kernel sends it SIGTERM when memtop dies (even SIGKILLed)."""
+def die_with_parent(parent: int) -> Callable[[], None]:
+    """A ``preexec_fn``: the kernel sends the child SIGTERM when ``parent`` (memtop) dies, even SIGKILLed.
+
+    For any process memtop starts (the training; a flag probe should use it too).
+    """
 
     def preexec() -> None:
         _PRCTL(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)

@@ -185,7 +185,10 @@ def test_a_killed_memtop_takes_its_training_and_workers_with_it(tmp_path: Path) 
     runs = tmp_path / "runs"
     pids = tmp_path / "pids"
     script = _script(tmp_path, "forever.py", f"""
-        import subprocess, sys, time
+        import argparse, subprocess, sys, time
+        parser = argparse.ArgumentParser()  # a parser flag detection reads: no probe runs this script
+        parser.add_argument("--steps", type=int, default=10)
+        parser.parse_args()
         import torch  # the hook (and its watchdog) load with torch
         worker = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
         with open({str(pids)!r}, "w") as fh:
