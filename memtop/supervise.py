@@ -169,9 +169,9 @@ class RunEnder:
     def _end(self) -> None:
         signum = self.signum
         assert signum is not None
-        _say(f"{signal.Signals(signum).name} received, ending the training process group")
-        code = 128 + signum
         child = self.child
+        _say(f"{signal.Signals(signum).name} received" + (", ending the training process group" if child is not None else ""))
+        code = 128 + signum
         if child is not None:
             code = child.terminate(self._grace, first=signal.SIGINT if signum == signal.SIGINT else signal.SIGTERM)
         end_own_children(keep=child.pid if child is not None else None)

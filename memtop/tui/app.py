@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import threading
 import time
 import traceback
 from collections.abc import Callable
@@ -34,6 +35,7 @@ from textual.reactive import reactive
 from textual.widgets import Footer, Static
 
 from memtop.child import ChildController
+from memtop.supervise import RunEnder, SignalWatch
 from memtop.tui.fmt import signal_name
 from memtop.tui.poller import Poller, ReaderFailed, SnapshotFetched
 from memtop.tui.reader import FileRunReader, RunReader
@@ -427,6 +429,14 @@ def run_dashboard(
     # built before this point, so it is unaffected.
     os.environ.pop("COLUMNS", None)
     os.environ.pop("LINES", None)
+    watch: SignalWatch | None = None
+    ender: RunEnder | None = None
+    if end_requested is None and not headless and threading.current_thread() is threading.main_thread():
+        # `memtop watch`: the same guarantee as `memtop train`, a lost terminal never leaves it hanging
+        ender = RunEnder(lambda: None)
+        ender.child = child
+        watch = SignalWatch(ender.on_signal).start()
+        end_requested = lambda: ender.reason if ender is not None else None  # noqa: E731
     app = DashboardApp(
         reader if reader is not None else FileRunReader(Path(run_dir)),
         child=child,
@@ -441,6 +451,10 @@ def run_dashboard(
         if child is not None and child.poll() is None:
             raise DashboardFailed(_one_line(exc), traceback.format_exc()) from exc
         raise
+    finally:
+        if watch is not None and ender is not None:
+            watch.stop()
+            ender.main_done.set()
     if child is not None and child.poll() is None:
         if app.crash is not None:
             raise DashboardFailed(_one_line(app.crash), app.crash_details)
