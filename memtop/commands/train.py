@@ -170,7 +170,7 @@ def run(args: argparse.Namespace) -> int:
             run_dir / "output.log",
             echo=None if use_tui else stdout_binary(),
             stdin_passthrough=not use_tui,
-            warn=sys.stderr,
+            warn=None if use_tui else sys.stderr,  # under the dashboard: said once the screen is closed
         )
         state.child = ender.child = child
         if ender.signum is not None:  # a signal came while the child was starting
@@ -183,11 +183,15 @@ def run(args: argparse.Namespace) -> int:
         if child is not None:
             child.terminate()
             _finalize(run_dir, state, interrupted=True)
+        else:  # the command could not start: the run directory says so
+            _update_meta(state, ended_at=time.time(), status="failed")
         raise
     finally:
         end_own_children(keep=child.pid if child is not None else None)
         signals.stop()
         ender.main_done.set()
+    if use_tui and child.log_error:
+        sys.stderr.write(f"memtop: warning: {child.log_error}; the rest of the training's output was not kept\n")
     if status in ("failed", "oom") and not _has_steps(run_dir):
         sys.stderr.write(f"memtop: the command {status_phrase(status)} (exit code {exit_code}) before any step was recorded; its output is in {run_dir / 'output.log'}\n")
     else:
