@@ -191,11 +191,11 @@ def run(args: argparse.Namespace) -> int:
         signals.stop()
         ender.main_done.set()
     if use_tui and child.log_error:
-        sys.stderr.write(f"memtop: warning: {child.log_error}; the rest of the training's output was not kept\n")
+        _say(f"warning: {child.log_error}; the rest of the training's output was not kept")
     if status in ("failed", "oom") and not _has_steps(run_dir):
-        sys.stderr.write(f"memtop: the command {status_phrase(status)} (exit code {exit_code}) before any step was recorded; its output is in {run_dir / 'output.log'}\n")
+        _say(f"the command {status_phrase(status)} (exit code {exit_code}) before any step was recorded; its output is in {run_dir / 'output.log'}")
     else:
-        sys.stderr.write(f"memtop: run {run_dir.name} {status_phrase(status)} (exit code {exit_code}); `memtop analyze {run_dir}` explains it\n")
+        _say(f"run {run_dir.name} {status_phrase(status)} (exit code {exit_code}); `memtop analyze {run_dir}` explains it")
     return exit_code
 
 
@@ -209,7 +209,7 @@ def _supervise(run_dir: Path, child: Child, ender: RunEnder, use_tui: bool, args
             try:
                 from memtop.tui.app import DashboardFailed, run_dashboard
             except ImportError as exc:
-                sys.stderr.write(f"memtop: the dashboard cannot start ({exc}); running headless\n")
+                _say(f"the dashboard cannot start ({exc}); running headless")
                 use_tui = False
         if use_tui:
             try:
@@ -217,7 +217,7 @@ def _supervise(run_dir: Path, child: Child, ender: RunEnder, use_tui: bool, args
             except DashboardFailed as failed:
                 # The training must not pay for a dashboard bug: say so once, go on headless.
                 where = _save_text(run_dir / "dashboard-error.log", failed.details)
-                sys.stderr.write(f"memtop: the dashboard failed ({failed}); the run goes on with status lines{where}\n")
+                _say(f"the dashboard failed ({failed}); the run goes on with status lines{where}")
                 child.set_echo(stdout_binary())
             else:
                 code = code if code is not None else child.terminate()
@@ -227,6 +227,15 @@ def _supervise(run_dir: Path, child: Child, ender: RunEnder, use_tui: bool, args
     finally:
         if tensorboard is not None:
             tensorboard.stop()
+
+
+def _say(text: str) -> None:
+    """One line on stderr; a terminal that is gone (SIGHUP) must not turn the run's end into a traceback."""
+    try:
+        sys.stderr.write(f"memtop: {text}\n")
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        pass
 
 
 def _save_text(path: Path, text: str) -> str:
@@ -280,7 +289,7 @@ def _update_meta(state: _RunState, **changes: Any) -> bool:
                 pass
             if not state.meta_warned:
                 state.meta_warned = True
-                sys.stderr.write(f"memtop: warning: cannot update {state.run_dir / 'meta.json'} ({exc.strerror or exc})\n")
+                _say(f"warning: cannot update {state.run_dir / 'meta.json'} ({exc.strerror or exc})")
             return False
 
 
