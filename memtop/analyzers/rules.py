@@ -22,6 +22,7 @@ from memtop.analyzers.estimates import (
     tensor_family,
 )
 from memtop.analyzers.facts import Facts
+from memtop.analyzers.flags import FlagEntry
 from memtop.analyzers.roles import BF16_NAMES, HALF_NAMES, int_value, is_on
 from memtop.analyzers.series import median
 from memtop.units import fmt_bytes, fmt_pct
@@ -218,7 +219,7 @@ def half_precision(f: Facts) -> list[Suggestion]:
     return [Suggestion("half_precision", f"store {names} in half precision", reason, saving, cost, change, "medium", "model_state", assumption=assumption)]
 
 
-def _targets_of_flag(flag: dict[str, Any], params: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _targets_of_flag(flag: FlagEntry, params: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The parameters a half-precision flag is about: those its help names, else the largest."""
     words = set(re.findall(r"[a-z]{2,}", str(flag.get("help") or "").lower())) - {"in", "the", "of", "to", "and", "store", "fp", "memory"}
     named = [t for t in params if words & set(re.findall(r"[a-z]{2,}", t["name"].lower().replace("_", " ")))]
@@ -387,7 +388,7 @@ _EVERY_STEP = re.compile(r"every (single )?step|each step|always")
 _NEVER = re.compile(r"never|off|disabled|no empty_cache")
 
 
-def cache_policy(entry: dict[str, Any]) -> dict[str, int]:
+def cache_policy(entry: FlagEntry) -> dict[str, int]:
     """How often each choice of an empty_cache flag releases the cache, from its help text.
 
     ``"aggressive = never + …, normal = every 100 steps, minimal = every step"`` →
