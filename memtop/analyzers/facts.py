@@ -111,7 +111,7 @@ def gather(run: RunData, detect_flags_now: bool = False, series: dict[int, RankS
         total = info.device_total
     used = [v for s in series.values() for v in s.device_used if v is not None]
     head, args = split_command(info.command) if info.command else ([], [])
-    flags = apply_command_values(run_flags(run), args)
+    flags = apply_command_values(run_flags(run), args, follow_command_style=False)  # the syntax stored at launch stands
     return Facts(
         info=info,
         series=series,

@@ -84,7 +84,7 @@ def _assignments(stmt: ast.stmt) -> list[tuple[str, ast.expr]]:
 def _config_text(value: Any) -> str | None:
     """A global's value as the configurator reads it back (``True``, ``6e-4``, ``owt``)."""
     if isinstance(value, bool):
-        return CONFIG_BOOLS[0] if value else CONFIG_BOOLS[1]
+        return "true" if value else "false"
     if isinstance(value, (int, float, str)):
         return str(value)
     return None

@@ -50,7 +50,7 @@ def _detect(command: list[str], cwd: Path, timeout: float, probe: bool) -> list[
     syntax = declared_syntax(cwd)
     if syntax is not None:
         entries = [e if e.source == "pyproject" else e.replace(syntax=syntax, bool_values=_bools_for(e, syntax)) for e in entries]
-    return apply_command_values(entries, args)
+    return apply_command_values(entries, args, follow_command_style=syntax is None)
 
 
 def _bools_for(entry: FlagEntry, syntax: str) -> tuple[str, str] | None:

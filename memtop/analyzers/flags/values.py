@@ -35,10 +35,11 @@ def command_style(args: Sequence[str], entries: Sequence[FlagEntry]) -> str | No
     return styles.pop() if len(styles) == 1 else None
 
 
-def apply_command_values(entries: Sequence[FlagEntry], args: Sequence[str]) -> list[FlagEntry]:
+def apply_command_values(entries: Sequence[FlagEntry], args: Sequence[str], follow_command_style: bool = True) -> list[FlagEntry]:
     """The entries with ``value`` read from the script's own arguments (last occurrence wins) and
-    ``syntax`` set to the user's spelling where the user wrote the flag (or, for a flag the user
-    did not write, to the command's one consistent style when the parser accepts both)."""
+    ``syntax`` set to the user's spelling where the user wrote the flag (and, for a flag the user
+    did not write, with ``follow_command_style``, to the command's one consistent style when the
+    parser accepts both)."""
     out = list(entries)
     by_option = _index(out)
     written: set[int] = set()
@@ -88,7 +89,7 @@ def apply_command_values(entries: Sequence[FlagEntry], args: Sequence[str]) -> l
             i += 2
         else:
             i += 1
-    style = command_style(args, out)
+    style = command_style(args, out) if follow_command_style else None
     if style is not None:
         out = [e.replace(syntax=style) if k not in written and e.source in FLEXIBLE_SOURCES and not e.is_override else e for k, e in enumerate(out)]
     return out
