@@ -140,6 +140,10 @@ def set_bool(args: Sequence[str], entry: FlagEntry, on: bool) -> list[str]:
     if any(a.partition("=")[0] in entry.options and "=" in a for a in out if a != "--"):
         # The user wrote `--amp=False`: keep that spelling.
         return set_value(out, entry.replace(kind="str"), "True" if on else "False")
+    if entry.source == "hf":  # HfArgumentParser also takes `--bf16 False`: keep that spelling
+        for i, a in enumerate(out[:-1]):
+            if a in positives and out[i + 1].lower() in BOOL_WORDS:
+                return [*out[: i + 1], "True" if on else "False", *out[i + 2 :]]
     default_on = str(entry.default).lower() == "true"
     if entry.store_false:  # the flag's presence means off
         out = _strip(out, entry, set(entry.options))
