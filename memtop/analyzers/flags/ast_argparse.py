@@ -109,12 +109,21 @@ def _entry(call: ast.Call) -> FlagEntry | None:
     if choices is not None:
         kind = "choice"
     else:
-        type_node = kw.get("type")
-        kind = _TYPES.get(last_name(type_node), "str") if type_node is not None else (kind_of(default) if default is not None else "str")
-        if kind == "bool":
-            kind = "str"
+        kind = _kind(kw.get("type"), default)
     value = text_value(default)
     return FlagEntry(flag=flag, kind=kind, value=value, dest=dest, default=value, choices=choices, source="argparse", aliases=tuple(aliases), help=help_text if isinstance(help_text, str) else "")
+
+
+def _kind(type_node: ast.expr | None, default: object) -> str:
+    """``type=int`` -> int; ``type=positive_int`` -> int; an unknown type -> the default's kind."""
+    name = last_name(type_node) if type_node is not None else ""
+    if name in _TYPES:
+        return _TYPES[name]
+    for word in ("int", "float"):
+        if name.lower().endswith(word):
+            return word
+    kind = kind_of(default) if default is not None else "str"
+    return "str" if kind == "bool" else kind
 
 
 def _with_default(entry: FlagEntry, defaults: dict[str, object]) -> FlagEntry:
