@@ -272,6 +272,14 @@ def test_hydra_overrides_on_the_command_line(tmp_path: Path) -> None:
     _never_ran(tmp_path)
 
 
+def test_mingpt_style_dotted_overrides_on_the_command_line(tmp_path: Path) -> None:
+    _write(tmp_path, "chargpt.py", "import sys\nfrom mingpt.utils import CfgNode\nconfig = CfgNode()\nconfig.merge_from_args(sys.argv[1:])\n")
+    flags = _by_flag(detect_flags(["python", "chargpt.py", "--trainer.batch_size=32", "--model.n_layer=4"], tmp_path))
+    assert flags["--trainer.batch_size"].syntax == "equals" and flags["--trainer.batch_size"].value == "32"
+    assert roles(list(flags.values()))["batch_size"].flag == "--trainer.batch_size"
+    _never_ran(tmp_path)
+
+
 def test_pyproject_flags_from_cwd_upward(tmp_path: Path) -> None:
     (tmp_path / "pyproject.toml").write_text(
         textwrap.dedent(
@@ -313,6 +321,7 @@ def test_launch_command_parsing() -> None:
         ("deepspeed", "--num_gpus", "2", "train.py", "--x"): ("train.py", None, ["--x"]),
         ("python", "-m", "pkg.train", "--amp"): (None, "pkg.train", ["--amp"]),
         ("./train.py", "--amp"): ("./train.py", None, ["--amp"]),
+        ("accelerate", "launch", "--multi_gpu", "--mixed_precision", "bf16", "train.py", "--x"): ("train.py", None, ["--x"]),
         ("python", "-c", "print(1)"): (None, None, []),
     }
     for cmd, (script, module, args) in cases.items():

@@ -156,6 +156,14 @@ def test_hydra_overrides_stay_key_value(tmp_path: Path) -> None:
     assert new == ["python", "app.py", "data.batch_size=16", "+trainer.accumulate_grad_batches=4", "model.compile=true"]
 
 
+def test_dotted_equals_flags_from_the_command_stay_so(tmp_path: Path) -> None:
+    (tmp_path / "chargpt.py").write_text("import sys\nconfig.merge_from_args(sys.argv[1:])\n")
+    argv = ["python", "chargpt.py", "--trainer.batch_size=32", "--system.compile=True"]
+    flags = detect_flags(argv, tmp_path)
+    new = apply_flag_changes(argv, {"--trainer.batch_size": 16, "--system.compile": False}, flags)
+    assert new == ["python", "chargpt.py", "--trainer.batch_size=16", "--system.compile=False"]
+
+
 def test_pyproject_declared_override_and_equals_flags(tmp_path: Path) -> None:
     (tmp_path / "pyproject.toml").write_text(
         '[tool.memtop.flags]\nbatch_size = "trainer.batch"\n'

@@ -83,16 +83,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _run_name(child: list[str], explicit: str | None) -> str:
     if explicit:
         return explicit
-    for arg in child[1:] if len(child) > 1 else child:
-        if arg.endswith(".py"):
-            return Path(arg).stem
-        if not arg.startswith("-"):
-            break
-    if "-m" in child:
-        i = child.index("-m")
-        if i + 1 < len(child):
-            return child[i + 1].rsplit(".", 1)[-1]
-    return Path(child[0]).name if child else "run"
+    from memtop.analyzers.flags.launch import parse_launch
+
+    return parse_launch(child).name
 
 
 def detect_devices() -> list[dict[str, Any]]:

@@ -17,7 +17,7 @@ from memtop.analyzers.flags.launch import Target, find_target
 from memtop.analyzers.flags.probe import run_help_probe, stop_probes
 from memtop.analyzers.flags.pyproject import declared_syntax, pyproject_flags
 from memtop.analyzers.flags.static import read_source_flags, read_source_text
-from memtop.analyzers.flags.values import apply_command_values, overrides_in_command
+from memtop.analyzers.flags.values import apply_command_values, flags_in_command
 
 
 def detect_flags(command: list[str], cwd: Path, timeout: float = 10.0, probe: bool = True) -> list[FlagEntry]:
@@ -42,7 +42,7 @@ def _detect(command: list[str], cwd: Path, timeout: float, probe: bool) -> list[
             entries = _merge(_probed(target, cwd, timeout), entries)
         entries = _config_file_values(entries, args, cwd)
     if not entries:
-        entries = overrides_in_command(args)
+        entries = flags_in_command(args)
     user = pyproject_flags(cwd)
     if user:
         taken = {o for e in user for o in e.options}

@@ -19,7 +19,11 @@ from pathlib import Path
 # Interpreter options that take a value as the next argument (`python -W ignore x.py`).
 _PY_OPTS_WITH_VALUE = {"-W", "-X", "--check-hash-based-pycs"}
 # torchrun / torch.distributed.run options that take no value; every other option takes one.
-_LAUNCHER_SWITCHES = {"--standalone", "--no-python", "--no_python", "--run-path", "--run_path", "-m", "--module", "--use_env", "--use-env"}
+_LAUNCHER_SWITCHES = {
+    "--standalone", "--no-python", "--no_python", "--run-path", "--run_path", "-m", "--module", "--use_env", "--use-env",
+    # accelerate launch
+    "--multi_gpu", "--cpu", "--use_deepspeed", "--use_fsdp", "--use_megatron_lm", "--debug", "-q", "--quiet", "--tpu", "--mps",
+}
 _TORCHRUN_MODULES = {"torch.distributed.run", "torch.distributed.launch"}
 _LAUNCHERS = {"torchrun", "deepspeed"}
 
@@ -85,7 +89,8 @@ def _after_launcher_options(argv: list[str], i: int) -> tuple[str | None, str | 
         opt = a.split("=", 1)[0]
         if opt in ("-m", "--module"):
             as_module = True
-        i += 1 if "=" in a or opt in _LAUNCHER_SWITCHES else 2
+        next_is_script = i + 1 < len(argv) and argv[i + 1].endswith(".py")  # `--multi_gpu train.py`
+        i += 1 if "=" in a or opt in _LAUNCHER_SWITCHES or next_is_script else 2
     if i >= len(argv):
         return None, None, len(argv)
     return (None, argv[i], i + 1) if as_module else (argv[i], None, i + 1)

@@ -95,22 +95,36 @@ def apply_command_values(entries: Sequence[FlagEntry], args: Sequence[str], foll
     return out
 
 
-def overrides_in_command(args: Sequence[str]) -> list[FlagEntry]:
-    """``key=value`` arguments (Hydra-style overrides) as flags of the ``override`` syntax."""
+def flags_in_command(args: Sequence[str]) -> list[FlagEntry]:
+    """The user's own ``key=value`` (Hydra-style override) and ``--key=value`` (minGPT's
+    ``merge_from_args``, hand-rolled parsers) arguments, for a script whose source shows no parser:
+    the command itself proves the script takes them, in exactly that spelling."""
     out: list[FlagEntry] = []
     seen: set[str] = set()
     for a in args:
         if a == "--":
             break
         key, eq, value = a.partition("=")
-        key = key.lstrip("+~")
-        if not eq or a.startswith("-") or not key or key in seen or not all(p.isidentifier() for p in key.split(".")):
+        dashed = key.startswith("--")
+        name = key[2:] if dashed else key.lstrip("+~")
+        if not eq or (key.startswith("-") and not dashed) or not name or name in seen or not all(p.isidentifier() for p in name.split(".")):
             continue
-        seen.add(key)
+        seen.add(name)
         kind = _kind_of_text(value)
         bool_values: tuple[str, str] | None = None
         if value.lower() in ("true", "false"):
-            kind, bool_values = "bool", ("true", "false")
+            kind = "bool"
+            bool_values = ("True", "False") if value in ("True", "False") else ("true", "false")
             value = value.lower()
-        out.append(FlagEntry(flag=key, kind=kind, value=value, dest=key.rsplit(".", 1)[-1], source="command", syntax="override", bool_values=bool_values))
+        out.append(
+            FlagEntry(
+                flag=key if dashed else name,
+                kind=kind,
+                value=value,
+                dest=name.rsplit(".", 1)[-1],
+                source="command",
+                syntax="equals" if dashed else "override",
+                bool_values=bool_values,
+            )
+        )
     return out
