@@ -126,6 +126,52 @@ def test_every_suggested_command_runs_for_an_argparse_script(tmp_path: Path) -> 
         assert settings["compile"] is False  # the user's other flags are kept
 
 
+NANO_TRAINING = textwrap.dedent(
+    """
+    import torch
+    batch_size = 16
+    block_size = 32
+    gradient_accumulation_steps = 1
+    n_layer = 2
+    n_embd = 64
+    max_iters = 4
+    dtype = "float32"
+    exec(open("configurator.py").read())
+    torch.manual_seed(0)
+    blocks = [torch.nn.TransformerEncoderLayer(n_embd, 4, 4 * n_embd, batch_first=True, dropout=0.0) for _ in range(n_layer)]
+    model = torch.nn.Sequential(torch.nn.Embedding(256, n_embd), *blocks, torch.nn.Linear(n_embd, 256))
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    ptdtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
+    for it in range(max_iters):
+        for micro in range(gradient_accumulation_steps):
+            x = torch.randint(0, 256, (batch_size, block_size))
+            with torch.autocast("cpu", dtype=ptdtype, enabled=ptdtype != torch.float32):
+                loss = torch.nn.functional.cross_entropy(model(x).view(-1, 256), x.view(-1))
+            (loss / gradient_accumulation_steps).backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    print("{}")
+    """
+)
+
+
+@pytest.mark.slow
+def test_memtop_train_then_every_suggestion_runs_for_a_nanogpt_style_script(tmp_path: Path) -> None:
+    """End to end: flags stored at launch, advice from a real profiled run, each command executed."""
+    from tests.conftest import only_run, run_memtop
+
+    (tmp_path / "configurator.py").write_text(CONFIGURATOR)
+    (tmp_path / "train.py").write_text(NANO_TRAINING)
+    out = run_memtop("train", "--no-tui", "--runs-dir", str(tmp_path / "runs"), "train.py", "--batch_size=32", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    run = only_run(tmp_path / "runs")
+    commands = [s.command for s in suggest(load_run(run)) if s.command]
+    assert any("--batch_size=16" in c for c in commands), commands
+    for command in commands:
+        proc = subprocess.run(list(command), cwd=tmp_path, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, (command, proc.stderr[-2000:])
+
+
 def test_argparse_changes_keep_the_users_spelling(tmp_path: Path) -> None:
     (tmp_path / "train.py").write_text(ARGPARSE_SCRIPT)
     argv = ["python", "train.py", "-b=8", "--dtype", "fp32"]

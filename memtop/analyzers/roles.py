@@ -90,6 +90,16 @@ def roles(entries: list[FlagEntry]) -> dict[str, FlagEntry]:
     return out
 
 
+def bf16_name(entry: FlagEntry) -> str:
+    """How this dtype flag spells bfloat16: one of its choices, else in the style of its values
+    (``bfloat16`` next to ``float32``/``float16``, as nanoGPT's ``dtype`` takes), else ``bf16``."""
+    for c in entry.choices or ():
+        if c.lower() in BF16_NAMES:
+            return c
+    seen = " ".join(v for v in (entry.value, entry.default, entry.help) if v).lower()
+    return "bfloat16" if re.search(r"\b(b?float(16|32))\b", seen) else "bf16"
+
+
 def is_on(entry: FlagEntry) -> bool | None:
     """A bool flag's current state (None when unknown)."""
     if entry.value is None:

@@ -23,7 +23,7 @@ from memtop.analyzers.estimates import (
 )
 from memtop.analyzers.facts import Facts
 from memtop.analyzers.flags import FlagEntry
-from memtop.analyzers.roles import BF16_NAMES, HALF_NAMES, int_value, is_on
+from memtop.analyzers.roles import BF16_NAMES, HALF_NAMES, bf16_name, int_value, is_on
 from memtop.analyzers.series import median
 from memtop.units import fmt_bytes, fmt_pct
 
@@ -92,7 +92,7 @@ def mixed_precision(f: Facts) -> list[Suggestion]:
         if choice is not None and str(dt.get("value")).lower() not in BF16_NAMES:
             args = cmdline.set_value(args, dt, str(choice))
     elif dt is not None and mp is None:
-        args = cmdline.set_value(args, dt, "bf16")
+        args = cmdline.set_value(args, dt, bf16_name(dt))
     reason = f"activations are {_of_peak(f, a)} and are kept in fp32"
     cost = "matmuls in bf16 (loss curves usually match fp32); faster on tensor-core GPUs, may be slower on CPU"
     if args != f.args:

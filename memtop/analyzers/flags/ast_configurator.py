@@ -13,7 +13,7 @@ import ast
 from pathlib import Path
 from typing import Any
 
-from memtop.analyzers.flags.entry import FlagEntry, text_value
+from memtop.analyzers.flags.entry import FlagEntry
 from memtop.analyzers.flags.literals import NotLiteral, kind_of, literal
 
 CONFIG_BOOLS = ("True", "False")
@@ -96,14 +96,14 @@ def _entry(name: str, node: ast.expr) -> FlagEntry | None:
     try:
         value: Any = literal(node)
     except (NotLiteral, RecursionError):
-        value = _conditional_kind(node)
-        if value is None:
+        kind_and_help = _conditional(node)
+        if kind_and_help is None:
             return None
-        kind, text = value, None
+        (kind, help_text), text = kind_and_help, None
     else:
         if not isinstance(value, (int, float, str, bool)):
             return None  # nanoGPT keeps only int, float, bool and str globals as config keys
-        kind, text = kind_of(value), _config_text(value)
+        kind, text, help_text = kind_of(value), _config_text(value), ""
     return FlagEntry(
         flag=f"--{name}",
         kind=kind,
@@ -113,20 +113,20 @@ def _entry(name: str, node: ast.expr) -> FlagEntry | None:
         source="configurator",
         syntax="equals",
         bool_values=CONFIG_BOOLS if kind == "bool" else None,
-        help="" if text is not None else "set at run time by the script",
+        help=help_text,
     )
 
 
-def _conditional_kind(node: ast.expr) -> str | None:
-    """``'bfloat16' if cond else 'float16'``: a config key whose value is known only at run time."""
+def _conditional(node: ast.expr) -> tuple[str, str] | None:
+    """``'bfloat16' if cond else 'float16'``: a config key whose value is known only at run time;
+    (its kind, a help text naming both values)."""
     if not isinstance(node, ast.IfExp):
         return None
     try:
-        kinds = {kind_of(literal(node.body)), kind_of(literal(node.orelse))}
+        values = (literal(node.body), literal(node.orelse))
     except (NotLiteral, RecursionError):
         return None
-    return kinds.pop() if len(kinds) == 1 else None
-
-
-def text_of(value: Any) -> str | None:
-    return text_value(value)
+    kinds = {kind_of(v) for v in values}
+    if len(kinds) != 1 or not all(isinstance(v, (int, float, str, bool)) for v in values):
+        return None
+    return kinds.pop(), f"set at run time by the script: {values[0]!r} or {values[1]!r}"

@@ -45,8 +45,7 @@ def _load_toml(path: Path) -> dict[str, Any]:
     else:  # Python 3.10: the same parser, from PyPI
         try:
             import tomli as toml
-        except ImportError:
-            sys.stderr.write("memtop: [tool.memtop.flags] is ignored on Python 3.10 without the tomli package\n")
+        except ImportError:  # a dependency of memtop there; without it the table is not read
             return {}
     try:
         if path.stat().st_size > MAX_PYPROJECT_BYTES:
