@@ -8,8 +8,8 @@ nanoGPT's configurator crashes on ``--batch_size 4`` and a Hydra app on ``--batc
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 KINDS = ("int", "float", "bool", "choice", "str")
@@ -43,7 +43,6 @@ class FlagEntry:
     bool_values: tuple[str, str] | None = None
     help: str = ""
     role: str | None = None
-    extra: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def options(self) -> tuple[str, ...]:
@@ -124,7 +123,7 @@ class FlagEntry:
         )
 
 
-_FIELD_NAMES = frozenset(f.name for f in dataclasses.fields(FlagEntry)) - {"extra"}
+_FIELD_NAMES = frozenset(f.name for f in dataclasses.fields(FlagEntry))
 
 
 def dest_of(flag: str) -> str:
@@ -141,6 +140,17 @@ def text_value(value: object) -> str | None:
     if isinstance(value, (list, tuple)):
         return " ".join(str(v) for v in value)
     return str(value)
+
+
+def kind_of_text(raw: str) -> str:
+    """The kind a value written on a command line suggests (``8`` int, ``0.1`` float, else str)."""
+    for kind, convert in (("int", int), ("float", float)):
+        try:
+            convert(raw)
+            return kind
+        except ValueError:
+            pass
+    return "str"
 
 
 def flags_to_json(entries: Iterable[FlagEntry]) -> list[dict[str, Any]]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from memtop.analyzers.flags.entry import KINDS, FlagEntry, dest_of
+from memtop.analyzers.flags.entry import KINDS, FlagEntry, dest_of, kind_of_text
 
 _OPT_LINE = re.compile(r"^\s{1,8}(-{1,2}[A-Za-z0-9][^\s,=]*(?:[ =](?:\{[^}]*\}|\[[^\]]*\]|[^\s,-]\S*))?(?:,\s*-{1,2}[A-Za-z0-9][^\s,=]*(?:[ =](?:\{[^}]*\}|\[[^\]]*\]|[^\s,-]\S*))?)*)(?:\s{2,}(.*))?$")
 _DEFAULT_RE = re.compile(r"\(default:?\s*([^)]*)\)|\[default:?\s*([^\]]*)\]", re.IGNORECASE)
@@ -104,7 +104,7 @@ def _finish(d: dict[str, Any]) -> FlagEntry:
             else:
                 default = raw
                 if kind == "str":
-                    kind = _kind_of_text(raw)
+                    kind = kind_of_text(raw)
     choices = d["choices"]
     return FlagEntry(
         flag=flag,
@@ -117,13 +117,3 @@ def _finish(d: dict[str, Any]) -> FlagEntry:
         aliases=tuple(o for o in d["options"] if o != flag),
         help=str(d["help"])[:400],
     )
-
-
-def _kind_of_text(raw: str) -> str:
-    for kind, convert in (("int", int), ("float", float)):
-        try:
-            convert(raw)
-            return kind
-        except ValueError:
-            pass
-    return "str"

@@ -7,7 +7,6 @@ import operator
 from collections.abc import Callable
 from typing import Any
 
-_NO_VALUE = object()
 _BINOPS: dict[type[ast.operator], Callable[[Any, Any], Any]] = {
     ast.Add: operator.add,
     ast.Sub: operator.sub,

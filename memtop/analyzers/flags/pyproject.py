@@ -20,8 +20,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from memtop.analyzers.flags.entry import KINDS, SYNTAXES, FlagEntry, dest_of, text_value
-from memtop.analyzers.flags.helptext import _kind_of_text
+from memtop.analyzers.flags.entry import KINDS, SYNTAXES, FlagEntry, dest_of, kind_of_text, text_value
 
 MAX_PYPROJECT_BYTES = 1 << 20
 
@@ -97,7 +96,7 @@ def _entry(role: str, spec: Any, default_syntax: str | None) -> FlagEntry | None
     choices = [str(c) for c in spec["choices"]] if isinstance(spec.get("choices"), list) else None
     default = text_value(spec.get("default"))
     if kind is None:
-        kind = "choice" if choices else (_kind_of_text(default) if default is not None else "str")
+        kind = "choice" if choices else (kind_of_text(default) if default is not None else "str")
     syntax = spec.get("syntax") if spec.get("syntax") in SYNTAXES else default_syntax
     if syntax is None:
         syntax = "space" if flag.startswith("-") else "override"

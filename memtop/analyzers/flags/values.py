@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from memtop.analyzers.flags.entry import FlagEntry
-from memtop.analyzers.flags.helptext import _kind_of_text
+from memtop.analyzers.flags.entry import FlagEntry, kind_of_text
 
 # Parsers that take both `--flag VALUE` and `--flag=VALUE` (a configurator takes only the latter).
 FLEXIBLE_SOURCES = frozenset({"argparse", "click", "typer", "hf", "help"})
@@ -110,7 +109,7 @@ def flags_in_command(args: Sequence[str]) -> list[FlagEntry]:
         if not eq or (key.startswith("-") and not dashed) or not name or name in seen or not all(p.isidentifier() for p in name.split(".")):
             continue
         seen.add(name)
-        kind = _kind_of_text(value)
+        kind = kind_of_text(value)
         bool_values: tuple[str, str] | None = None
         if value.lower() in ("true", "false"):
             kind = "bool"
