@@ -12,6 +12,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -74,12 +75,13 @@ ARGPARSE_SCRIPT = textwrap.dedent(
 )
 
 
-def _run(argv: list[str], cwd: Path) -> dict:
+def _run(argv: list[str], cwd: Path) -> dict[str, Any]:
     """Run a command line whose interpreter is spelled `python`; the script prints its settings."""
     real = [sys.executable if a == "python" else a for a in argv]
     proc = subprocess.run(real, cwd=cwd, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, (argv, proc.stderr)
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    settings: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return settings
 
 
 @pytest.fixture()
