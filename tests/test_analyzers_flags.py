@@ -367,6 +367,7 @@ def test_flag_entries_round_trip_and_bad_entries_are_skipped() -> None:
         {"flag": "--amp", "kind": "bool", "value": True, "choices": "nope", "syntax": "weird", "aliases": ["--no-amp", 3, "a b"]},
         {"flag": ""},
         {"flag": "two words"},
+        {"flag": "--"},
         {"kind": "int"},
         "text",
         None,

@@ -142,9 +142,9 @@ def test_probe_is_bounded_and_leaves_nothing_behind(tmp_path: Path, monkeypatch:
     assert live_probes() == []
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGKILL])
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGKILL])
 def test_probe_dies_with_memtop_train(tmp_path: Path, sig: int) -> None:
-    """SIGTERM/SIGINT: memtop ends the probe's group; SIGKILL: the probe's own watchdog sees memtop gone."""
+    """SIGTERM/SIGINT/SIGHUP: memtop ends the probe's group; SIGKILL: the probe's own watchdog sees memtop gone."""
     (tmp_path / "dyn.py").write_text(DYNAMIC + "open('train.pid', 'w').write(str(os.getpid()))\ntime.sleep(600)\n")
     env = {k: v for k, v in os.environ.items() if not k.startswith("MEMTOP_")}
     env["HANG_IN_PROBE"] = "1"

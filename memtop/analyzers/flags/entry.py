@@ -99,7 +99,7 @@ class FlagEntry:
         if not isinstance(raw, dict):
             return None
         flag = _text(raw.get("flag"))
-        if not flag or any(c.isspace() for c in flag):
+        if not flag or any(c.isspace() for c in flag) or flag.strip("-") == "" or flag.startswith("---"):
             return None
         kind = raw.get("kind") if raw.get("kind") in KINDS else "str"
         syntax = raw.get("syntax") if raw.get("syntax") in SYNTAXES else ("space" if flag.startswith("-") else "override")
