@@ -11,7 +11,16 @@ import ast
 from dataclasses import dataclass, field
 
 from memtop.analyzers.flags.entry import FlagEntry, dest_of, text_value
-from memtop.analyzers.flags.literals import NotLiteral, dotted, kind_of, last_name, literal, literal_or
+from memtop.analyzers.flags.literals import (
+    NotLiteral,
+    calls_of,
+    dotted,
+    kind_of,
+    last_name,
+    literal,
+    literal_or,
+    nodes_of,
+)
 
 _TYPES = {"int": "int", "float": "float", "str": "str", "bool": "str"}
 _SWITCH_ACTIONS = {"store_true", "store_false", "store_const", "count"}
@@ -28,7 +37,7 @@ def read_argparse(tree: ast.Module, local_functions: set[str]) -> ArgparseScan:
     scan = ArgparseScan()
     parsers: set[str] = set()
     defaults: dict[str, object] = {}
-    calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call)]
+    calls = calls_of(tree)
     for call in calls:
         name = last_name(call.func)
         if name == "ArgumentParser":
@@ -37,7 +46,7 @@ def read_argparse(tree: ast.Module, local_functions: set[str]) -> ArgparseScan:
             for k in call.keywords:
                 if k.arg:
                     defaults[k.arg] = literal_or(k.value)
-    for node in ast.walk(tree):
+    for node in nodes_of(tree):
         if isinstance(node, ast.Assign) and isinstance(node.value, ast.Call):
             if last_name(node.value.func) in ("ArgumentParser", "add_argument_group", "add_mutually_exclusive_group"):
                 parsers.update(t.id for t in node.targets if isinstance(t, ast.Name))

@@ -13,7 +13,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from memtop.analyzers.flags.entry import FlagEntry, dest_of, text_value
-from memtop.analyzers.flags.literals import NotLiteral, dotted, keyword, kind_of, last_name, literal, literal_or
+from memtop.analyzers.flags.literals import (
+    NotLiteral,
+    calls_of,
+    dotted,
+    keyword,
+    kind_of,
+    last_name,
+    literal,
+    literal_or,
+    nodes_of,
+)
 
 _TYPES = {"int": "int", "INT": "int", "float": "float", "FLOAT": "float", "str": "str", "STRING": "str", "bool": "bool", "BOOL": "bool"}
 
@@ -31,7 +41,7 @@ def read_click(tree: ast.Module, imports: set[str]) -> ClickScan:
     uses_typer = "typer" in imports
     if not (uses_click or uses_typer):
         return scan
-    functions = {n.name: n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))}
+    functions = {n.name: n for n in nodes_of(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))}
     typer_commands: set[str] = set()
     for fn in functions.values():
         for deco in fn.decorator_list:
@@ -44,7 +54,7 @@ def read_click(tree: ast.Module, imports: set[str]) -> ClickScan:
             elif uses_typer and name in ("command", "callback"):
                 typer_commands.add(fn.name)
     if uses_typer:
-        for call in (n for n in ast.walk(tree) if isinstance(n, ast.Call)):
+        for call in calls_of(tree):
             if dotted(call.func) == "typer.run" and call.args and isinstance(call.args[0], ast.Name):
                 typer_commands.add(call.args[0].id)
         for name in sorted(typer_commands):

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from memtop.analyzers.flags.entry import FlagEntry, text_value
-from memtop.analyzers.flags.literals import NotLiteral, keyword, kind_of, last_name, literal, literal_or
+from memtop.analyzers.flags.literals import NotLiteral, calls_of, keyword, kind_of, last_name, literal, literal_or
 
 # transformers.TrainingArguments fields the advisor can use: (name, kind, default, help).
 TRAINING_ARGUMENTS: tuple[tuple[str, str, Any, str], ...] = (
@@ -46,7 +46,7 @@ def read_hf(tree: ast.Module, classes: dict[str, ast.ClassDef]) -> HfScan:
     """``classes``: the dataclasses visible to the script (its own and its local modules')."""
     scan = HfScan()
     seen: set[str] = set()
-    for call in (n for n in ast.walk(tree) if isinstance(n, ast.Call)):
+    for call in calls_of(tree):
         if last_name(call.func) != "HfArgumentParser":
             continue
         scan.builds_parser = True

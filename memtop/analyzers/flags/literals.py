@@ -16,6 +16,19 @@ _BINOPS: dict[type[ast.operator], Callable[[Any, Any], Any]] = {
 }
 
 
+def nodes_of(tree: ast.AST) -> list[ast.AST]:
+    """Every node of ``tree``, walked once and kept on the tree (each reader looks at all of them)."""
+    cached: list[ast.AST] | None = getattr(tree, "_memtop_nodes", None)
+    if cached is None:
+        cached = list(ast.walk(tree))
+        setattr(tree, "_memtop_nodes", cached)  # noqa: B010 - a cache on the parsed tree
+    return cached
+
+
+def calls_of(tree: ast.AST) -> list[ast.Call]:
+    return [n for n in nodes_of(tree) if isinstance(n, ast.Call)]
+
+
 class NotLiteral(Exception):
     """The expression needs the program to run (a call, a name, an environment lookup)."""
 

@@ -17,7 +17,7 @@ from memtop.analyzers.flags.ast_click import read_click
 from memtop.analyzers.flags.ast_configurator import read_configurator
 from memtop.analyzers.flags.ast_hf import read_hf
 from memtop.analyzers.flags.entry import FlagEntry
-from memtop.analyzers.flags.literals import last_name
+from memtop.analyzers.flags.literals import last_name, nodes_of
 
 MAX_SOURCE_BYTES = 4 << 20  # a larger "script" is not hand-written training code
 MAX_LOCAL_MODULES = 32
@@ -61,7 +61,7 @@ def _parse(path: Path) -> ast.Module | None:
 
 def _imported_modules(tree: ast.Module) -> set[str]:
     names: set[str] = set()
-    for node in ast.walk(tree):
+    for node in nodes_of(tree):
         if isinstance(node, ast.Import):
             names.update(a.name for a in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
@@ -102,8 +102,8 @@ def _read(path: Path) -> SourceFlags:
             parsed = _parse(extra)
             if parsed is not None:
                 trees.append(parsed)
-    functions = {n.name for t in trees for n in ast.walk(t) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))}
-    classes = {n.name: n for t in trees for n in ast.walk(t) if isinstance(n, ast.ClassDef) and _is_dataclass(n)}
+    functions = {n.name for t in trees for n in nodes_of(t) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))}
+    classes = {n.name: n for t in trees for n in nodes_of(t) if isinstance(n, ast.ClassDef) and _is_dataclass(n)}
     out = SourceFlags(read=True)
     seen: set[str] = set()
 
