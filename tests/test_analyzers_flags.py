@@ -417,3 +417,28 @@ def test_parse_argparse_help_text() -> None:
     assert flags["--fragmentation"].choices == ("aggressive", "normal", "minimal")
     assert flags["--use-amp"].kind == "bool" and flags["--use-amp"].value == "false"
     assert "--help" not in flags
+
+
+def test_mutated_sources_never_raise_and_never_run(tmp_path: Path) -> None:
+    """Seeded mutations of the scripts above (lines dropped, characters flipped): no exception."""
+    import random
+
+    rng = random.Random(11)
+    sources = [ARGPARSE, HF, NANO]
+    for i in range(80):
+        lines = (MARK + rng.choice(sources)).splitlines()
+        for _ in range(rng.randint(1, 4)):
+            j = rng.randrange(len(lines))
+            op = rng.random()
+            if op < 0.4:
+                del lines[j]
+            elif op < 0.8 and lines[j]:
+                k = rng.randrange(len(lines[j]))
+                lines[j] = lines[j][:k] + rng.choice("()[]{}=,.:'\"*-x1 ") + lines[j][k + 1 :]
+            else:
+                lines.insert(j, lines[rng.randrange(len(lines))])
+        script = tmp_path / f"m{i}.py"
+        script.write_text("\n".join(lines))
+        read_source_flags(script)
+        assert isinstance(detect_flags(["python", script.name, "--batch-size", "3"], tmp_path, probe=False), list)
+    _never_ran(tmp_path)

@@ -245,3 +245,41 @@ def test_set_value_and_set_bool_cases() -> None:
     head, args = cmdline.split_command(["torchrun", "--nproc-per-node", "2", "t.py", "--x", "1"])
     assert head == ["torchrun", "--nproc-per-node", "2", "t.py"] and args == ["--x", "1"]
     assert cmdline.join(["python", "t.py", "--name", "a b"], {"PYTORCH_CUDA_ALLOC_CONF": "expandable_segments:True"}) == "PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True python t.py --name 'a b'"
+
+
+def test_a_rendered_change_reads_back_as_the_new_value() -> None:
+    """Property: whatever the syntax and wherever the flag stands, the changed argv says the new value."""
+    import random
+
+    from memtop.analyzers.flags import apply_command_values
+
+    rng = random.Random(7)
+    specs = [
+        FlagEntry(flag="--batch-size", kind="int", aliases=("-b",), syntax="space"),
+        FlagEntry(flag="--batch_size", kind="int", source="configurator", syntax="equals"),
+        FlagEntry(flag="data.batch_size", kind="int", source="command", syntax="override"),
+        FlagEntry(flag="--amp", kind="bool", default="false", aliases=("--no-amp",)),
+        FlagEntry(flag="--compile", kind="bool", source="configurator", syntax="equals", bool_values=("True", "False")),
+    ]
+    for _ in range(300):
+        entry = rng.choice(specs)
+        others = ["--lr", "0.1", "x.py", "--seed=3"]
+        rng.shuffle(others)
+        if entry.kind == "bool":
+            start = [rng.choice([entry.options[0], entry.options[-1]])] if entry.bool_values is None else [f"{entry.flag}={rng.choice(entry.bool_values)}"]
+            value: str | bool = rng.choice([True, False])
+        else:
+            spelled = rng.choice(entry.options)
+            start = [f"{spelled}=8"] if entry.syntax != "space" or rng.random() < 0.5 else [spelled, "8"]
+            value = str(rng.randint(1, 64))
+        args = others[:2] + (start if rng.random() < 0.7 else []) + others[2:]
+        if rng.random() < 0.3:
+            args += ["--", entry.flag, "tail"]
+        new = apply_flag_changes(["python", "t.py", *args], {entry.flag: value}, [entry])
+        assert new[:2] == ["python", "t.py"]
+        (after,) = apply_command_values([entry], new[2:])
+        expected = ("true" if value else "false") if isinstance(value, bool) else value
+        got = after.value if after.value is not None else (entry.default or "false")
+        assert got == expected, (entry.flag, args, value, new)
+        if "--" in args:
+            assert new[new.index("--") :] == args[args.index("--") :]  # nothing after `--` is touched
