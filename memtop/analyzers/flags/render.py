@@ -137,18 +137,18 @@ def set_bool(args: Sequence[str], entry: FlagEntry, on: bool) -> list[str]:
     out = list(args)
     negative = entry.negative
     positives = {o for o in entry.options if o != negative}
-    if any(a.partition("=")[0] in entry.options and "=" in a for a in out if a != "--"):
+    options_part = out[: out.index("--")] if "--" in out else out
+    if any(a.partition("=")[0] in entry.options and "=" in a for a in options_part):
         # The user wrote `--amp=False`: keep that spelling.
         return set_value(out, entry.replace(kind="str"), "True" if on else "False")
     if entry.source == "hf":  # HfArgumentParser also takes `--bf16 False`: keep that spelling
-        for i, a in enumerate(out[:-1]):
-            if a in positives and out[i + 1].lower() in BOOL_WORDS:
+        for i, a in enumerate(options_part[:-1]):
+            if a in positives and options_part[i + 1].lower() in BOOL_WORDS:
                 return [*out[: i + 1], "True" if on else "False", *out[i + 2 :]]
     default_on = str(entry.default).lower() == "true"
     if entry.store_false:  # the flag's presence means off
         out = _strip(out, entry, set(entry.options))
         return out if on else _insert(out, [entry.flag])
-    options_part = out[: out.index("--")] if "--" in out else out
     has_positive = any(a in positives for a in options_part)
     if on:
         out = _strip(out, entry, {negative}) if negative else out
