@@ -79,7 +79,7 @@ def print_plan(steps: list[Step], budget: float) -> None:
     print(f"{PREFIX} (dry run): {len(steps)} steps, total budget {budget:.0f} s, each in its own process from {REPO}")
     for i, step in enumerate(steps, 1):
         print(f"{i:2d}. {step.name} (timeout {step.timeout_s:.0f} s{', quick' if step.quick else ''}): {step.what}")
-        print(f"    $ {' '.join(step.argv)}")
+        print(f"    $ {''.join(f'{k}={v} ' for k, v in step.env)}{' '.join(step.argv)}")
 
 
 def no_cuda_reason() -> str | None:

@@ -26,6 +26,7 @@ class Step:
     timeout_s: float
     quick: bool = False
     min_s: float = 15.0  # not started with less budget left than this
+    env: tuple[tuple[str, str], ...] = ()  # set for this step's process
 
 
 def _task(name: str, step_dir: Path, quick: bool) -> tuple[str, ...]:
@@ -47,7 +48,9 @@ def build_plan(outdir: Path, quick: bool) -> list[Step]:
         Step("env", "versions, the card, nvidia-smi, and that textual is not needed", _task("env", d("env"), quick), 60, quick=True, min_s=5),
         Step("pytest-gpu", "pytest -m gpu on the test modules with GPU tests", (
             sys.executable, "-m", "pytest", "-m", "gpu", "-q", "-rA", "-p", "no:cacheprovider", "--continue-on-collection-errors",
-            f"--junitxml={d('pytest-gpu') / 'junit.xml'}", *gpu_test_files()), 150 if not quick else 100, quick=True),
+            f"--junitxml={d('pytest-gpu') / 'junit.xml'}", *gpu_test_files()), 150 if not quick else 100, quick=True,
+             # no third-party plugin (e.g. pytest-textual-snapshot installed without textual) can break collection
+             env=(("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1"),)),
         Step("samples", "every sample run at GPU scale under memtop train --no-tui --max-steps N; identities on every step record",
              _task("samples", d("samples"), quick), 200 if not quick else 90, quick=True, min_s=30),
         Step("oom", "an OOM under set_per_process_memory_fraction: the oom record, the run's status, memtop analyze on it",

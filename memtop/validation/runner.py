@@ -54,6 +54,7 @@ def run_step(step: Step, outdir: Path, timeout: float) -> Outcome:
     env = dict(os.environ)
     env.pop("MEMTOP_RUN_DIR", None)
     env["PYTHONUNBUFFERED"] = "1"
+    env.update(dict(step.env))
     t0 = time.monotonic()
     with open(log, "wb") as out:
         out.write(("$ " + " ".join(step.argv) + "\n").encode())

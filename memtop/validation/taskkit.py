@@ -23,6 +23,9 @@ from memtop.validation.checks import RunCheck, check_run, find_run_dir, read_met
 
 REPO = Path(__file__).resolve().parent.parent.parent
 PASS, FAIL, SKIP = "pass", "fail", "skip"
+# The children's --device. Only for trying the task code on a machine without a GPU: the CUDA checks
+# then fail, as they should (a CPU has no allocator figures).
+DEVICE = os.environ.get("MEMTOP_VALIDATION_DEVICE", "cuda")
 
 
 @dataclass

@@ -12,7 +12,16 @@ import sys
 from typing import Any
 
 from memtop.units import fmt_bytes
-from memtop.validation.taskkit import SKIP, Result, cuda_total_bytes, md_table, memtop_argv, run_logged, sample, task_args
+from memtop.validation.taskkit import (
+    SKIP,
+    Result,
+    cuda_total_bytes,
+    md_table,
+    memtop_argv,
+    run_logged,
+    sample,
+    task_args,
+)
 
 FLAGS = ["--n-layers", "12", "--d-model", "768", "--n-heads", "12", "--vocab-size", "32000", "--seq-len", "1024", "--amp", "--dtype", "bf16"]
 CAP = 16 << 30

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import Any
 
 from memtop.units import fmt_bytes, fmt_pct
-from memtop.validation.taskkit import Result, analyze, md_table, memtop_train, sample, task_args
+from memtop.validation.taskkit import DEVICE, Result, analyze, md_table, memtop_train, sample, task_args
 
 FLAGS = ["--num-gaussians", "1000000", "--resolution", "512", "--densify-every", "3", "--densify-fraction", "0.2",
-         "--fragmentation", "aggressive", "--device", "cuda", "--steps", "200", "--log-every", "5"]
+         "--fragmentation", "aggressive", "--device", DEVICE, "--steps", "200", "--log-every", "5"]
 
 
 def main() -> None:
@@ -20,7 +21,7 @@ def main() -> None:
     res = Result()
     steps = 15 if args.quick else 24
     rows: list[list[str]] = []
-    figures: dict[str, dict[str, object]] = {}
+    figures: dict[str, dict[str, Any]] = {}
     base_env = {k: v for k, v in os.environ.items() if k != "PYTORCH_CUDA_ALLOC_CONF"}
     for name, conf in (("default", None), ("expandable", "expandable_segments:True")):
         env = dict(base_env)

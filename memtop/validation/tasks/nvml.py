@@ -13,7 +13,7 @@ import sys
 import torch
 
 from memtop.units import fmt_bytes
-from memtop.validation.taskkit import Result, md_table, memtop_train, sample, task_args
+from memtop.validation.taskkit import DEVICE, Result, md_table, memtop_train, sample, task_args
 
 
 class Nvml:
@@ -84,7 +84,7 @@ def main() -> None:
                  "then falls back to the whole card's used bytes.")
     run = memtop_train(args.step_dir / "runs", "nvml-transformer",
                        [sys.executable, sample("transformer_finetune"), "--n-layers", "6", "--d-model", "512", "--n-heads", "8",
-                        "--seq-len", "512", "--batch-size", "8", "--device", "cuda", "--steps", "50"], max_steps=8, timeout=60)
+                        "--seq-len", "512", "--batch-size", "8", "--device", DEVICE, "--steps", "50"], max_steps=8, timeout=60)
     f = run.check.figures
     if run.proc.rc != 0 or not run.check.ok:
         res.fail(f"memtop train run: exit {run.proc.rc}; {run.check.summary()}")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 
 from memtop.units import fmt_bytes, fmt_pct
-from memtop.validation.taskkit import Result, TrainRun, analyze, md_table, memtop_train, sample, task_args
+from memtop.validation.taskkit import DEVICE, Result, TrainRun, analyze, md_table, memtop_train, sample, task_args
 
 GPT = ["--n-layers", "12", "--d-model", "768", "--n-heads", "12", "--vocab-size", "32000", "--seq-len", "1024"]
 
@@ -36,7 +36,7 @@ def main() -> None:
     for name, script, flags, quick in RUNS:
         if args.quick and not quick:
             continue
-        child = [sys.executable, sample(script), *flags, "--device", "cuda", "--steps", "200", "--log-every", "5"]
+        child = [sys.executable, sample(script), *flags, "--device", DEVICE, "--steps", "200", "--log-every", "5"]
         run = memtop_train(runs_dir, name, child, steps, timeout=75, expect_steps=steps)
         done.append(run)
         verdict = "ok"
