@@ -34,7 +34,8 @@ def main() -> None:
     elif proc.rc != 0:
         res.fail(f"advisor_validation.py exited {proc.rc}: an estimate outside its tolerance or a failed case (advisor.log)")
     if out_md.is_file():
-        res.note(out_md.read_text())
+        # its headings one level below the summary's step sections
+        res.note("\n".join("###" + ln[1:] if ln.startswith("#") else ln for ln in out_md.read_text().splitlines()))
     lines = [ln for ln in proc.text().splitlines() if "estimated" in ln]
     res.headline = f"{len(lines)} cases; exit {proc.rc}" + (": " + "; ".join(ln[:80] for ln in lines[:4]) if lines else "")
     res.write(args.step_dir)

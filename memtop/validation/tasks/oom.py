@@ -14,7 +14,7 @@ from memtop.validation.taskkit import Result, analyze, cuda_total_bytes, md_tabl
 
 CAP = 12 << 30
 FLAGS = ["--n-layers", "12", "--d-model", "768", "--n-heads", "12", "--vocab-size", "32000", "--seq-len", "1024",
-         "--batch-size", "8", "--amp", "--dtype", "bf16", "--leak"]
+         "--batch-size", "2", "--amp", "--dtype", "bf16", "--leak"]
 
 
 def main() -> None:

@@ -28,7 +28,7 @@ import torch  # noqa: E402
 
 import memtop  # noqa: E402
 from memtop.validation.checks import read_records  # noqa: E402
-from memtop.validation.taskkit import REPO, Result, md_table, task_args  # noqa: E402
+from memtop.validation.taskkit import DEVICE, REPO, Result, md_table, task_args  # noqa: E402
 
 TARGETS_MS = (10, 50, 200)
 FLAGS = ["--n-layers", "12", "--d-model", "768", "--n-heads", "12", "--vocab-size", "32000", "--seq-len", "512", "--amp", "--dtype", "bf16"]
@@ -47,7 +47,7 @@ class Workload:
     def __init__(self) -> None:
         self.tf = load_sample("transformer_finetune")
         self.args = self.tf.build_parser().parse_args(FLAGS)
-        self.device = torch.device("cuda")
+        self.device = torch.device(DEVICE)
         torch.manual_seed(0)
         self.model = self.tf.build_model(self.args, self.device)
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=1e-4)
@@ -69,32 +69,42 @@ class Workload:
         self.opt.zero_grad(set_to_none=True)
 
 
+def sync() -> None:
+    if DEVICE == "cuda":
+        torch.cuda.synchronize()
+
+
 def timed(fn: Callable[[], None], n: int) -> float:
-    torch.cuda.synchronize()
+    sync()
     t0 = time.perf_counter()
     for _ in range(n):
         fn()
-    torch.cuda.synchronize()
+    sync()
     return (time.perf_counter() - t0) / n
 
 
 def calibrate(w: Workload, res: Result) -> tuple[int, float]:
     """The micro-batch whose step takes about 10 ms (doubling, within a quarter of the card)."""
-    limit = torch.cuda.get_device_properties(0).total_memory // 4
-    chosen, ms = 1, 0.0
+    cuda = DEVICE == "cuda"
+    limit = torch.cuda.get_device_properties(0).total_memory // 4 if cuda else 1 << 62
+    chosen, ms, last_peak = 1, 0.0, 0
     for b in (1, 2, 4, 8, 16, 32, 64):
+        if last_peak * 2 > limit:  # doubling the batch would go past a quarter of the card
+            break
         w.set_batch(b)
-        torch.cuda.reset_peak_memory_stats()
+        if cuda:
+            torch.cuda.reset_peak_memory_stats()
         for _ in range(3):
             w.step(1)
         t = timed(lambda: w.step(1), 5) * 1e3
-        if torch.cuda.max_memory_allocated() > limit:
+        last_peak = torch.cuda.max_memory_allocated() if cuda else 0
+        if last_peak > limit:
             break
         chosen, ms = b, t
         if t >= 9.0:
             break
     w.set_batch(chosen)
-    res.note(f"Calibrated: micro-batch {chosen} × 512 tokens, {ms:.1f} ms per optimizer step of one micro-batch.")
+    res.note(f"Calibrated: micro-batch {chosen} × {w.args.seq_len} tokens, {ms:.1f} ms per optimizer step of one micro-batch.")
     return chosen, ms
 
 
@@ -131,7 +141,8 @@ def main() -> None:
             def with_torch_profiler(n: int = n, step: Callable[[], None] = step) -> float:
                 from torch.profiler import ProfilerActivity, profile
 
-                with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA], profile_memory=True):
+                activities = [ProfilerActivity.CPU, ProfilerActivity.CUDA] if DEVICE == "cuda" else [ProfilerActivity.CPU]
+                with profile(activities=activities, profile_memory=True):
                     step()
                     return timed(step, n)
 
