@@ -184,3 +184,21 @@ def test_hook_cli_and_gpu_tests_work_without_textual(tmp_path: Path) -> None:
     collect = run("-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider", "-m", "gpu", *gpu_test_files())
     assert collect.returncode == 0, collect.stdout[-2000:]
     assert "test_cuda_identities_hold" in collect.stdout
+
+
+@pytest.mark.parametrize(("boundary", "start"), [(0, 4), (1, 4), (5, 4), (37, 1), (37, 64), (64, 64), (200, 8)])
+def test_fit_bisection_finds_the_boundary(boundary: int, start: int) -> None:
+    from memtop.validation.tasks.fit import MAX_BATCH, bisect
+
+    asked: list[int] = []
+
+    def fits(b: int) -> bool:
+        asked.append(b)
+        return b <= boundary
+
+    lo, hi = bisect(fits, start)
+    if boundary >= MAX_BATCH:
+        assert hi is None and lo <= boundary  # the search stops at MAX_BATCH: "above it"
+    else:
+        assert (lo, hi) == (boundary, boundary + 1)
+    assert len(asked) <= 16

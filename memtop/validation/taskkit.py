@@ -47,12 +47,24 @@ class Result:
         (step_dir / "result.json").write_text(json.dumps(payload, indent=2, default=str) + "\n")
 
 
+_LIVE: set[subprocess.Popen[bytes]] = set()
+
+
+def _end_children(signum: int, frame: object) -> None:
+    """The runner's timeout (SIGTERM) ends this task: end the process groups it started too, so no
+    training is left holding the GPU for the next step."""
+    for child in list(_LIVE):
+        stop_group(child, grace=3.0)
+    raise SystemExit(128 + signum)
+
+
 def task_args(description: str) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=description)
     p.add_argument("step_dir", type=Path)
     p.add_argument("--quick", action="store_true")
     args = p.parse_args()
     args.step_dir.mkdir(parents=True, exist_ok=True)
+    signal.signal(signal.SIGTERM, _end_children)
     return args
 
 
@@ -87,12 +99,15 @@ def run_logged(argv: list[str], log: Path, timeout: float, env: dict[str, str] |
         out.flush()
         child = subprocess.Popen(argv, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                  env=full_env, start_new_session=True, preexec_fn=preexec)
+        _LIVE.add(child)
         rc: int | None
         try:
             rc = child.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             stop_group(child)
             rc = None
+        finally:
+            _LIVE.discard(child)
     return Proc(argv, rc, time.monotonic() - t0, log)
 
 

@@ -59,6 +59,8 @@ def main() -> None:
         rows.append([name, " ".join(flags), verdict, str(run.check.steps), fmt_bytes(f.get("max_peak")), fmt_bytes(f.get("max_reserved")),
                      fmt_pct(f.get("max_fragmentation_pct")), f"{f['median_step_ms']:.1f}" if f.get("median_step_ms") else "n/a",
                      fmt_bytes(f.get("nvml_minus_reserved_median"))])
+        partial = Result(res.status, f"partial: {len(done)} runs done, killed before the rest", list(res.sections), {})
+        partial.write(args.step_dir)  # what a timeout of this step leaves behind
     res.note(md_table(["run", "flags", "verdict", "steps", "max peak", "max reserved", "max frag", "ms/step", "NVML − reserved"], rows))
     res.note("\nEvery step record checked: sum of categories == peak, allocated + fragmentation_bytes == reserved, "
              "fragmentation_pct, peak ≥ allocated, NVML device_used ≥ reserved, no negative category, steps 1..N, no warning record.")
