@@ -202,3 +202,30 @@ def test_fit_bisection_finds_the_boundary(boundary: int, start: int) -> None:
     else:
         assert (lo, hi) == (boundary, boundary + 1)
     assert len(asked) <= 16
+
+
+GRANDCHILD_TASK = """
+import sys
+from memtop.validation.taskkit import run_logged, task_args
+args = task_args("a task whose training hangs")
+child = "import os, sys, time; open(sys.argv[1], 'w').write(str(os.getpid())); time.sleep(300)"
+run_logged([sys.executable, "-c", child, str(args.step_dir / "pid")], args.step_dir / "child.log", 300)
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    return "\nState:\tZ" not in state
+
+
+def test_a_step_timeout_also_ends_the_processes_its_task_started(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    step = Step("hung-training", "its training never ends", (sys.executable, "-c", GRANDCHILD_TASK, str(out / "hung-training")), 10, min_s=1)
+    (outcome,) = run_plan([step], out, budget_s=600, header={}, progress=StringIO())
+    assert outcome.status == "timeout"
+    pid = int((out / "hung-training" / "pid").read_text())
+    assert not _alive(pid)
