@@ -73,6 +73,13 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path: Path, args: list[str], messa
     assert "Traceback" not in out.stderr
 
 
+def test_only_picks_steps_and_keeps_quick_mode(tmp_path: Path) -> None:
+    out = run_script("--quick", "--only", "fit,samples", "--dry-run")
+    assert out.returncode == 0, out.stderr
+    assert ". samples (timeout" in out.stdout and ". fit (timeout" in out.stdout and ". env (timeout" not in out.stdout
+    assert "memtop.validation.tasks.fit" in out.stdout and "--quick" in out.stdout
+
+
 def test_gpu_steps_collect_only_modules_with_gpu_tests() -> None:
     files = gpu_test_files()
     assert "tests/test_cuda.py" in files

@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from memtop.validation.plan import FULL_BUDGET_S, QUICK_BUDGET_S, Step, build_plan
+from memtop.validation.plan import FULL_BUDGET_S, QUICK_BUDGET_S, STEP_NAMES, Step, build_plan
 from memtop.validation.taskkit import REPO
 
 PREFIX = "gpu-validation"
@@ -39,14 +39,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     outdir: Path = Path(os.environ.get("MEMTOP_VALIDATION_CWD", ".")) / (args.outdir or Path("OUTDIR"))
     outdir = outdir.resolve()
-    steps = build_plan(outdir, args.quick)
-    if args.only:
-        wanted = [n.strip() for n in args.only.split(",") if n.strip()]
-        unknown = sorted(set(wanted) - {s.name for s in build_plan(outdir, False)})
-        if unknown:
-            sys.stderr.write(f"{PREFIX}: unknown step {', '.join(unknown)} (steps: {', '.join(s.name for s in build_plan(outdir, False))})\n")
-            return 2
-        steps = [s for s in build_plan(outdir, False) if s.name in wanted]
+    wanted = [n.strip() for n in args.only.split(",") if n.strip()] if args.only is not None else None
+    unknown = sorted(set(wanted or []) - set(STEP_NAMES))
+    if unknown or wanted == []:
+        sys.stderr.write(f"{PREFIX}: unknown step {', '.join(unknown) or repr(args.only)} (steps: {', '.join(STEP_NAMES)})\n")
+        return 2
+    steps = build_plan(outdir, args.quick, wanted)
     budget = args.budget if args.budget is not None else (QUICK_BUDGET_S if args.quick else FULL_BUDGET_S)
     if budget <= 0:
         sys.stderr.write(f"{PREFIX}: --budget must be positive, got {budget:g}\n")

@@ -40,7 +40,8 @@ def gpu_test_files(repo: Path = REPO) -> list[str]:
     return sorted(str(p.relative_to(repo)) for p in (repo / "tests").glob("test_*.py") if "mark.gpu" in p.read_text(errors="replace"))
 
 
-def build_plan(outdir: Path, quick: bool) -> list[Step]:
+def build_plan(outdir: Path, quick: bool, names: list[str] | None = None) -> list[Step]:
+    """The steps in order; ``names`` picks some (in --quick mode too, where they then run quick)."""
     def d(name: str) -> Path:
         return outdir / name
 
@@ -67,4 +68,9 @@ def build_plan(outdir: Path, quick: bool) -> list[Step]:
         Step("fit", "memtop fit's prediction vs the true boundary found by bisection under a memory cap (if `memtop fit` exists)",
              _task("fit", d("fit"), quick), 150, min_s=40),
     ]
+    if names is not None:
+        return [s for s in steps if s.name in names]
     return [s for s in steps if s.quick or not quick]
+
+
+STEP_NAMES = [s.name for s in build_plan(Path("OUTDIR"), quick=False)]

@@ -67,13 +67,13 @@ def main() -> None:
         res.fail(f"steps before the OOM: {run.check.summary()}")
     res.note(md_table(["oom record", "value"], rows))
     text, as_json, report = analyze(run.run_dir, args.step_dir / "analyze.log")
-    said = text.text().lower()
-    if text.rc != 0 or "oom" not in said and "out of memory" not in said:
-        res.fail(f"memtop analyze exited {text.rc} and/or does not mention the OOM (analyze.log)")
+    said = text.text().split("\n", 1)[-1]  # without the command line (its paths say "oom")
+    if text.rc != 0 or "OUT OF MEMORY" not in said.upper():
+        res.fail(f"memtop analyze exited {text.rc} and/or has no OUT OF MEMORY section (analyze.log)")
     if as_json.rc != 0 or report is None:
         res.fail(f"memtop analyze --json exited {as_json.rc} or printed no JSON object (analyze.json.log)")
-    elif "oom" not in str(report).lower():
-        res.fail("memtop analyze --json has no OOM section")
+    elif not isinstance(report.get("oom"), dict):
+        res.fail(f"memtop analyze --json: \"oom\" is {report.get('oom')!r}, not the OOM explanation")
     res.note(f"\n{run.check.steps} step records before the OOM; memtop analyze: [analyze.log](oom/analyze.log), "
              "[analyze.json.log](oom/analyze.json.log).")
     res.headline = (f"OOM at step {ooms[0].get('step')}, requested {fmt_bytes(ooms[0].get('requested_bytes'))}, status {status!r}, exit {run.proc.rc}"
