@@ -236,3 +236,24 @@ def test_a_step_timeout_also_ends_the_processes_its_task_started(tmp_path: Path)
     assert outcome.status == "timeout"
     pid = int((out / "hung-training" / "pid").read_text())
     assert not _alive(pid)
+
+
+def test_watch_in_a_terminal_without_textual_is_one_line(tmp_path: Path) -> None:
+    block = tmp_path / "block"
+    block.mkdir()
+    (block / "sitecustomize.py").write_text(BLOCKER)
+    run_dir = tmp_path / "runs" / "20260101-000000-x"
+    run_dir.mkdir(parents=True)
+    (run_dir / "meta.json").write_text(json.dumps({"schema": 1, "run_id": run_dir.name, "command": ["python", "x.py"], "status": "finished"}))
+    (run_dir / "rank0.jsonl").write_text("")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(block), str(REPO)]))
+    primary, secondary = os.openpty()  # stdin and stdout a terminal, as for a person at a shell
+    try:
+        proc = subprocess.run([sys.executable, "-m", "memtop", "watch", str(run_dir)], cwd=REPO, stdin=secondary, stdout=secondary,
+                              stderr=subprocess.PIPE, text=True, timeout=60, env=env)
+    finally:
+        os.close(secondary)
+        os.close(primary)
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and "the dashboard cannot start" in proc.stderr and "memtop analyze" in proc.stderr, proc.stderr
+
