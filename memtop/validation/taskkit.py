@@ -47,15 +47,30 @@ class Result:
         (step_dir / "result.json").write_text(json.dumps(payload, indent=2, default=str) + "\n")
 
 
-_LIVE: set[subprocess.Popen[bytes]] = set()
+_LIVE: set[subprocess.Popen[Any]] = set()
 
 
 def _end_children(signum: int, frame: object) -> None:
     """The runner's timeout (SIGTERM) ends this task: end the process groups it started too, so no
-    training is left holding the GPU for the next step."""
-    for child in list(_LIVE):
-        stop_group(child, grace=3.0)
+    training is left holding the GPU for the next step. SIGTERM to all first (memtop train passes it
+    on to its training's own group), SIGKILL to what is left after a few seconds."""
+    children = list(_LIVE)
+    for child in children:
+        _signal_group(child, signal.SIGTERM)
+    deadline = time.monotonic() + 6.0
+    for child in children:
+        try:
+            child.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            _signal_group(child, signal.SIGKILL)
     raise SystemExit(128 + signum)
+
+
+def _signal_group(child: subprocess.Popen[Any], sig: int) -> None:
+    try:
+        os.killpg(child.pid, sig)
+    except ProcessLookupError:
+        pass
 
 
 def task_args(description: str) -> argparse.Namespace:
@@ -111,7 +126,7 @@ def run_logged(argv: list[str], log: Path, timeout: float, env: dict[str, str] |
     return Proc(argv, rc, time.monotonic() - t0, log)
 
 
-def stop_group(child: subprocess.Popen[Any], grace: float = 5.0) -> None:
+def stop_group(child: subprocess.Popen[Any], grace: float = 10.0) -> None:
     for sig in (signal.SIGTERM, signal.SIGKILL):
         try:
             os.killpg(child.pid, sig)
