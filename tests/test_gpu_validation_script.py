@@ -256,3 +256,12 @@ def test_watch_in_a_terminal_without_textual_is_one_line(tmp_path: Path) -> None
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1 and "the dashboard cannot start" in proc.stderr and "memtop analyze" in proc.stderr, proc.stderr
 
+
+def test_fit_prediction_is_read_from_fits_json() -> None:
+    from memtop.validation.tasks.fit import find_prediction
+
+    report = {"predictions": [{"value": 8, "peak_bytes": 1}], "capacity": {"memory_bytes": 1 << 34, "largest_value": {"value": 23, "unbounded": False}}}
+    assert find_prediction(report) == 23
+    assert find_prediction({"capacity": {"largest_value": None}, "result": {"max_fit": 5}}) == 5
+    assert find_prediction({"capacity": {"largest_value": {"value": None}}}) is None
+

@@ -33,8 +33,14 @@ PREDICTION_KEYS = ("max_fit", "largest_fit", "max_value", "largest_value", "fits
 
 
 def find_prediction(report: Any) -> int | None:
-    """The predicted largest value in fit's JSON: the first integer under one of PREDICTION_KEYS,
-    searched breadth-first (the JSON's shape was not settled when this was written)."""
+    """The predicted largest value in fit's JSON: ``capacity.largest_value.value`` (docs/fit.md as
+    first written), else the first integer under one of PREDICTION_KEYS, searched breadth-first."""
+    try:
+        value = report["capacity"]["largest_value"]["value"]
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return int(value)
+    except (KeyError, TypeError):
+        pass
     queue = [report]
     while queue:
         node = queue.pop(0)
@@ -87,8 +93,9 @@ def main() -> None:
         return
     cap = min(CAP, (cuda_total_bytes() // 2) >> 30 << 30)
     script = sample("transformer_finetune")
-    fit = run_logged(memtop_argv("fit", "--vary", "batch-size=1,2,4", "--device-memory", f"{cap >> 30}GiB", "--json", "--",
-                                 sys.executable, script, *FLAGS, "--device", "cuda", "--steps", "20"), args.step_dir / "fit.log", 70)
+    extra = ["--no-savings"] if "--no-savings" in probe.stdout else []  # the advisor's savings are not checked here
+    fit = run_logged(memtop_argv("fit", "--vary", "batch-size=1,2,4", "--device-memory", f"{cap >> 30}GiB", *extra, "--json", "--",
+                                 sys.executable, script, *FLAGS, "--device", "cuda", "--steps", "20"), args.step_dir / "fit.log", 80)
     body = fit.text().split("\n", 1)[-1]
     report: Any = None
     try:
