@@ -249,7 +249,7 @@ def test_a_signal_during_flag_detection_ends_the_probe(tmp_path: Path, sig: sign
                 fh.write(f"{{os.getpid()}}\\n")
             while True:
                 time.sleep(0.1)
-        parser = getattr(argparse, "Argument" + "Parser")()
+        parser = argparse.ArgumentParser()  # built in the source, its flag spelled at run time: probed
         for flag in ["--batch" + "-size"]:
             parser.add_argument(flag, type=int, default=8)
         parser.parse_args()

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from memtop.analyzers.flags import FlagDetection
     from memtop.launcher import Child
     from memtop.supervise import RunEnder
 
@@ -82,16 +83,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _run_name(child: list[str], explicit: str | None) -> str:
     if explicit:
         return explicit
-    for arg in child[1:] if len(child) > 1 else child:
-        if arg.endswith(".py"):
-            return Path(arg).stem
-        if not arg.startswith("-"):
-            break
-    if "-m" in child:
-        i = child.index("-m")
-        if i + 1 < len(child):
-            return child[i + 1].rsplit(".", 1)[-1]
-    return Path(child[0]).name if child else "run"
+    from memtop.analyzers.flags.launch import parse_launch
+
+    return parse_launch(child).name
 
 
 def detect_devices() -> list[dict[str, Any]]:
@@ -163,6 +157,7 @@ def run(args: argparse.Namespace) -> int:
     ender = RunEnder(lambda: _finalize(run_dir, state, interrupted=True))
     signals = SignalWatch(ender.on_signal).start()
     child: Child | None = None
+    flag_detection: FlagDetection | None = None
     try:
         child = Child(
             child_argv,
@@ -176,7 +171,7 @@ def run(args: argparse.Namespace) -> int:
         if ender.signum is not None:  # a signal came while the child was starting
             child.terminate()
         _update_meta(state, child_pid=child.pid)
-        _detect_flags_in_background(state, child_argv)
+        flag_detection = _detect_flags_in_background(state, child_argv)
         exit_code, interrupted = _supervise(run_dir, child, ender, use_tui, args)
         status = _finalize(run_dir, state, interrupted=interrupted)
     except BaseException:
@@ -187,6 +182,8 @@ def run(args: argparse.Namespace) -> int:
             _update_meta(state, ended_at=time.time(), status="failed")
         raise
     finally:
+        if flag_detection is not None:
+            flag_detection.stop()  # a --help probe still running dies with its process group
         end_own_children(keep=child.pid if child is not None else None)
         signals.stop()
         ender.main_done.set()
@@ -303,20 +300,18 @@ def status_phrase(status: str) -> str:
     }.get(status, status)
 
 
-def _detect_flags_in_background(state: _RunState, child_argv: list[str]) -> None:
-    """Flags for the advice, detected while the training starts. A ``--help`` probe that this may
-    start is memtop's child: every exit path of memtop train ends it (``end_own_children``)."""
+def _detect_flags_in_background(state: _RunState, child_argv: list[str]) -> FlagDetection:
+    """Flags from the script's source (a bounded --help probe only as a last resort), into meta.json.
 
-    def work() -> None:
-        try:
-            from memtop.analyzers.flags import detect_flags
+    A probe is memtop's child: every exit path of memtop train ends it (``FlagDetection.stop`` in
+    the main thread, ``end_own_children`` from the signal thread as well).
+    """
+    from memtop.analyzers.flags import FlagDetection
 
-            flags = detect_flags(child_argv, Path.cwd())
-        except Exception:  # noqa: BLE001 - flag detection is advice only; the run must go on
-            return
+    def store(flags: list[dict[str, object]]) -> None:
         _update_meta(state, detected_flags=flags)
 
-    threading.Thread(target=work, name="memtop-detect-flags", daemon=True).start()
+    return FlagDetection(child_argv, Path.cwd(), store).start()
 
 
 def _start_tensorboard(run_dir: Path) -> Any:
