@@ -237,3 +237,25 @@ def test_a_dashboard_exception_falls_back_to_status_lines(tmp_path: Path) -> Non
         assert "injected dashboard bug" in (run_dir / "dashboard-error.log").read_text()
     finally:
         tmux.kill_server()
+
+
+@needs_tmux
+@pytest.mark.e2e
+def test_terminal_loss_ends_memtop_watch(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    fixture = Path(__file__).resolve().parent / "fixtures" / "runs" / "20231114-221320-gaussian_splat"
+    shutil.copytree(fixture, runs / fixture.name)
+    pidfile = tmp_path / "watch.pid"
+    tmux = Tmux("watchhup")
+    try:
+        tmux.start(f"sh -c 'echo $$ > {pidfile}; exec {shlex.quote(sys.executable)} -m memtop watch latest --runs-dir {shlex.quote(str(runs))}'", tmp_path)
+        tmux.wait_for(lambda s: "FINISHED" in s, 60, "the dashboard")
+        memtop = int(pidfile.read_text())
+        tmux.kill_server()
+        try:
+            assert _wait(lambda: _gone(memtop), 10), "memtop watch hangs after losing its terminal"
+        finally:
+            _kill(memtop)
+    finally:
+        tmux.kill_server()
