@@ -139,7 +139,7 @@ def _physical_memory() -> int | None:
 def run(args: argparse.Namespace) -> int:
     from memtop.launcher import Child, check_command, child_environment, stdout_binary
     from memtop.runs import rundir
-    from memtop.supervise import RunEnder, SignalWatch, end_own_children
+    from memtop.supervise import RunEnder, SignalWatch
 
     child_argv: list[str] = list(getattr(args, "child", []) or [])
     check_command(child_argv)
@@ -184,7 +184,6 @@ def run(args: argparse.Namespace) -> int:
     finally:
         if flag_detection is not None:
             flag_detection.stop()  # a --help probe still running dies with its process group
-        end_own_children(keep=child.pid if child is not None else None)
         signals.stop()
         ender.main_done.set()
     if use_tui and child.log_error:
@@ -304,7 +303,8 @@ def _detect_flags_in_background(state: _RunState, child_argv: list[str]) -> Flag
     """Flags from the script's source (a bounded --help probe only as a last resort), into meta.json.
 
     A probe is memtop's child: every exit path of memtop train ends it (``FlagDetection.stop`` in
-    the main thread, ``end_own_children`` from the signal thread as well).
+    the main thread; on a signal, ``RunEnder`` also kills every process memtop started but the
+    training, in case the main thread is stuck).
     """
     from memtop.analyzers.flags import FlagDetection
 
