@@ -43,6 +43,8 @@ class SignalWatch:
         self._writer.setblocking(False)
         self._previous_fd = signal.set_wakeup_fd(self._writer.fileno(), warn_on_full_buffer=False)
         for sig in END_SIGNALS:
+            if signal.getsignal(sig) == signal.SIG_IGN:
+                continue  # `nohup memtop train …`: the user asked for this signal to be ignored
             try:
                 self._previous[int(sig)] = signal.signal(sig, _noted)
             except (OSError, ValueError):

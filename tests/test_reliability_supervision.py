@@ -275,3 +275,30 @@ def test_a_signal_during_flag_detection_ends_the_probe(tmp_path: Path, sig: sign
             _kill_tree(probe)
     meta = json.loads((_only_run(runs) / "meta.json").read_text())
     assert meta["status"] == "interrupted" and meta["ended_at"] is not None
+
+
+def test_nohup_keeps_the_run_going_on_sighup(tmp_path: Path) -> None:
+    """`nohup memtop train --no-tui …`: SIGHUP was ignored by the user's choice; memtop keeps it so."""
+    runs = tmp_path / "runs"
+    script = _script(tmp_path, "sleeper.py", "import time\nprint('up', flush=True)\ntime.sleep(600)\n")
+
+    def ignore_hup() -> None:
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+
+    memtop = subprocess.Popen(
+        [sys.executable, "-m", "memtop", "train", "--no-tui", "--runs-dir", str(runs), str(script)],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_env(), cwd=tmp_path,
+        preexec_fn=ignore_hup,
+    )
+    try:
+        assert _wait(lambda: runs.is_dir() and any("child_pid" in p.read_text() for p in runs.glob("*/meta.json")), 60)
+        child = int(json.loads(next(runs.glob("*/meta.json")).read_text())["child_pid"])
+        memtop.send_signal(signal.SIGHUP)
+        os.killpg(child, signal.SIGHUP)  # as a closing terminal would send it
+        time.sleep(1.0)  # a liveness window, not a speed figure: both must still be there
+        assert memtop.poll() is None and not _gone(child)
+        memtop.send_signal(signal.SIGTERM)
+        assert memtop.wait(timeout=30) == 143
+    finally:
+        if memtop.poll() is None:
+            _kill_tree(memtop.pid)
