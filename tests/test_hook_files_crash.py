@@ -23,11 +23,12 @@ import os, signal, sys
 import torch
 
 torch.manual_seed(0)
-model = torch.nn.Sequential(torch.nn.Linear(32, 64), torch.nn.ReLU(), torch.nn.Linear(64, 8))
+device = sys.argv[2] if len(sys.argv) > 2 else "cpu"
+model = torch.nn.Sequential(torch.nn.Linear(32, 64), torch.nn.ReLU(), torch.nn.Linear(64, 8)).to(device)
 opt = torch.optim.Adam(model.parameters(), lr=1e-3)
 sig = getattr(signal, sys.argv[1])
 for step in range(1, 100):
-    model(torch.randn(16, 32)).pow(2).mean().backward()
+    model(torch.randn(16, 32, device=device)).pow(2).mean().backward()
     opt.step()
     opt.zero_grad()
     if step == 5:
@@ -44,6 +45,18 @@ def test_every_finished_step_survives_a_crash(tmp_path: Path, sig: str) -> None:
     records = read_lines(run_dir / "rank0.jsonl")  # every line complete, valid JSON
     assert steps_of(records) == [1, 2, 3, 4, 5]
     assert all(r["rank"] == 0 and r["schema"] == 1 for r in records)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("sig", ["SIGSEGV", "SIGKILL"])
+def test_every_finished_step_survives_a_crash_on_cuda(tmp_path: Path, sig: str) -> None:
+    run_dir = tmp_path / "run"
+    proc = run_hooked(KILL_SELF, tmp_path / "proj", run_dir, sig, "cuda")
+    assert proc.returncode == -getattr(signal, sig), proc.stderr
+    records = read_lines(run_dir / "rank0.jsonl")
+    assert steps_of(records) == [1, 2, 3, 4, 5]
+    assert {r["device"] for r in records} == {"cuda:0"}
+    assert all(isinstance(r["peak"], int) and r["peak"] > 0 for r in records)
 
 
 EXTERNAL = """

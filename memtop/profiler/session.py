@@ -199,7 +199,7 @@ class Session:
         return {"type": kind, "schema": fmt.SCHEMA_VERSION, "rank": self.rank, "time": time.time()}
 
     def write(self, record: dict[str, Any]) -> None:
-        """Write now (in order after queued step records): for records that must survive a crash."""
+        """Write now, errors to the caller: for records that must survive a crash (oom, stage, warning)."""
         if self.closed:
             return
         self._open().write_now(record)
