@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 import memtop
 from tests.hookkit import read_lines, record_files, run_hooked, steps_of
 
@@ -21,6 +23,9 @@ OWN_MODULES = {
 }
 
 USES_OWN = """
+import sys
+if sys.argv[1] == "torch_first":
+    import torch
 import memtop, profiler, runs, tui, analyzers, sitecustomize
 for module in (memtop, profiler, runs, tui, analyzers, sitecustomize):
     assert module.OWNER == "user " + module.__name__, module
@@ -38,13 +43,14 @@ print("all mine")
 """
 
 
-def test_the_users_own_modules_win_and_records_are_written(tmp_path: Path) -> None:
+@pytest.mark.parametrize("order", ["own_first", "torch_first"])
+def test_the_users_own_modules_win_and_records_are_written(tmp_path: Path, order: str) -> None:
     project = tmp_path / "proj"
     project.mkdir()
     for name, text in OWN_MODULES.items():
         (project / f"{name}.py").write_text(text)
     run_dir = tmp_path / "run"
-    proc = run_hooked(USES_OWN, project, run_dir)
+    proc = run_hooked(USES_OWN, project, run_dir, order)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "all mine"
     assert proc.stderr.count("user sitecustomize ran") == 1  # imported by the script, as without memtop
@@ -59,7 +65,7 @@ def test_without_the_hook_the_same_script_runs_the_same(tmp_path: Path) -> None:
     project.mkdir()
     for name, text in OWN_MODULES.items():
         (project / f"{name}.py").write_text(text)
-    proc = run_hooked(USES_OWN, project, tmp_path / "run", extra_env={"PYTHONPATH": "", "MEMTOP_RUN_DIR": ""})
+    proc = run_hooked(USES_OWN, project, tmp_path / "run", "own_first", extra_env={"PYTHONPATH": "", "MEMTOP_RUN_DIR": ""})
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "all mine"
 
