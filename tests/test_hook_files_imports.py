@@ -112,3 +112,23 @@ def test_memtop_imported_by_the_script_is_the_running_hook(tmp_path: Path) -> No
     assert site_owner == "their site" and proc.stderr.count("their site ran") == 1
     assert record_files(run_dir) == ["rank0.jsonl"]
     assert steps_of(read_lines(run_dir / "rank0.jsonl")) == [1, 2, 3]
+
+
+def test_the_users_pythonpath_comes_before_memtops_own_checkout(tmp_path: Path) -> None:
+    """``PYTHONPATH=<project>`` with a ``memtop.py`` there and the script in a sub-folder: theirs wins."""
+    project = tmp_path / "proj"
+    (project / "scripts").mkdir(parents=True)
+    (project / "memtop.py").write_text(OWN_MODULES["memtop"])
+    script = (
+        "import memtop\nassert memtop.OWNER == 'user memtop', memtop\nimport torch\n"
+        "model = torch.nn.Linear(8, 8)\nopt = torch.optim.SGD(model.parameters(), lr=0.1)\n"
+        "for _ in range(3):\n    model(torch.randn(4, 8)).sum().backward()\n    opt.step()\n    opt.zero_grad()\n"
+    )
+    from memtop.launcher import child_environment
+
+    base = {"PYTHONPATH": str(project), "PATH": "/usr/bin:/bin"}
+    env = child_environment(tmp_path / "run", None, base=base)
+    assert env["PYTHONPATH"].split(":")[1] == str(project)
+    proc = run_hooked(script, project / "scripts", tmp_path / "run", extra_env={"PYTHONPATH": env["PYTHONPATH"]})
+    assert proc.returncode == 0, proc.stderr
+    assert steps_of(read_lines(tmp_path / "run" / "rank0.jsonl")) == [1, 2, 3]
