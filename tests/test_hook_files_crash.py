@@ -6,6 +6,7 @@ kernel has it when the process dies of SIGSEGV, SIGKILL or the OOM killer (SIGKI
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -107,3 +108,35 @@ def test_a_record_is_in_the_file_when_write_returns(tmp_path: Path) -> None:
     assert records[1]["large_tensors"] == [{"name": "w", "bytes": 4}]
     assert records[0]["rank"] == 0
     writer.close()
+
+
+DISK_FULL = """
+import json, resource, signal, sys
+from pathlib import Path
+from memtop.profiler.writers import RankFileWriter
+
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # past the limit write() fails with EFBIG, as on a full disk
+soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+writer = RankFileWriter(Path(sys.argv[1]), rank=0)
+pad = "x" * 300
+writer.put({"type": "step", "step": 1, "pad": pad})
+size = Path(sys.argv[1], "rank0.jsonl").stat().st_size
+resource.setrlimit(resource.RLIMIT_FSIZE, (size + 100, hard))  # room for a third of the next record
+writer.put({"type": "step", "step": 2, "pad": pad})
+writer.put({"type": "step", "step": 3, "pad": pad})
+resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))  # space again
+writer.put({"type": "step", "step": 4, "pad": pad})
+writer.write_now({"type": "exit", "steps": 4})
+print(writer.failed_writes)
+"""
+
+
+def test_a_full_disk_costs_the_records_it_refused_and_nothing_after(tmp_path: Path) -> None:
+    """A write cut short by a full disk leaves half a line; the next record starts a fresh one."""
+    proc = subprocess.run([sys.executable, "-c", DISK_FULL, str(tmp_path)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "2"
+    lines = (tmp_path / "rank0.jsonl").read_text().splitlines()
+    assert len(lines) == 4 and lines[1].startswith('{"type":"step","step":2')  # the torn one
+    whole = [json.loads(line) for i, line in enumerate(lines) if i != 1]
+    assert [r.get("step") for r in whole] == [1, 4, None]

@@ -6,6 +6,7 @@ import json
 import os
 import queue
 import threading
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -34,11 +35,15 @@ class RecordEncoder:
 
 
 _process_id = os.getpid()
+_writers: weakref.WeakSet[RankFileWriter] = weakref.WeakSet()
 
 
 def _after_fork_in_child() -> None:
+    """A forked child: its own pid, and fresh locks (another thread of the parent may have held one)."""
     global _process_id
     _process_id = os.getpid()
+    for writer in list(_writers):
+        writer._lock = threading.RLock()
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
@@ -68,7 +73,10 @@ class RankFileWriter:
         self._settled = False  # the name comes from torch.distributed: never moved again
         self.path: Path | None = None
         self.failed_writes = 0
+        self._torn = False  # the last write stopped mid-line (disk full)
+        self._closed = False
         self.cpu_seconds = 0.0  # CPU time off the training thread: none, records are written where they are made
+        _writers.add(self)
 
     def _open(self) -> int:
         if self._fd is not None and self._pid == _process_id:
@@ -79,7 +87,7 @@ class RankFileWriter:
         if dist_rank is not None:
             self.rank, self._settled = dist_rank, True
         fd, self.path = rankfile.claim(self.run_dir, self.rank)
-        self._fd, self._pid = fd, _process_id
+        self._fd, self._pid, self._torn = fd, _process_id, False
         return fd
 
     def _settle(self) -> None:
@@ -95,14 +103,23 @@ class RankFileWriter:
     def write(self, record: dict[str, Any]) -> None:
         """Serialize and write one record now; it is in the kernel when this returns."""
         with self._lock:
+            if self._closed:
+                raise ValueError("the record file is closed")
             fd = self._open()
             if not self._settled:
                 self._settle()
             record["rank"] = self.rank
             data = self._encoder.encode(record)
-            while data:
-                n = os.write(fd, data)
-                data = data[n:]
+            if self._torn:
+                data = b"\n" + data  # end the line a failed write left half written: this record stays whole
+            size, was_torn = len(data), self._torn
+            try:
+                while data:
+                    data = data[os.write(fd, data) :]
+            except OSError:
+                self._torn = was_torn if len(data) == size else True
+                raise
+            self._torn = False
         if self._on_written is not None:
             self._on_written(record)
 
@@ -119,6 +136,7 @@ class RankFileWriter:
 
     def close(self) -> None:
         with self._lock:
+            self._closed = True
             fd, self._fd = self._fd, None
             if fd is None or self._pid != _process_id:
                 return  # never opened, or the parent's file inherited through fork: not ours to close
