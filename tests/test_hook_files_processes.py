@@ -79,11 +79,11 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 
-def main():
+def main(context):
     data = TensorDataset(torch.randn(64, 16), torch.randn(64, 1))
     model = torch.nn.Linear(16, 1)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    for context in (None, "spawn"):
+    for _ in range(2):
         loader = DataLoader(data, batch_size=8, num_workers=2, multiprocessing_context=context)
         for x, y in loader:
             torch.nn.functional.mse_loss(model(x), y).backward()
@@ -92,17 +92,19 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    import sys
+    main(sys.argv[1])
 """
 
 
-def test_dataloader_workers_write_nothing(tmp_path: Path) -> None:
+@pytest.mark.parametrize("context", ["fork", pytest.param("spawn", marks=pytest.mark.slow)])
+def test_dataloader_workers_write_nothing(tmp_path: Path, context: str) -> None:
     run_dir = tmp_path / "run"
-    proc = run_hooked(DATALOADER, tmp_path / "proj", run_dir)
+    proc = run_hooked(DATALOADER, tmp_path / "proj", run_dir, context)
     assert proc.returncode == 0, proc.stderr
     assert record_files(run_dir) == ["rank0.jsonl"]
     records = read_lines(run_dir / "rank0.jsonl")
-    assert steps_of(records) == list(range(1, 17))  # 2 loaders x 8 batches, in order
+    assert steps_of(records) == list(range(1, 17))  # 2 epochs x 8 batches, in order
     assert len([r for r in records if r["type"] == "exit"]) == 1
 
 
