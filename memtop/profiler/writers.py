@@ -19,18 +19,23 @@ class RecordEncoder:
 
     def __init__(self) -> None:
         self._large: tuple[object, str] = (None, "[]")
+        self._json = json.JSONEncoder(separators=(",", ":"), allow_nan=False, default=str)
 
     def encode(self, record: dict[str, Any]) -> bytes:
+        """The record's line; ``large_tensors``, if any, ends up as the record's last key."""
         large = record.get("large_tensors")
         if isinstance(large, list) and large:
             # step records repeat the same large-tensor list for long stretches: serialize it once
             if large is not self._large[0]:
-                self._large = (large, json.dumps(large, separators=(",", ":"), allow_nan=False, default=str))
-            rest = {k: v for k, v in record.items() if k != "large_tensors"}
-            head = json.dumps(rest, separators=(",", ":"), allow_nan=False, default=str)
+                self._large = (large, self._json.encode(large))
+            del record["large_tensors"]
+            try:
+                head = self._json.encode(record)
+            finally:
+                record["large_tensors"] = large
             line = f'{head[:-1]},"large_tensors":{self._large[1]}}}\n'
         else:
-            line = json.dumps(record, separators=(",", ":"), allow_nan=False, default=str) + "\n"
+            line = self._json.encode(record) + "\n"
         return line.encode("utf-8")
 
 
