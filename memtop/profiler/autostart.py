@@ -11,7 +11,10 @@ memtop's own ``from memtop.x import y`` statements need). The user's ``import me
 resolves on their ``sys.path`` as without memtop: to their own ``memtop.py`` if they have one,
 else to this package, which :class:`_OwnPackageFinder` hands back as the same module object (so
 ``memtop.profile`` joins the running hook). The imports memtop makes when torch arrives run with
-its package briefly restored (:func:`_own_package`).
+its package briefly restored (:func:`_own_package`); memtop's code imported later must not import
+``memtop`` by its top-level name alone. Known limit: a user *package* named ``memtop`` whose
+submodules share a dotted name with memtop's own (``memtop.runs``, ``memtop.profiler``) gets
+memtop's for those, since sys.modules holds them by those names.
 """
 
 from __future__ import annotations
