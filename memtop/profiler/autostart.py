@@ -112,6 +112,9 @@ def _own_package() -> Iterator[None]:
 def _on_torch_imported() -> None:
     try:
         with _own_package():
+            from memtop.profiler import watchdog
+
+            watchdog.start()  # under `memtop train`: if memtop dies, this training ends too
             from memtop.profiler import hooks
             from memtop.profiler.config import HookConfig
             from memtop.profiler.session import Session
