@@ -33,7 +33,7 @@ from memtop.profiler.accounting import (
 from memtop.profiler.activations import backward_roots, saved_tensors_of_graph
 from memtop.profiler.backends import Backend, backend_for, peak_rss_bytes, rss_bytes
 from memtop.profiler.config import HookConfig
-from memtop.profiler.writers import BackgroundJsonlWriter, TensorBoardWriter
+from memtop.profiler.writers import RankFileWriter, TensorBoardWriter
 from memtop.runs import format as fmt
 
 PARAM_RECOUNT_EVERY = 200
@@ -82,7 +82,7 @@ class Session:
         self._discovered = False
         self._device: torch.device | None = None
         self._backend: Backend | None = None
-        self._writer: BackgroundJsonlWriter | None = None
+        self._writer: RankFileWriter | None = None
         self._tb: TensorBoardWriter | None = None
         self._state = _StepState()
         self._last_record_time: float | None = None
@@ -184,27 +184,28 @@ class Session:
         self.params.names = self.models.param_names()
         self.params.resolver = self.models.param_names
 
-    def _open(self) -> BackgroundJsonlWriter:
+    def _open(self) -> RankFileWriter:
         if self._writer is None:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             if self.config.tensorboard:
                 self._tb = TensorBoardWriter(self.run_dir / fmt.TENSORBOARD_DIR / f"rank{self.rank}")
             tb = self._tb
             on_written = (lambda rec: tb.add_step(rec) if rec.get("type") == "step" else None) if tb is not None else None
-            self._writer = BackgroundJsonlWriter(self.run_dir / fmt.rank_file_name(self.rank), on_written)
+            # the file itself is claimed at the first record: rank<N>.jsonl or proc<pid>.jsonl
+            self._writer = RankFileWriter(self.run_dir, self.rank, on_written)
         return self._writer
 
     def _base(self, kind: str) -> dict[str, Any]:
         return {"type": kind, "schema": fmt.SCHEMA_VERSION, "rank": self.rank, "time": time.time()}
 
     def write(self, record: dict[str, Any]) -> None:
-        """Write now (in order after queued step records): for records that must survive a crash."""
+        """Write now, errors to the caller: for records that must survive a crash (oom, stage, warning)."""
         if self.closed:
             return
         self._open().write_now(record)
 
     def put(self, record: dict[str, Any]) -> None:
-        """Queue a step record; the writer thread serializes and flushes it within milliseconds."""
+        """Write a step record now (in the kernel before the next step starts); a write error drops it."""
         if self.closed:
             return
         self._open().put(record)
