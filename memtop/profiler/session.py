@@ -58,10 +58,16 @@ class Composition:
         return self.allocated if self.allocated is not None else self.tracked
 
 
+CATEGORIES = ("parameters", "gradients", "optimizer_state", "activations")
+BACKWARD_STEPS_AFTER = 2  # backward passes without an optimizer step before steps come from backward
+BACKWARD_STEPS_WITH_OPTIMIZER = 64  # the same where an optimizer exists (gradient accumulation)
+
+
 @dataclass
 class _StepState:
     best: Composition | None = None
     moments: dict[str, Composition] = field(default_factory=dict)
+    highwater: dict[str, int] = field(default_factory=dict)
     backward_calls: int = 0
     started: float = field(default_factory=time.perf_counter)
 
@@ -80,6 +86,11 @@ class Session:
         self._primary: int | None = None  # id() of the optimizer whose step ends a memtop step
         self._names_resolved = False
         self._discovered = False
+        self._rescan = True  # look for models among live objects at the next recount
+        self._manual_steps_seen = 0
+        self._backward_ends = 0  # outermost backward passes since the last optimizer or manual step
+        self.backward_steps = False  # no optimizer steps: one step per backward pass
+        self._state_signature: tuple[tuple[int, int, int], ...] = ()
         self._device: torch.device | None = None
         self._backend: Backend | None = None
         self._writer: BackgroundJsonlWriter | None = None
@@ -88,8 +99,7 @@ class Session:
         self._last_record_time: float | None = None
         self._param_total: CategoryTotal | None = None
         self._param_total_step = -1
-        self._last_state_total = CategoryTotal()
-        self._state_cache: tuple[tuple[tuple[int, int, int], ...], int, CategoryTotal] | None = None
+        self._state_cache: tuple[int, CategoryTotal] | None = None
         self._grad_slots: list[GradSlot] = []
         self._fwd_grads = CategoryTotal()
         self._last_large: tuple[list[TensorInfo], list[dict[str, object]]] = ([], [])
@@ -122,6 +132,7 @@ class Session:
         self.params.update(optimizer_params(opt))
         self._names_resolved = False
         self._param_total = None
+        self._rescan = self._discovered  # a new optimizer after the first scan: its model may be new too
 
     def watch_model(self, model: torch.nn.Module, name: str = "model") -> None:
         self.models.add_root(name, model)
@@ -137,12 +148,36 @@ class Session:
         return out
 
     def _discover(self) -> bool:
-        """Zero-code: find the optimizers once if no step told us yet. True when something is watched."""
-        if not self._optimizers and not self.models and not self._discovered:
+        """Find the optimizers and models among live objects once. True when something is watched."""
+        if not self._discovered:
             self._discovered = True
-            for opt in naming.find_optimizers():
-                self.watch_optimizer(opt)
+            self._scan()
         return bool(self._optimizers or self.models)
+
+    def _scan(self) -> None:
+        """Every live optimizer and root module (one pass over the collector's objects)."""
+        self._rescan = False
+        optimizers, modules = naming.scan_live()
+        for opt in optimizers:
+            self.watch_optimizer(opt)
+        self._rescan = False
+        self._adopt(modules)
+
+    def _adopt(self, modules: list[torch.nn.Module]) -> None:
+        """Watch modules not watched yet: the optimizer's own models first, so their names win."""
+        new = [m for m in modules if not self.models.has(m)]
+        if not new:
+            return
+        owned = {id(p) for p in self.params.live()}
+
+        def owns(m: torch.nn.Module) -> bool:
+            return any(id(p) in owned for p in m.parameters())
+
+        new.sort(key=lambda m: not owns(m))
+        for m in new:
+            self.models.add_root(naming.variable_name_for(m, "model" if owns(m) else type(m).__name__), m)
+        self._names_resolved = False
+        self._param_total = None
 
     @property
     def device(self) -> torch.device:
@@ -173,14 +208,13 @@ class Session:
         return self._backend
 
     def _ensure_names(self) -> None:
+        if self._rescan:
+            self._discovered = True
+            self._scan()
+        self._adopt(naming.main_modules())  # a model made after the scan (an EMA copy)
         if self._names_resolved:
             return
         self._names_resolved = True
-        if not self.models:
-            ids = {id(p) for p in self.params.live()}
-            roots = naming.find_root_modules(ids) if ids else []
-            named = [(naming.variable_name_for(m, "model"), m) for m in roots]
-            self.models.set_roots(named)
         self.params.names = self.models.param_names()
         self.params.resolver = self.models.param_names
 
@@ -251,24 +285,35 @@ class Session:
                 if p.requires_grad and id(p) not in seen:
                     seen.add(id(p))
                     named.append((self.params.name_of(p), p))
-        self._grad_slots = grad_slots(named, self.device, self.config.large_tensor_bytes)
+        self._grad_slots = grad_slots(named, self.device, self.config.large_tensor_bytes, self.params.changed)
 
-    def _count_state(self, params: CategoryTotal) -> CategoryTotal:
-        """Optimizer state, recounted when its shape (tensors per optimizer) changes or every 200 steps.
+    def _count_static(self) -> tuple[CategoryTotal, CategoryTotal]:
+        """Parameters and optimizer state, recounted on a change signal or every 200 steps.
 
-        Optimizers update their state in place, so between recounts the figure is exact; a state
-        replaced wholesale (a loaded checkpoint) is picked up at the next recount.
+        Change signals, checked at every moment at a cost independent of the number of tensors:
+        a watched parameter died (weak-reference callback: replaced by densification or
+        re-wrapping), or an optimizer's shape changed (tensors in its state, parameters in its
+        groups). Optimizers update their state in place, so between recounts the figure is exact;
+        a state replaced wholesale (a loaded checkpoint) is picked up at the next recount.
         """
+        changed = self.params.changed
         opts = self.optimizers()
         signature = tuple((id(o), len(o.state), sum(len(g["params"]) for g in o.param_groups)) for _, o in opts)
+        if changed.value or signature != self._state_signature:
+            changed.value = False
+            self._state_signature = signature
+            self._param_total = None
+            self._state_cache = None
+        params = self._count_parameters()
+        return params, self._count_state(params, opts)
+
+    def _count_state(self, params: CategoryTotal, opts: list[tuple[str, torch.optim.Optimizer]]) -> CategoryTotal:
         cached = self._state_cache
-        if cached is not None and cached[0] == signature and self.step - cached[1] < PARAM_RECOUNT_EVERY:
-            return cached[2]
-        if cached is not None and cached[0] != signature:
-            self._param_total = None  # the optimizer's parameters changed: recount them too
+        if cached is not None and self.step - cached[0] < PARAM_RECOUNT_EVERY:
+            return cached[1]
         # storages already counted as parameters are not state (the set is built only on a recount)
         total = count_optimizer_state(opts, self.params, self.device, params.keys, self.config.large_tensor_bytes)
-        self._state_cache = (signature, self.step, total)
+        self._state_cache = (self.step, total)
         return total
 
     # ------------------------------------------------------------------ events
@@ -282,8 +327,7 @@ class Session:
         if not roots:
             return
         self._state.backward_calls += 1
-        params = self._count_parameters()
-        state = self._last_state_total
+        params, state = self._count_static()
         if self._should_walk():
             grads = self._count_gradients()
             self._fwd_grads = grads
@@ -324,6 +368,10 @@ class Session:
         seen = state.moments.get(comp.point)
         if seen is None or comp.weight() > seen.weight():
             state.moments[comp.point] = comp
+        hw = state.highwater
+        for name, total in zip(CATEGORIES, (comp.parameters, comp.gradients, comp.optimizer_state, comp.activations), strict=True):
+            if total.bytes > hw.get(name, -1):
+                hw[name] = total.bytes
 
     def on_optimizer_step(self, opt: torch.optim.Optimizer) -> None:
         """An optimizer finished its step (global post-hook)."""
@@ -333,6 +381,8 @@ class Session:
         if self._primary is None:
             self._primary = id(opt)
         self._consider_step_end("optimizer_step")
+        self.backward_steps = False
+        self._backward_ends = 0
         if id(opt) == self._primary:
             self.optimizer_steps_seen += 1
             self._finish_step()
@@ -341,15 +391,42 @@ class Session:
         """``prof.step()``: ends a step only where no optimizer step is seen (inference, custom optimizers)."""
         if self.disabled or self.optimizer_steps_seen:
             return
+        self._manual_steps_seen += 1
+        self.backward_steps = False
         self._consider_step_end("manual_step")
         self._finish_step()
 
+    def on_backward_end(self) -> None:
+        """An outermost backward pass returned. Where no optimizer step and no ``prof.step()`` marks
+        the steps (weights updated by hand), each backward pass ends one step, said once in a warning."""
+        if self.disabled or self.optimizer_steps_seen or self._manual_steps_seen or not self._discover():
+            return
+        self._backward_ends += 1
+        if not self.backward_steps:
+            if self._backward_ends < BACKWARD_STEPS_AFTER:
+                return
+            if self._backward_ends < BACKWARD_STEPS_WITH_OPTIMIZER and self._optimizer_exists():
+                return  # gradient accumulation before the first optimizer step
+            self.backward_steps = True
+            self._warn_once(
+                "backward_steps",
+                f"no optimizer step after {self._backward_ends} backward passes (weights updated by hand?): "
+                "memtop counts one step per backward pass; call prof.step() from memtop.profile() to mark steps yourself",
+            )
+        self._consider_step_end("backward_end")
+        self._finish_step()
+
+    def _optimizer_exists(self) -> bool:
+        if self._optimizers:
+            return True
+        for opt in naming.find_optimizers():  # built after the first forward pass: watch it now
+            self.watch_optimizer(opt)
+        return bool(self._optimizers)
+
     def _consider_step_end(self, point: str) -> None:
         """The composition after the step: parameters, gradients and state all live, activations freed."""
-        params = self._count_parameters()
+        params, state = self._count_static()
         grads = self._count_gradients()
-        state = self._count_state(params)
-        self._last_state_total = state
         self._consider(Composition(point, self.backend.allocated(), params, grads, state, CategoryTotal()))
 
     def _finish_step(self) -> None:
@@ -406,6 +483,7 @@ class Session:
                 "device_total": total,
                 "large_tensors": self._large_tensors(comp),
                 "moments": {point: _moment(c) for point, c in self._state.moments.items()},
+                "highwater": dict(self._state.highwater),
                 "sample_every": self.sample_every,
             }
         )
@@ -483,9 +561,8 @@ class Session:
         self._last_oom_time = now
         self._param_total = None
         self._state_cache = None
-        params = self._count_parameters()
+        params, state = self._count_static()
         grads = self._count_gradients()
-        state = self._count_state(params)
         roots = naming.live_graph_roots()
         acts = saved_tensors_of_graph(roots, self.device, params.keys | grads.keys | state.keys, self.config.large_tensor_bytes).total
         alloc = self.backend.state()
