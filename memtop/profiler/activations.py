@@ -9,6 +9,7 @@ kept after the walk.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -71,6 +72,34 @@ def _checkpoint_inputs(saved: object, frames_seen: set[int]) -> tuple[list[torch
     return [], None
 
 
+def _base_refs(t: torch.Tensor) -> tuple[torch.Tensor | None, int]:
+    """The view's base tensor and its Python reference count, as seen from inside this function."""
+    base = t._base
+    if base is None:
+        return None, 0
+    return base, sys.getrefcount(base)
+
+
+# the count of a base that nothing in Python holds (its wrapper made afresh by ``_base``)
+_UNHELD_BASE_REFS = _base_refs(torch.empty(2)[1:])[1]
+
+
+def resident_view_bytes(t: torch.Tensor) -> int | None:
+    """Bytes of a saved view of a tensor the program holds anyway, else None.
+
+    A batch sliced from a dataset kept whole in one tensor (or a window of a large cache) shares
+    that tensor's storage; the graph adds only the view's own elements, since the storage lives on
+    without it. A view whose base autograd made in this forward pass, or that nothing in Python
+    still holds, keeps its whole storage alive only through the graph: None (count the storage).
+    """
+    if not t._is_view():
+        return None
+    base, refs = _base_refs(t)
+    if base is None or base.grad_fn is not None or refs <= _UNHELD_BASE_REFS:
+        return None
+    return t.numel() * t.element_size()
+
+
 @dataclass
 class GraphWalk:
     total: CategoryTotal = field(default_factory=CategoryTotal)
@@ -89,6 +118,7 @@ def saved_tensors_of_graph(
     total = walk.total
     stack = [r for r in roots if r is not None]
     visited: set[int] = set()
+    views_seen: set[tuple[int, int, int]] = set()
     frames_seen: set[int] = set()
     keep_alive: list[object] = []  # node wrappers must outlive the walk so ids stay unique
     while stack:
@@ -131,8 +161,17 @@ def saved_tensors_of_graph(
                     key, nbytes = info
                     if key in total.keys or key in exclude:
                         continue
-                    total.keys.add(key)
-                    total.bytes += nbytes
+                    view_bytes = resident_view_bytes(t)
+                    if view_bytes is not None:
+                        view_key = (key, t.data_ptr(), t.numel())
+                        if view_key in views_seen:
+                            continue
+                        views_seen.add(view_key)
+                        total.bytes += view_bytes
+                        nbytes = view_bytes
+                    else:
+                        total.keys.add(key)
+                        total.bytes += nbytes
                     if nbytes >= threshold:
                         name = "saved[checkpoint].input" if from_checkpoint else f"saved[{node_type.__name__}].{attr[len(_RAW_PREFIX) :]}"
                         total.large.append(TensorInfo(name, "activations", nbytes, tuple(t.shape), str(t.dtype)))
