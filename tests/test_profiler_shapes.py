@@ -262,6 +262,55 @@ def test_optimizer_built_after_the_first_forward(tmp_path: Path) -> None:
     assert not [r for r in recs if r["type"] == "warning"]
 
 
+# ---------------------------------------------------------------------------- 3. two live graphs
+def test_gan_counts_the_generator_graph_held_while_the_discriminator_backprops(tmp_path: Path) -> None:
+    """DCGAN's loop: ``fake`` keeps the generator's graph alive through the discriminator's backward."""
+    torch.manual_seed(0)
+    gen = nn.Sequential(nn.Linear(16, 512), nn.ReLU(), nn.Linear(512, 1024), nn.Tanh())
+    disc = nn.Sequential(nn.Linear(1024, 256), nn.LeakyReLU(0.2), nn.Linear(256, 1))
+    opt_d = torch.optim.Adam(disc.parameters(), lr=2e-4)
+    opt_g = torch.optim.Adam(gen.parameters(), lr=2e-4)
+    bce = nn.BCEWithLogitsLoss()
+    real = torch.randn(256, 1024)
+    ones, zeros = torch.ones(256, 1), torch.zeros(256, 1)
+    exclude = param_ptrs(gen, disc)
+    expected: list[tuple[Static, int, int]] = []  # per iteration: forward-end truth, activations, high-water
+    with zero_code(tmp_path) as records:
+        for _ in range(5):
+            candidates = []
+            with saved_tensors(exclude) as seen_gen:
+                fake = gen(torch.randn(256, 16))
+            with saved_tensors(exclude) as seen_d:
+                loss_d = bce(disc(real), ones) + bce(disc(fake.detach()), zeros)
+            candidates.append((static_truth([gen, disc], [opt_d, opt_g]), sum({**seen_gen, **seen_d}.values())))
+            loss_d.backward()
+            opt_d.step()
+            gen.zero_grad(set_to_none=True)
+            with saved_tensors(exclude) as seen_g:
+                loss_g = bce(disc(fake), ones)
+            candidates.append((static_truth([gen, disc], [opt_d, opt_g]), sum({**seen_gen, **seen_g}.values())))
+            loss_g.backward()
+            opt_g.step()
+            disc.zero_grad(set_to_none=True)
+            opt_d.zero_grad(set_to_none=True)
+            opt_g.zero_grad(set_to_none=True)
+
+            def tracked(c: tuple[Static, int]) -> int:
+                return c[0].parameters + c[0].gradients + c[0].optimizer_state + c[1]
+
+            best = max(candidates, key=tracked)
+            expected.append((best[0], best[1], max(a for _, a in candidates)))
+            del fake, loss_d, loss_g
+    steps = step_records(records())
+    # the discriminator steps first, so the first steps end at its step until the hook sees that
+    # the generator's step closes each iteration; from the fourth on, one record per iteration
+    assert len(steps) == 5
+    for rec, (fwd, acts, high) in list(zip(steps, expected, strict=True))[3:]:
+        assert_static(rec["moments"]["forward_end"], fwd, f"step {rec['step']}")
+        assert_close(rec["moments"]["forward_end"]["activations"], acts, f"step {rec['step']} activations")
+        assert_close(rec["highwater"]["activations"], high, f"step {rec['step']} high-water")
+
+
 # ---------------------------------------------------------------------------- 4. parameters replaced
 class Splats(nn.Module):
     def __init__(self, n: int) -> None:

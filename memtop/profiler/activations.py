@@ -104,6 +104,21 @@ def resident_view_bytes(t: torch.Tensor) -> int | None:
 class GraphWalk:
     total: CategoryTotal = field(default_factory=CategoryTotal)
     nodes: int = 0
+    # (sequence number of the node, storage key, bytes) of tensors saved by nodes older than
+    # ``older_than``: they were alive at an earlier moment of the step too (see sequence_nr)
+    older: list[tuple[int, StorageKey, int]] = field(default_factory=list)
+
+
+def sequence_nr(node: object) -> int | None:
+    """Autograd numbers nodes in creation order (per thread). A node that is alive now and older
+    than an earlier moment's root existed at that moment, with the tensors it saved: that is how a
+    graph no longer reachable from the backward roots (a GAN's generator graph, held by ``fake``
+    while the discriminator's loss backprops from ``fake.detach()``) is added to that moment."""
+    fn = getattr(node, "_sequence_nr", None)
+    try:
+        return int(fn()) if fn is not None else None
+    except (RuntimeError, TypeError, ValueError):
+        return None
 
 
 def saved_tensors_of_graph(
@@ -112,8 +127,13 @@ def saved_tensors_of_graph(
     exclude: set[StorageKey],
     threshold: int,
     max_nodes: int = 2_000_000,
+    older_than: int | None = None,
 ) -> GraphWalk:
-    """Unique storages saved for backward in the graph under ``roots`` (minus ``exclude``)."""
+    """Unique storages saved for backward in the graph under ``roots`` (minus ``exclude``).
+
+    With ``older_than``, the tensors of nodes created before that sequence number are also listed
+    in ``older`` (the walk then reads each node's sequence number: only in a step's later walks).
+    """
     walk = GraphWalk()
     total = walk.total
     stack = [r for r in roots if r is not None]
@@ -132,7 +152,10 @@ def saved_tensors_of_graph(
         if walk.nodes > max_nodes:
             break
         node_type = type(node)
-        for attr in _saved_attrs(node_type):
+        attrs = _saved_attrs(node_type)
+        node_seq = sequence_nr(node) if older_than is not None and attrs else None
+        old_node = node_seq is not None and older_than is not None and node_seq < older_than
+        for attr in attrs:
             try:
                 raw = getattr(node, attr)
             except (RuntimeError, AttributeError):
@@ -159,7 +182,11 @@ def saved_tensors_of_graph(
                     if info is None:
                         continue
                     key, nbytes = info
-                    if key in total.keys or key in exclude:
+                    if key in exclude:
+                        continue
+                    if key in total.keys:
+                        if old_node and node_seq is not None:
+                            walk.older.append((node_seq, key, nbytes))
                         continue
                     view_bytes = resident_view_bytes(t)
                     if view_bytes is not None:
@@ -172,6 +199,8 @@ def saved_tensors_of_graph(
                     else:
                         total.keys.add(key)
                         total.bytes += nbytes
+                        if old_node and node_seq is not None:
+                            walk.older.append((node_seq, key, nbytes))
                     if nbytes >= threshold:
                         name = "saved[checkpoint].input" if from_checkpoint else f"saved[{node_type.__name__}].{attr[len(_RAW_PREFIX) :]}"
                         total.large.append(TensorInfo(name, "activations", nbytes, tuple(t.shape), str(t.dtype)))

@@ -30,7 +30,7 @@ from memtop.profiler.accounting import (
     grad_slots,
     optimizer_params,
 )
-from memtop.profiler.activations import backward_roots, saved_tensors_of_graph
+from memtop.profiler.activations import backward_roots, saved_tensors_of_graph, sequence_nr
 from memtop.profiler.backends import Backend, backend_for, peak_rss_bytes, rss_bytes
 from memtop.profiler.config import HookConfig
 from memtop.profiler.writers import BackgroundJsonlWriter, TensorBoardWriter
@@ -59,6 +59,7 @@ class Composition:
 
 
 CATEGORIES = ("parameters", "gradients", "optimizer_state", "activations")
+PRIMARY_SETTLES_AFTER = 8  # optimizer steps after which the optimizer that ends steps is fixed
 BACKWARD_STEPS_AFTER = 2  # backward passes without an optimizer step before steps come from backward
 BACKWARD_STEPS_WITH_OPTIMIZER = 64  # the same where an optimizer exists (gradient accumulation)
 
@@ -68,6 +69,7 @@ class _StepState:
     best: Composition | None = None
     moments: dict[str, Composition] = field(default_factory=dict)
     highwater: dict[str, int] = field(default_factory=dict)
+    walked: list[tuple[int, Composition]] = field(default_factory=list)  # (root sequence number, forward end)
     backward_calls: int = 0
     started: float = field(default_factory=time.perf_counter)
 
@@ -84,6 +86,9 @@ class Session:
         self.models = naming.ModelRegistry()
         self._optimizers: list[tuple[str, weakref.ref[torch.optim.Optimizer]]] = []
         self._primary: int | None = None  # id() of the optimizer whose step ends a memtop step
+        self._others_now: list[int] = []  # other optimizers that stepped since the primary's last step
+        self._others_before: list[int] = []  # … and between its two steps before
+        self._primary_settled = False
         self._names_resolved = False
         self._discovered = False
         self._rescan = True  # look for models among live objects at the next recount
@@ -328,17 +333,22 @@ class Session:
             return
         self._state.backward_calls += 1
         params, state = self._count_static()
-        if self._should_walk():
+        older: list[tuple[int, int, int]] = []
+        walked_now = self._should_walk()
+        if walked_now:
             grads = self._count_gradients()
             self._fwd_grads = grads
             exclude = params.keys | state.keys
+            walked = self._state.walked
+            older_than = max(seq for seq, _ in walked) if walked else None
             t0 = time.thread_time()  # CPU time: a walk descheduled on a busy machine is not a costly walk
-            walk = saved_tensors_of_graph(roots, self.device, exclude, self.config.large_tensor_bytes)
+            walk = saved_tensors_of_graph(roots, self.device, exclude, self.config.large_tensor_bytes, older_than=older_than)
             self._walk_costs.append(time.thread_time() - t0)
             del self._walk_costs[:-5]
             # the median of the last walks: one that met a garbage-collector pass is not typical
             self._act_cost = sorted(self._walk_costs)[len(self._walk_costs) // 2]
             acts = walk.total
+            older = walk.older
             if self._act_step != self.step + 1 or acts.bytes >= self._act_bytes:
                 self._act_bytes = acts.bytes
                 self._act_large = acts.large
@@ -350,6 +360,27 @@ class Session:
             grads = self._fwd_grads
         comp = Composition("forward_end", self.backend.allocated(), params, grads, state, acts)
         self._consider(comp)
+        if walked_now:
+            if older:
+                self._add_older(older)
+            seqs = [seq for seq in map(sequence_nr, roots) if seq is not None]
+            if seqs:
+                self._state.walked.append((max(seqs), comp))
+
+    def _add_older(self, older: list[tuple[int, int, int]]) -> None:
+        """Tensors found now that were alive at an earlier forward end of this step join it."""
+        for root_seq, comp in self._state.walked:
+            acts = comp.activations
+            grew = False
+            for seq, key, nbytes in older:
+                if seq < root_seq and key not in acts.keys:
+                    acts.keys.add(key)
+                    acts.bytes += nbytes
+                    grew = True
+            if grew:
+                self._consider(comp)
+                if acts.bytes > self._act_bytes:
+                    self._act_bytes = acts.bytes
 
     def _should_walk(self) -> bool:
         mode = self.config.activations
@@ -383,9 +414,23 @@ class Session:
         self._consider_step_end("optimizer_step")
         self.backward_steps = False
         self._backward_ends = 0
-        if id(opt) == self._primary:
-            self.optimizer_steps_seen += 1
-            self._finish_step()
+        if id(opt) != self._primary:
+            if id(opt) not in self._others_now:
+                self._others_now.append(id(opt))
+            return
+        # Several optimizers stepping in turn (a GAN's D then G): the step ends after the last of
+        # them, once it has stepped between the primary's last two steps. Decided once, within
+        # the first steps: an optimizer that steps now and then never ends the steps.
+        regular = [o for o in self._others_now if o in self._others_before]
+        self._others_before, self._others_now = self._others_now, []
+        if regular and not self._primary_settled:
+            self._primary = regular[-1]
+            self._primary_settled = True
+            return
+        if self.optimizer_steps_seen >= PRIMARY_SETTLES_AFTER:
+            self._primary_settled = True
+        self.optimizer_steps_seen += 1
+        self._finish_step()
 
     def on_manual_step(self) -> None:
         """``prof.step()``: ends a step only where no optimizer step is seen (inference, custom optimizers)."""
