@@ -111,8 +111,13 @@ class Session:
         self._act_bytes = 0
         self._act_large: list[TensorInfo] = []
         self._act_step: int | None = None
-        self._act_cost = 0.0  # CPU seconds of a typical graph walk
-        self._walk_costs: list[float] = []
+        self._act_cost = 0.0  # CPU seconds of a measured step's per-tensor work (typical)
+        self._measure_cpu = 0.0  # … of this step so far
+        self._decided_for = -1  # the step whose `_measure_this` is decided
+        self._measure_this = True
+        self._measured_step: int | None = None  # the last step that measured per-tensor figures
+        self._end_grads = CategoryTotal()
+        self._walk_costs: list[float] = []  # CPU seconds of the last measured steps' per-tensor work
         self._step_time_avg: float | None = None
         self._step_times: list[float] = []
         self.sample_every = 1
@@ -309,6 +314,9 @@ class Session:
             self._state_signature = signature
             self._param_total = None
             self._state_cache = None
+            if self._decided_for == self.step + 1 and not self._measure_this:
+                self._measure_this = True  # carried gradients are stale now: measure the rest of this step
+                self._measured_step = self.step + 1
         params = self._count_parameters()
         return params, self._count_state(params, opts)
 
@@ -334,29 +342,29 @@ class Session:
         self._state.backward_calls += 1
         params, state = self._count_static()
         older: list[tuple[int, int, int]] = []
-        walked_now = self._should_walk()
-        if walked_now:
+        walked_now = self._measuring() and self.config.activations != "off"
+        if self._measuring():
+            t0 = time.thread_time()  # CPU time: work descheduled on a busy machine is not costly work
             grads = self._count_gradients()
             self._fwd_grads = grads
-            exclude = params.keys | state.keys
-            walked = self._state.walked
-            older_than = max(seq for seq, _ in walked) if walked else None
-            t0 = time.thread_time()  # CPU time: a walk descheduled on a busy machine is not a costly walk
-            walk = saved_tensors_of_graph(roots, self.device, exclude, self.config.large_tensor_bytes, older_than=older_than)
-            self._walk_costs.append(time.thread_time() - t0)
-            del self._walk_costs[:-5]
-            # the median of the last walks: one that met a garbage-collector pass is not typical
-            self._act_cost = sorted(self._walk_costs)[len(self._walk_costs) // 2]
-            acts = walk.total
-            older = walk.older
-            if self._act_step != self.step + 1 or acts.bytes >= self._act_bytes:
-                self._act_bytes = acts.bytes
-                self._act_large = acts.large
-            self._act_step = self.step + 1
+            if walked_now:
+                exclude = params.keys | state.keys
+                walked = self._state.walked
+                older_than = max(seq for seq, _ in walked) if walked else None
+                walk = saved_tensors_of_graph(roots, self.device, exclude, self.config.large_tensor_bytes, older_than=older_than)
+                acts = walk.total
+                older = walk.older
+                if self._act_step != self.step + 1 or acts.bytes >= self._act_bytes:
+                    self._act_bytes = acts.bytes
+                    self._act_large = acts.large
+                self._act_step = self.step + 1
+            else:
+                acts = CategoryTotal()
+            self._measure_cpu += time.thread_time() - t0
         else:
-            # between walks the forward-end figures are carried from the last walked step, as the
-            # record's activations_step says; the allocator's own figure is always read now
-            acts = CategoryTotal(bytes=self._act_bytes, large=list(self._act_large))
+            # between measured steps the per-tensor figures are carried from the last measured
+            # step, as the record's activations_step says; the allocator's figure is read now
+            acts = CategoryTotal(bytes=self._act_bytes, large=self._act_large)
             grads = self._fwd_grads
         comp = Composition("forward_end", self.backend.allocated(), params, grads, state, acts)
         self._consider(comp)
@@ -382,14 +390,18 @@ class Session:
                 if acts.bytes > self._act_bytes:
                     self._act_bytes = acts.bytes
 
-    def _should_walk(self) -> bool:
-        mode = self.config.activations
-        if mode == "off":
-            return False
-        if mode == "every" or self._act_step is None:
-            return True
+    def _measuring(self) -> bool:
+        """Whether this step measures the figures that cost Python work per tensor (the graph walk,
+        gradient slots): every ``sample_every``-th step, decided at the step's first moment, and
+        any step where a change signal fired."""
         next_step = self.step + 1
-        return next_step == self._act_step or next_step - self._act_step >= self.sample_every
+        if self._decided_for != next_step:
+            self._decided_for = next_step
+            last = self._measured_step
+            self._measure_this = self.config.activations == "every" or last is None or next_step - last >= self.sample_every
+            if self._measure_this:
+                self._measured_step = next_step
+        return self._measure_this
 
     def _consider(self, comp: Composition) -> None:
         state = self._state
@@ -471,10 +483,21 @@ class Session:
     def _consider_step_end(self, point: str) -> None:
         """The composition after the step: parameters, gradients and state all live, activations freed."""
         params, state = self._count_static()
-        grads = self._count_gradients()
+        if self._measuring():
+            t0 = time.thread_time()
+            grads = self._end_grads = self._count_gradients()
+            self._measure_cpu += time.thread_time() - t0
+        else:
+            grads = self._end_grads
         self._consider(Composition(point, self.backend.allocated(), params, grads, state, CategoryTotal()))
 
     def _finish_step(self) -> None:
+        if self._measure_cpu > 0:
+            self._walk_costs.append(self._measure_cpu)
+            del self._walk_costs[:-5]
+            # the median of the last measured steps: one that met a garbage-collector pass is not typical
+            self._act_cost = sorted(self._walk_costs)[len(self._walk_costs) // 2]
+            self._measure_cpu = 0.0
         self.step += 1
         now = time.time()
         backend = self.backend
@@ -520,6 +543,7 @@ class Session:
                 "categories": cats,
                 "peak_point": comp.point,
                 "activations_step": self._act_step,
+                "measured_step": self._measured_step,
                 "tracked": tracked,
                 "fragmentation_bytes": frag_bytes,
                 "fragmentation_pct": frag_pct,
@@ -540,8 +564,8 @@ class Session:
             raise SystemExit(0)
 
     def _adapt_sampling(self) -> None:
-        """Walk the autograd graph only as often as fits the overhead budget."""
-        if self.config.activations != "auto" or not self._step_time_avg or self._act_cost <= 0:
+        """Measure the per-tensor figures only as often as fits the overhead budget."""
+        if self.config.activations == "every" or not self._step_time_avg or self._act_cost <= 0:
             return
         budget = self.config.overhead_budget * self._step_time_avg
         self.sample_every = max(1, min(1000, math.ceil(self._act_cost / budget))) if budget > 0 else 1
