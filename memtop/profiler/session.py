@@ -96,6 +96,7 @@ class Session:
         self._backward_ends = 0  # outermost backward passes since the last optimizer or manual step
         self.backward_steps = False  # no optimizer steps: one step per backward pass
         self._state_signature: tuple[tuple[int, int, int], ...] = ()
+        self._static_checked = -1  # the step whose first moment compared the optimizers' shapes
         self._device: torch.device | None = None
         self._backend: Backend | None = None
         self._writer: BackgroundJsonlWriter | None = None
@@ -300,13 +301,16 @@ class Session:
     def _count_static(self) -> tuple[CategoryTotal, CategoryTotal]:
         """Parameters and optimizer state, recounted on a change signal or every 200 steps.
 
-        Change signals, checked at every moment at a cost independent of the number of tensors:
-        a watched parameter died (weak-reference callback: replaced by densification or
-        re-wrapping), or an optimizer's shape changed (tensors in its state, parameters in its
-        groups). Optimizers update their state in place, so between recounts the figure is exact;
+        Change signals, at a cost independent of the number of tensors: a watched parameter died
+        (weak-reference callback: replaced by densification or re-wrapping), checked at every
+        moment; an optimizer's shape changed (tensors in its state, parameters in its groups),
+        checked at a step's first moment and after every optimizer step. Optimizers update their state in place, so between recounts the figure is exact;
         a state replaced wholesale (a loaded checkpoint) is picked up at the next recount.
         """
         changed = self.params.changed
+        if not changed.value and self._static_checked == self.step and self._param_total is not None and self._state_cache is not None:
+            return self._param_total, self._state_cache[1]  # this step's first moment checked the optimizers
+        self._static_checked = self.step
         opts = self.optimizers()
         signature = tuple((id(o), len(o.state), sum(len(g["params"]) for g in o.param_groups)) for _, o in opts)
         if changed.value or signature != self._state_signature:
@@ -482,6 +486,7 @@ class Session:
 
     def _consider_step_end(self, point: str) -> None:
         """The composition after the step: parameters, gradients and state all live, activations freed."""
+        self._static_checked = -1  # the optimizer may have changed shape (its state is made at its first step)
         params, state = self._count_static()
         if self._measuring():
             t0 = time.thread_time()

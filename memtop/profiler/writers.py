@@ -21,7 +21,7 @@ class JsonlWriter:
         self._lock = threading.Lock()
         self._large: tuple[object, str] = (None, "[]")
 
-    def write(self, record: dict[str, Any]) -> None:
+    def write(self, record: dict[str, Any], flush: bool = True) -> None:
         large = record.get("large_tensors")
         if isinstance(large, list) and large:
             # step records repeat the same large-tensor list for long stretches: serialize it once
@@ -34,6 +34,11 @@ class JsonlWriter:
             line = json.dumps(record, separators=(",", ":"), allow_nan=False, default=str)
         with self._lock:
             self._fh.write(line + "\n")
+            if flush:
+                self._fh.flush()
+
+    def flush(self) -> None:
+        with self._lock:
             self._fh.flush()
 
     def close(self) -> None:
@@ -80,11 +85,15 @@ class BackgroundJsonlWriter:
             while self._pending:
                 record = self._pending.popleft()
                 try:
-                    self._writer.write(record)
+                    self._writer.write(record, flush=False)  # one flush per drain: a write(2) per record cost more than the JSON
                     if self._on_written is not None:
                         self._on_written(record)
                 except (OSError, ValueError):
                     pass  # disk full or closed: training goes on; the file has what it could take
+            try:
+                self._writer.flush()
+            except (OSError, ValueError):
+                pass
 
     def _run(self) -> None:
         while not self._stop.wait(self._interval):
