@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from tests.conftest import read_records
+from tests.conftest import only_run, read_records, run_memtop
 
 pytestmark = [pytest.mark.usefixtures("fresh_hooks")]
 
@@ -433,3 +433,20 @@ def test_highwater_shows_gradients_that_the_peak_moment_does_not(tmp_path: Path)
         assert rec["highwater"]["gradients"] == grads
         assert rec["highwater"]["activations"] == rec["categories"]["activations"] > 0
 
+
+
+def test_memtop_train_and_analyze_on_a_script_without_an_optimizer(tmp_path: Path) -> None:
+    """Under `memtop train` the script gets step records, and `analyze` explains the run."""
+    script = Path(__file__).resolve().parent / "scripts" / "manual_sgd.py"
+    runs = tmp_path / "runs"
+    out = run_memtop("train", "--no-tui", "--runs-dir", str(runs), str(script), "--steps", "6")
+    assert out.returncode == 0, out.stderr
+    recs = read_records(only_run(runs))
+    steps = step_records(recs)
+    assert [r["step"] for r in steps] == [1, 2, 3, 4, 5]
+    # three modules, no optimizer and no module owning the others: all three are the model
+    params = sum(p.numel() * p.element_size() for m in (nn.Embedding(200, 32), nn.LSTM(32, 64), nn.Linear(64, 200)) for p in m.parameters())
+    assert all(r["moments"]["backward_end"]["parameters"] == params == r["moments"]["backward_end"]["gradients"] for r in steps)
+    assert any(r["type"] == "warning" and "no optimizer step" in r["message"] for r in recs)
+    report = run_memtop("analyze", "--runs-dir", str(runs), "latest")
+    assert report.returncode == 0, report.stderr
