@@ -5,9 +5,9 @@ machine), and memtop's own CPU time per step as the hook measures it about itsel
 on the training thread plus its record-writing thread: the exit record's ``hook_cpu_seconds``),
 as a share of the baseline step.
 
-Workloads (CPU, one torch thread): a model with many parameter tensors (a stack of transformer
-encoder layers, 12 tensors each: ``--many-layers 25`` gives 302) and one with few (a 4-layer MLP,
-8 tensors), each at two step lengths (``--targets-ms 10 50``: the batch is scaled until the bare
+Workloads (CPU, one torch thread, AdamW): a model with many parameter tensors (an MLP of many
+small layers: ``--many-layers 150`` gives 302, ``500`` gives 1,002), one with few (a 4-layer MLP,
+8 tensors) and optionally a stack of transformer encoder layers, each at two step lengths (``--targets-ms 10 50``: the batch is scaled until the bare
 step takes about that long). One process, interleaved blocks: each round times a block of steps
 without any profiler, a block under memtop's hook and a block under torch.profiler, in rotating
 order, so drift of the machine (other processes, allocator warm-up) hits all three alike. Each
@@ -19,6 +19,7 @@ ratio is the median over rounds of (profiled block time / baseline block time).
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import statistics
@@ -45,7 +46,19 @@ class Workload:
         return len(list(self.model.parameters()))
 
 
+def deep_mlp(layers: int) -> Workload:
+    """Many small layers: 2 tensors each, so ``layers=150`` gives 302 parameter tensors (a CPU
+    runs a 10 ms step of it; a transformer with as many tensors takes longer than that here)."""
+    torch.manual_seed(0)
+    blocks: list[nn.Module] = [nn.Linear(32, 64)]
+    for _ in range(layers - 2):
+        blocks += [nn.Linear(64, 64), nn.ReLU()]
+    blocks.append(nn.Linear(64, 32))
+    return Workload(f"deep mlp x{layers}", nn.Sequential(*blocks), lambda b: torch.randn(b, 32), 8)
+
+
 def encoder_stack(layers: int) -> Workload:
+    """Transformer encoder layers, 12 tensors each (``--encoder-layers``)."""
     torch.manual_seed(0)
     model = nn.Sequential(
         nn.Linear(32, 64),
@@ -62,7 +75,7 @@ def small_mlp() -> Workload:
 
 
 def make_step(w: Workload) -> Callable[[], None]:
-    opt = torch.optim.AdamW(w.model.parameters(), lr=1e-4)
+    opt = torch.optim.AdamW(w.model.parameters(), lr=1e-4, foreach=True)
     batches = [w.make_batch(w.batch) for _ in range(4)]
     i = [0]
 
@@ -130,8 +143,13 @@ def measure(w: Workload, target_ms: float, rounds: int, steps: int) -> dict[str,
     def with_torch_profiler(n: int) -> tuple[float, float]:
         from torch.profiler import ProfilerActivity, profile
 
-        with profile(activities=[ProfilerActivity.CPU], profile_memory=True):
-            return time_block(step, n)
+        try:
+            with profile(activities=[ProfilerActivity.CPU], profile_memory=True):
+                return time_block(step, n)
+        finally:
+            # the profiler's results are Python objects in reference cycles: collect them here, or
+            # the next collection (in whichever block comes next) pays for them
+            gc.collect()
 
     with_memtop(steps)  # the first block pays for finding the optimizer and models among live objects
     first_block_ms = own_cpu.pop() * steps * 1e3
@@ -174,8 +192,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--rounds", type=int, default=8)
     p.add_argument("--steps", type=int, default=10, help="steps per block")
     p.add_argument("--targets-ms", type=float, nargs="+", default=[10.0, 50.0], help="bare step lengths to scale the batch to")
-    p.add_argument("--many-layers", type=int, default=25, help="encoder layers of the many-tensor model (12 tensors each)")
-    p.add_argument("--only", choices=["many", "few"], default=None)
+    p.add_argument("--many-layers", type=int, default=150, help="layers of the many-tensor MLP (2 tensors each)")
+    p.add_argument("--encoder-layers", type=int, default=0, help="also measure a stack of this many transformer encoder layers")
+    p.add_argument("--only", choices=["many", "few", "encoder"], default=None)
     p.add_argument("--json", default=None, help="also write the figures here")
     p.add_argument("--threads", type=int, default=1, help="torch threads (1 keeps timings steady on a shared machine)")
     args = p.parse_args(argv)
@@ -183,7 +202,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     os.environ["MEMTOP_TENSORBOARD"] = "0"  # as under `memtop train`: events are written by memtop's own process
     results = []
     for target in args.targets_ms:
-        builders = {"many": lambda: encoder_stack(args.many_layers), "few": small_mlp}
+        builders: dict[str, Callable[[], Workload]] = {"many": lambda: deep_mlp(args.many_layers), "few": small_mlp}
+        if args.encoder_layers:
+            builders["encoder"] = lambda: encoder_stack(args.encoder_layers)
         for key, build in builders.items():
             if args.only in (None, key):
                 res = measure(build(), target, args.rounds, args.steps)

@@ -36,7 +36,8 @@ from memtop.profiler.config import HookConfig
 from memtop.profiler.writers import BackgroundJsonlWriter, TensorBoardWriter
 from memtop.runs import format as fmt
 
-PARAM_RECOUNT_EVERY = 200
+PARAM_RECOUNT_EVERY = 200  # at least this many steps between periodic exact recounts (a safety net
+RECOUNT_BUDGET = 0.001  # behind the change signals), and more where a recount would cost over 0.1% of step time
 
 
 @dataclass
@@ -97,6 +98,9 @@ class Session:
         self.backward_steps = False  # no optimizer steps: one step per backward pass
         self._state_signature: tuple[tuple[int, int, int], ...] = ()
         self._static_checked = -1  # the step whose first moment compared the optimizers' shapes
+        self._recount_every = PARAM_RECOUNT_EVERY
+        self._recount_cost = 0.0  # CPU seconds of the last exact recount of parameters (and of state)
+        self._state_recount_cost = 0.0
         self._device: torch.device | None = None
         self._backend: Backend | None = None
         self._writer: BackgroundJsonlWriter | None = None
@@ -256,9 +260,10 @@ class Session:
 
     # ------------------------------------------------------------------ accounting
     def _count_parameters(self) -> CategoryTotal:
-        if self._param_total is not None and self.step - self._param_total_step < PARAM_RECOUNT_EVERY:
+        if self._param_total is not None and self.step - self._param_total_step < self._recount_every:
             return self._param_total
-        self._ensure_names()
+        self._ensure_names()  # (the first time: a scan of live objects, not part of a periodic recount's cost)
+        t0 = time.thread_time()
         self.params.generation += 1
         for _, opt in self.optimizers():
             self.params.update(optimizer_params(opt))  # parameters added or replaced since
@@ -271,6 +276,7 @@ class Session:
         self._param_total = total
         self._param_total_step = self.step
         self._build_grad_slots()
+        self._recount_cost = time.thread_time() - t0
         return total
 
     def _count_gradients(self) -> CategoryTotal:
@@ -326,11 +332,13 @@ class Session:
 
     def _count_state(self, params: CategoryTotal, opts: list[tuple[str, torch.optim.Optimizer]]) -> CategoryTotal:
         cached = self._state_cache
-        if cached is not None and self.step - cached[0] < PARAM_RECOUNT_EVERY:
+        if cached is not None and self.step - cached[0] < self._recount_every:
             return cached[1]
         # storages already counted as parameters are not state (the set is built only on a recount)
+        t0 = time.thread_time()
         total = count_optimizer_state(opts, self.params, self.device, params.keys, self.config.large_tensor_bytes)
         self._state_cache = (self.step, total)
+        self._state_recount_cost = time.thread_time() - t0
         return total
 
     # ------------------------------------------------------------------ events
@@ -574,6 +582,8 @@ class Session:
             return
         budget = self.config.overhead_budget * self._step_time_avg
         self.sample_every = max(1, min(1000, math.ceil(self._act_cost / budget))) if budget > 0 else 1
+        recount = self._recount_cost + self._state_recount_cost
+        self._recount_every = max(PARAM_RECOUNT_EVERY, math.ceil(recount / (RECOUNT_BUDGET * self._step_time_avg)))
 
     def _large_tensors(self, comp: Composition) -> list[dict[str, object]]:
         """The largest tensors, largest first; the same list object as last step when unchanged
