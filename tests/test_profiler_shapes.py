@@ -383,6 +383,27 @@ def test_saved_view_of_a_resident_dataset_counts_the_view(tmp_path: Path) -> Non
     assert all(r["moments"]["forward_end"]["activations"] < 1 << 20 for r in steps)
 
 
+def test_saved_view_of_a_temporary_counts_its_whole_storage(tmp_path: Path) -> None:
+    """A slice of a tensor nothing else holds keeps all of it alive through the graph."""
+    torch.manual_seed(0)
+    model = Mlp(64, 256, 64)
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3)
+    expected = []
+    with zero_code(tmp_path) as records:
+        for _ in range(3):
+            fwd = static_truth([model], [opt])
+            with saved_tensors(param_ptrs(model)) as seen:
+                loss = model(torch.randn(1024, 64)[:128]).pow(2).mean()
+            loss.backward()
+            opt.step()
+            expected.append(Expected(fwd, static_truth([model], [opt]), sum(seen.values())))
+            opt.zero_grad(set_to_none=True)
+            del loss
+    steps = step_records(records())
+    check(steps, expected)
+    assert all(r["moments"]["forward_end"]["activations"] >= 1024 * 64 * 4 for r in steps)
+
+
 # ---------------------------------------------------------------------------- 6. no torch optimizer
 def test_manual_sgd_without_an_optimizer_gets_steps_and_a_warning(tmp_path: Path) -> None:
     """pytorch/examples word_language_model's shape: weights updated by hand after backward."""

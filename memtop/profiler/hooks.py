@@ -140,7 +140,9 @@ def _engine_run_backward_wrapper(t_outputs: Any, *args: Any, **kwargs: Any) -> A
         result = original(t_outputs, *args, **kwargs)
     finally:
         _backward_running[0] -= 1
-    _on_backward_end()
+    session = _session
+    if session is not None and not session.optimizer_steps_seen and not session.disabled:
+        _on_backward_end()  # only needed until an optimizer step is seen (steps from backward passes)
     return result
 
 
