@@ -471,3 +471,67 @@ def test_memtop_train_and_analyze_on_a_script_without_an_optimizer(tmp_path: Pat
     assert any(r["type"] == "warning" and "no optimizer step" in r["message"] for r in recs)
     report = run_memtop("analyze", "--runs-dir", str(runs), "latest")
     assert report.returncode == 0, report.stderr
+
+
+# ---------------------------------------------------------------------------- CUDA identities
+def _cuda_shapes(kind: str) -> None:
+    dev = torch.device("cuda")
+    torch.manual_seed(0)
+    if kind == "reentrant":
+        model = nn.Sequential(nn.Linear(64, 256), *[nn.Sequential(nn.Linear(256, 1024), nn.GELU(), nn.Linear(1024, 256)) for _ in range(4)]).to(dev)
+        opt: torch.optim.Optimizer = torch.optim.AdamW(model.parameters())
+        x = torch.randn(512, 64, device=dev)
+        for _ in range(4):
+            h = model[0](x)
+            for block in model[1:]:
+                h = checkpoint(block, h, use_reentrant=True)
+            h.pow(2).mean().backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+    elif kind == "master_weights":
+        model = Mlp(256, 2048, 256).to(dev, torch.bfloat16)
+        master = [p.detach().float().clone().requires_grad_(True) for p in model.parameters()]
+        opt = torch.optim.Adam(master)
+        x = torch.randn(256, 256, device=dev, dtype=torch.bfloat16)
+        for _ in range(4):
+            model(x).float().pow(2).mean().backward()
+            for m, p in zip(master, model.parameters(), strict=True):
+                m.grad = p.grad.float()  # type: ignore[union-attr]
+            opt.step()
+            with torch.no_grad():
+                for m, p in zip(master, model.parameters(), strict=True):
+                    p.copy_(m)
+            model.zero_grad(set_to_none=True)
+            opt.zero_grad(set_to_none=True)
+    else:  # gan
+        gen = nn.Sequential(nn.Linear(16, 1024), nn.ReLU(), nn.Linear(1024, 4096), nn.Tanh()).to(dev)
+        disc = nn.Sequential(nn.Linear(4096, 512), nn.LeakyReLU(0.2), nn.Linear(512, 1)).to(dev)
+        opt_d, opt_g = torch.optim.Adam(disc.parameters()), torch.optim.Adam(gen.parameters())
+        bce = nn.BCEWithLogitsLoss()
+        real = torch.randn(256, 4096, device=dev)
+        ones, zeros = torch.ones(256, 1, device=dev), torch.zeros(256, 1, device=dev)
+        for _ in range(5):
+            fake = gen(torch.randn(256, 16, device=dev))
+            (bce(disc(real), ones) + bce(disc(fake.detach()), zeros)).backward()
+            opt_d.step()
+            gen.zero_grad(set_to_none=True)
+            bce(disc(fake), ones).backward()
+            opt_g.step()
+            disc.zero_grad(set_to_none=True)
+            opt_d.zero_grad(set_to_none=True)
+            opt_g.zero_grad(set_to_none=True)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("kind", ["reentrant", "master_weights", "gan"])
+def test_cuda_identities_on_training_shapes(tmp_path: Path, kind: str) -> None:
+    with zero_code(tmp_path) as records:
+        _cuda_shapes(kind)
+    recs = records()
+    steps = step_records(recs)
+    assert steps
+    for rec in steps:
+        assert rec["device"].startswith("cuda")
+        assert sum(rec["categories"].values()) == rec["peak"], rec
+        assert rec["allocated"] + rec["fragmentation_bytes"] == rec["reserved"]
+    assert not [r for r in recs if r["type"] == "warning"]
