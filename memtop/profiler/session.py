@@ -60,6 +60,7 @@ class Composition:
 
 
 CATEGORIES = ("parameters", "gradients", "optimizer_state", "activations")
+RESCAN_AT_MOST_EVERY = 100  # steps between scans of live objects (a script that makes an optimizer per step)
 PRIMARY_SETTLES_AFTER = 8  # optimizer steps after which the optimizer that ends steps is fixed
 BACKWARD_STEPS_AFTER = 2  # backward passes without an optimizer step before steps come from backward
 BACKWARD_STEPS_WITH_OPTIMIZER = 64  # the same where an optimizer exists (gradient accumulation)
@@ -93,6 +94,7 @@ class Session:
         self._names_resolved = False
         self._discovered = False
         self._rescan = True  # look for models among live objects at the next recount
+        self._scanned_at: int | None = None  # the step of the last scan
         self._manual_steps_seen = 0
         self._backward_ends = 0  # outermost backward passes since the last optimizer or manual step
         self.backward_steps = False  # no optimizer steps: one step per backward pass
@@ -172,6 +174,7 @@ class Session:
     def _scan(self) -> None:
         """Every live optimizer and root module (one pass over the collector's objects)."""
         self._rescan = False
+        self._scanned_at = self.step
         optimizers, modules = naming.scan_live()
         for opt in optimizers:
             self.watch_optimizer(opt)
@@ -223,7 +226,7 @@ class Session:
         return self._backend
 
     def _ensure_names(self) -> None:
-        if self._rescan:
+        if self._rescan and (self._scanned_at is None or self.step - self._scanned_at >= RESCAN_AT_MOST_EVERY):
             self._discovered = True
             self._scan()
         self._adopt(naming.main_modules())  # a model made after the scan (an EMA copy)
