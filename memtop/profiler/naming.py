@@ -35,18 +35,6 @@ def _has_tensors(m: nn.Module) -> bool:
         return False
 
 
-def find_root_modules(param_ids: set[int]) -> list[nn.Module]:
-    """Root modules (not a child of another module) that own any of ``param_ids``."""
-    return [m for m in scan_live()[1] if _owns_any(m, param_ids)]
-
-
-def _owns_any(m: nn.Module, param_ids: set[int]) -> bool:
-    try:
-        return any(id(p) in param_ids for p in m.parameters())
-    except RuntimeError:
-        return False
-
-
 def scan_live() -> tuple[list[torch.optim.Optimizer], list[nn.Module]]:
     """Every live optimizer, and every live root module that holds parameters or buffers.
 

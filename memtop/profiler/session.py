@@ -104,6 +104,7 @@ class Session:
         self._recount_cost = 0.0  # CPU seconds of the last exact recount of parameters (and of state)
         self._state_recount_cost = 0.0
         self._device: torch.device | None = None
+        self._device_str: str | None = None
         self._backend: Backend | None = None
         self._writer: BackgroundJsonlWriter | None = None
         self._tb: TensorBoardWriter | None = None
@@ -551,7 +552,7 @@ class Session:
             {
                 "step": self.step,
                 "time": now,
-                "device": str(self.device),
+                "device": self._device_name(),
                 "step_time": step_time,
                 "allocated": alloc_state.allocated,
                 "reserved": alloc_state.reserved,
@@ -578,6 +579,12 @@ class Session:
             self.exit_reason = "max_steps"
             self.close()
             raise SystemExit(0)
+
+    def _device_name(self) -> str:
+        name = self._device_str
+        if name is None or self._device is None:
+            name = self._device_str = str(self.device)
+        return name
 
     def _adapt_sampling(self) -> None:
         """Measure the per-tensor figures only as often as fits the overhead budget."""
@@ -667,7 +674,7 @@ class Session:
                 "message": message[:2000],
                 "requested_bytes": requested,
                 "step": self.step,
-                "device": str(self.device),
+                "device": self._device_name(),
                 "categories": cats,
                 "allocated": alloc.allocated,
                 "reserved": alloc.reserved,
