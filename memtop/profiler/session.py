@@ -179,7 +179,7 @@ class Session:
         optimizers, modules = naming.scan_live()
         for opt in optimizers:
             self.watch_optimizer(opt)
-        self._rescan = False
+        self._rescan = False  # watch_optimizer asked for a scan: this is it
         self._adopt(modules)
 
     def _adopt(self, modules: list[torch.nn.Module]) -> None:
@@ -309,13 +309,15 @@ class Session:
         self._grad_slots = grad_slots(named, self.device, self.config.large_tensor_bytes, self.params.changed)
 
     def _count_static(self) -> tuple[CategoryTotal, CategoryTotal]:
-        """Parameters and optimizer state, recounted on a change signal or every 200 steps.
+        """Parameters and optimizer state, recounted on a change signal and periodically.
 
         Change signals, at a cost independent of the number of tensors: a watched parameter died
         (weak-reference callback: replaced by densification or re-wrapping), checked at every
         moment; an optimizer's shape changed (tensors in its state, parameters in its groups),
-        checked at a step's first moment and after every optimizer step. Optimizers update their state in place, so between recounts the figure is exact;
-        a state replaced wholesale (a loaded checkpoint) is picked up at the next recount.
+        checked at a step's first moment and after every optimizer step. Optimizers update their
+        state in place, so between recounts the figure is exact; a state replaced wholesale (a
+        loaded checkpoint) is picked up at the next periodic recount (every 200 steps or more,
+        spaced to cost at most 0.1% of step time).
         """
         changed = self.params.changed
         if not changed.value and self._static_checked == self.step and self._param_total is not None and self._state_cache is not None:
