@@ -75,7 +75,7 @@ class Facts:
 
 def run_flags(run: RunData, command: list[str], cwd: Path, detect: bool = True) -> list[dict[str, Any]]:
     """``meta["detected_flags"]``, else (and if ``detect``) found now from the script on disk."""
-    stored = (run.meta or {}).get("detected_flags")
+    stored = run.meta.get("detected_flags") if run.meta is not None else None
     entries: list[dict[str, Any]] = []
     if isinstance(stored, list):
         entries = [dict(e) for e in stored if isinstance(e, dict) and isinstance(e.get("flag"), str)]

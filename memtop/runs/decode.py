@@ -1,0 +1,532 @@
+"""The one lenient decode step: a rank-file line becomes a typed record or a counted skip.
+
+Everything a run directory holds may be truncated, hand-edited, corrupted or hostile; it is
+validated here once, so readers trust what they get:
+
+* byte counts, steps, ranks and pids are non-negative integers below 2**63 (JSON accepts
+  ``1e400``-sized integers that ``float()`` cannot take);
+* floats are finite (``NaN``, ``Infinity`` and ``1e309`` are refused);
+* strings are at most :data:`MAX_STR` characters (free-text messages are cut instead);
+* a line is at most :data:`MAX_LINE` bytes, and nesting depth is bounded (``json.loads`` raises
+  ``RecursionError`` on deep nesting: caught);
+* a record of an unknown type or of a newer schema than this memtop reads is skipped.
+
+A line that fails any check is skipped whole, with its reason (:class:`Skip`), never half-read.
+``meta.json`` is decoded the same way, except that a bad field is dropped (reads as ``None``) and
+the rest of the file is kept: one bad value must not lose the run's command and times.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+from memtop.runs.format import CATEGORIES, SCHEMA_VERSION
+from memtop.runs.records import (
+    RECORD_CLASSES,
+    Categories,
+    Device,
+    ExitRecord,
+    LargeTensor,
+    Moment,
+    OomRecord,
+    Record,
+    RunMeta,
+    StageRecord,
+    StepRecord,
+    WarningRecord,
+)
+
+MAX_LINE: Final = 1 << 20  # bytes per rank-file line
+MAX_META: Final = 4 << 20  # bytes of meta.json
+MAX_STR: Final = 4096  # characters of an identifier-like string (names, devices, paths)
+MAX_MESSAGE: Final = 4096  # free text (OOM and warning messages) is cut to this
+MAX_DEPTH: Final = 16  # nesting of any JSON value (the format needs 4)
+MAX_ITEMS: Final = 4096  # entries of any list in a record (large tensors, shapes, command)
+MAX_INT: Final = (1 << 63) - 1
+MAX_PATH: Final = 4000  # under Linux's PATH_MAX (4096) with room for a file name
+MAX_PATH_PART: Final = 255  # a cwd with a longer component cannot be a path (ENAMETOOLONG)
+
+
+class Bad(ValueError):
+    """A value failed validation; ``str(exc)`` is the reason."""
+
+
+@dataclass(frozen=True, slots=True)
+class Skip:
+    """A line that did not become a record, and why (one of :data:`REASONS`' keys)."""
+
+    reason: str
+    detail: str = ""
+
+
+REASONS: Final = {
+    "too_long": "longer than 1 MiB",
+    "bad_json": "not JSON (truncated or garbage)",
+    "too_deep": "nested too deeply",
+    "not_object": "not a JSON object with a \"type\"",
+    "unknown_type": "unknown record type",
+    "newer_schema": "written by a newer memtop (newer schema)",
+    "bad_value": "a value of the wrong type or out of range",
+}
+
+
+class SkipCounter(Counter[str]):
+    """Skipped lines by reason."""
+
+    def describe(self) -> str:
+        """``"3 line(s) skipped: 2 not JSON (truncated or garbage), 1 longer than 1 MiB"``."""
+        parts = [f"{n} {REASONS.get(reason, reason)}" for reason, n in self.most_common()]
+        return f"{sum(self.values())} unreadable line(s) skipped: " + ", ".join(parts)
+
+
+# ------------------------------------------------------------------------------ value checks
+
+
+def _int(v: Any, what: str) -> int:
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise Bad(f"{what}: not an integer")
+    if v < 0 or v > MAX_INT:
+        raise Bad(f"{what}: out of range")
+    return v
+
+
+def _opt_int(v: Any, what: str) -> int | None:
+    return None if v is None else _int(v, what)
+
+
+def _signed(v: Any, what: str) -> int | None:
+    """An exit code or signal: any integer in range, or null."""
+    if v is None:
+        return None
+    if isinstance(v, bool) or not isinstance(v, int) or abs(v) > MAX_INT:
+        raise Bad(f"{what}: not an integer in range")
+    return v
+
+
+def _float(v: Any, what: str) -> float | None:
+    if v is None:
+        return None
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise Bad(f"{what}: not a number")
+    try:
+        f = float(v)
+    except OverflowError:
+        raise Bad(f"{what}: out of range") from None
+    if not math.isfinite(f):
+        raise Bad(f"{what}: not finite")
+    return f
+
+
+def _nonneg_float(v: Any, what: str) -> float | None:
+    f = _float(v, what)
+    if f is not None and f < 0:
+        raise Bad(f"{what}: negative")
+    return f
+
+
+def _str(v: Any, what: str, limit: int = MAX_STR) -> str | None:
+    if v is None:
+        return None
+    if not isinstance(v, str):
+        raise Bad(f"{what}: not a string")
+    if len(v) > limit:
+        raise Bad(f"{what}: longer than {limit} characters")
+    return v
+
+
+def _text(v: Any, what: str) -> str:
+    """Free text: cut, not refused, when long."""
+    if v is None:
+        return ""
+    if not isinstance(v, str):
+        raise Bad(f"{what}: not a string")
+    return v if len(v) <= MAX_MESSAGE else v[: MAX_MESSAGE - 1] + "…"
+
+
+def _list(v: Any, what: str) -> list[Any]:
+    if v is None:
+        return []
+    if not isinstance(v, list):
+        raise Bad(f"{what}: not a list")
+    if len(v) > MAX_ITEMS:
+        raise Bad(f"{what}: more than {MAX_ITEMS} entries")
+    return v
+
+
+def _obj(v: Any, what: str) -> Mapping[str, Any]:
+    if v is None:
+        return {}
+    if not isinstance(v, dict):
+        raise Bad(f"{what}: not an object")
+    return v
+
+
+def _depth_ok(v: Any, limit: int = MAX_DEPTH) -> bool:
+    """True when ``v`` nests at most ``limit`` deep and holds no over-long string (iterative)."""
+    stack: list[tuple[Any, int]] = [(v, 0)]
+    seen = 0
+    while stack:
+        x, d = stack.pop()
+        seen += 1
+        if seen > 100_000:
+            return False
+        if isinstance(x, dict):
+            if d >= limit:
+                return False
+            for k, item in x.items():
+                if len(k) > MAX_STR:
+                    return False
+                stack.append((item, d + 1))
+        elif isinstance(x, list):
+            if d >= limit:
+                return False
+            stack.extend((item, d + 1) for item in x)
+        elif isinstance(x, str) and len(x) > MAX_STR:
+            return False
+        elif isinstance(x, float) and not math.isfinite(x):
+            return False
+    return True
+
+
+def _categories(v: Any, what: str = "categories") -> Categories:
+    d = _obj(v, what)
+    if len(d) > len(CATEGORIES):  # a newer writer's extra category: a byte count like the rest
+        if len(d) > 64:
+            raise Bad(f"{what}: too many entries")
+        for k, x in d.items():
+            _str(k, f"{what} key", 64)
+            _opt_int(x, f"{what}.{k}")
+    return Categories(*(_opt_int(d.get(c), f"{what}.{c}") for c in CATEGORIES))
+
+
+def _moments(v: Any) -> dict[str, Moment]:
+    d = _obj(v, "moments")
+    if len(d) > 16:
+        raise Bad("moments: too many entries")
+    out: dict[str, Moment] = {}
+    for point, m in d.items():
+        _str(point, "moments key", 64)
+        md = _obj(m, f"moments.{point}")
+        if len(md) > 5:
+            if len(md) > 64:
+                raise Bad("moments: too many entries")
+            for k, x in md.items():
+                _opt_int(x, f"moments.{point}.{k}")
+        out[point] = Moment(*(_opt_int(md.get(k), f"moments.{point}.{k}") for k in ("allocated", "parameters", "gradients", "optimizer_state", "activations")))
+    return out
+
+
+def _large_tensors(v: Any) -> tuple[LargeTensor, ...]:
+    out: list[LargeTensor] = []
+    for t in _list(v, "large_tensors"):
+        d = _obj(t, "large_tensors[]")
+        name = _str(d.get("name"), "large_tensors[].name")
+        if name is None:
+            raise Bad("large_tensors[].name: missing")
+        shape = tuple(_int(x, "large_tensors[].shape") for x in _list(d.get("shape"), "large_tensors[].shape"))
+        out.append(
+            LargeTensor(
+                name=name,
+                category=_str(d.get("category"), "large_tensors[].category", 64) or "unknown",
+                bytes=_int(d.get("bytes"), "large_tensors[].bytes"),
+                shape=shape,
+                dtype=_str(d.get("dtype"), "large_tensors[].dtype", 64) or "unknown",
+            )
+        )
+    return tuple(out)
+
+
+# ------------------------------------------------------------------------------ records
+
+_WALK_OVER: Final = 512
+_COMMON: Final = frozenset({"type", "schema", "rank", "time"})
+
+
+def _step(d: Mapping[str, Any], schema: int) -> StepRecord:
+    g = d.get
+    step = g("step")
+    return StepRecord(
+        step=_int(step, "step"),
+        schema=schema,
+        rank=_opt_int(g("rank"), "rank"),
+        time=_float(g("time"), "time"),
+        device=_str(g("device"), "device", 64),
+        step_time=_nonneg_float(g("step_time"), "step_time"),
+        allocated=_opt_int(g("allocated"), "allocated"),
+        reserved=_opt_int(g("reserved"), "reserved"),
+        peak=_opt_int(g("peak"), "peak"),
+        categories=_categories(g("categories")),
+        peak_point=_str(g("peak_point"), "peak_point", 64),
+        activations_step=_opt_int(g("activations_step"), "activations_step"),
+        tracked=_opt_int(g("tracked"), "tracked"),
+        fragmentation_bytes=_opt_int(g("fragmentation_bytes"), "fragmentation_bytes"),
+        fragmentation_pct=_float(g("fragmentation_pct"), "fragmentation_pct"),
+        inactive_split_bytes=_opt_int(g("inactive_split_bytes"), "inactive_split_bytes"),
+        device_used=_opt_int(g("device_used"), "device_used"),
+        device_total=_opt_int(g("device_total"), "device_total"),
+        large_tensors=_large_tensors(g("large_tensors")),
+        moments=_moments(g("moments")),
+        sample_every=_opt_int(g("sample_every"), "sample_every"),
+        doc=d,
+    )
+
+
+def _stage(d: Mapping[str, Any], schema: int) -> StageRecord:
+    g = d.get
+    name = _str(g("name"), "name", 256)
+    if not name:
+        raise Bad("name: missing")
+    return StageRecord(
+        name=name,
+        schema=schema,
+        rank=_opt_int(g("rank"), "rank"),
+        time=_float(g("time"), "time"),
+        step=_opt_int(g("step"), "step"),
+        duration=_nonneg_float(g("duration"), "duration"),
+        before=_opt_int(g("before"), "before"),
+        after=_opt_int(g("after"), "after"),
+        peak=_opt_int(g("peak"), "peak"),
+        measure=_str(g("measure"), "measure", 64),
+        doc=d,
+    )
+
+
+def _oom(d: Mapping[str, Any], schema: int) -> OomRecord:
+    g = d.get
+    message = _text(g("message"), "message")
+    if message != g("message", ""):
+        d = {**d, "message": message}
+    return OomRecord(
+        schema=schema,
+        rank=_opt_int(g("rank"), "rank"),
+        time=_float(g("time"), "time"),
+        message=message,
+        requested_bytes=_opt_int(g("requested_bytes"), "requested_bytes"),
+        step=_opt_int(g("step"), "step"),
+        device=_str(g("device"), "device", 64),
+        categories=_categories(g("categories")),
+        allocated=_opt_int(g("allocated"), "allocated"),
+        reserved=_opt_int(g("reserved"), "reserved"),
+        device_free=_opt_int(g("device_free"), "device_free"),
+        large_tensors=_large_tensors(g("large_tensors")),
+        doc=d,
+    )
+
+
+def _warning(d: Mapping[str, Any], schema: int) -> WarningRecord:
+    g = d.get
+    message = _text(g("message"), "message")
+    if message != g("message", ""):
+        d = {**d, "message": message}
+    disabled = g("disabled", False)
+    if not isinstance(disabled, bool):
+        raise Bad("disabled: not a boolean")
+    return WarningRecord(
+        schema=schema,
+        rank=_opt_int(g("rank"), "rank"),
+        time=_float(g("time"), "time"),
+        message=message,
+        source=_str(g("source"), "source", 64),
+        disabled=disabled,
+        doc=d,
+    )
+
+
+def _exit(d: Mapping[str, Any], schema: int) -> ExitRecord:
+    g = d.get
+    return ExitRecord(
+        schema=schema,
+        rank=_opt_int(g("rank"), "rank"),
+        time=_float(g("time"), "time"),
+        reason=_str(g("reason"), "reason", 64),
+        exception=_str(g("exception"), "exception", 256),
+        steps=_opt_int(g("steps"), "steps"),
+        pid=_opt_int(g("pid"), "pid"),
+        hook_cpu_seconds=_nonneg_float(g("hook_cpu_seconds"), "hook_cpu_seconds"),
+        doc=d,
+    )
+
+
+_BUILDERS: Final[dict[str, Callable[[Mapping[str, Any], int], Record]]] = {
+    "step": _step,
+    "stage": _stage,
+    "oom": _oom,
+    "warning": _warning,
+    "exit": _exit,
+}
+assert set(_BUILDERS) == set(RECORD_CLASSES)
+
+_KNOWN_KEYS: Final[dict[str, frozenset[str]]] = {
+    kind: _COMMON | {f for f in cls.__dataclass_fields__ if f != "doc"} for kind, cls in RECORD_CLASSES.items()
+}
+
+
+def decode_object(obj: Any) -> Record | Skip:
+    """An already-parsed JSON value -> a typed record, or the reason it is not one."""
+    if not isinstance(obj, dict):
+        return Skip("not_object")
+    kind = obj.get("type")
+    if not isinstance(kind, str):
+        return Skip("not_object")
+    build = _BUILDERS.get(kind)
+    if build is None:
+        return Skip("unknown_type", kind[:64])
+    schema = obj.get("schema", 1)
+    if isinstance(schema, bool) or not isinstance(schema, int) or schema < 1:
+        return Skip("bad_value", "schema: not a positive integer")
+    if schema > SCHEMA_VERSION:
+        return Skip("newer_schema", str(schema)[:20])
+    known = _KNOWN_KEYS[kind]
+    for k, v in obj.items():  # keys this memtop does not know: kept, but bounded like the rest
+        if k not in known and (len(k) > MAX_STR or not _depth_ok(v, MAX_DEPTH - 1)):
+            return Skip("too_deep", k[:64])
+    try:
+        return build(obj, schema)
+    except Bad as exc:
+        return Skip("bad_value", str(exc))
+
+
+def decode_line(line: bytes | str) -> Record | Skip:
+    """One line of a rank file -> a typed record, or a :class:`Skip` with the reason.
+
+    A blank line gives ``Skip("blank")``, which readers do not count.
+    """
+    if len(line) > MAX_LINE:
+        return Skip("too_long")
+    if isinstance(line, bytes):
+        try:
+            line = line.decode("utf-8")
+        except UnicodeDecodeError:
+            return Skip("bad_json", "not UTF-8")
+    if not line.strip():
+        return Skip("blank")
+    try:
+        obj = json.loads(line)
+    except RecursionError:
+        return Skip("too_deep")
+    except ValueError as exc:  # JSONDecodeError, and ints over Python's digit limit
+        return Skip("bad_json", str(exc)[:100])
+    # A record of this format opens a few dozen objects and lists; only a line with many more can
+    # nest deeply inside a known key (which the typed fields would not notice): walk it then.
+    if line.count("[") + line.count("{") > _WALK_OVER and not _depth_ok(obj):
+        return Skip("too_deep")
+    return decode_object(obj)
+
+
+# ------------------------------------------------------------------------------ meta.json
+
+
+def _command(v: Any) -> tuple[str, ...]:
+    items = _list(v, "command")
+    return tuple(_str(a, "command[]") or "" for a in items)
+
+
+def _cwd(v: Any) -> str | None:
+    cwd = _str(v, "cwd")
+    if cwd is not None and (len(cwd) > MAX_PATH or any(len(part) > MAX_PATH_PART for part in cwd.split("/")) or "\0" in cwd):
+        raise Bad("cwd: not a usable path")
+    return cwd
+
+
+def _devices(v: Any) -> tuple[Device, ...]:
+    out: list[Device] = []
+    for d in _list(v, "devices"):
+        dd = _obj(d, "devices[]")
+        kind = dd.get("kind")
+        out.append(
+            Device(
+                index=_opt_int(dd.get("index"), "devices[].index"),
+                name=_str(dd.get("name"), "devices[].name", 256),
+                total_bytes=_opt_int(dd.get("total_bytes"), "devices[].total_bytes"),
+                kind=kind if kind in ("cuda", "cpu") else "unknown",
+            )
+        )
+    return tuple(out)
+
+
+def _flags(v: Any) -> tuple[Mapping[str, Any], ...] | None:
+    if v is None:
+        return None
+    items = _list(v, "detected_flags")
+    for e in items:
+        if not isinstance(e, dict) or not _depth_ok(e, 4):
+            raise Bad("detected_flags: not a list of small objects")
+    return tuple(items)
+
+
+_META_FIELDS: Final[dict[str, Callable[[Any], Any]]] = {
+    "schema": lambda v: _opt_int(v, "schema"),
+    "run_id": lambda v: _str(v, "run_id", 256),
+    "command": _command,
+    "cwd": _cwd,
+    "started_at": lambda v: _float(v, "started_at"),
+    "ended_at": lambda v: _float(v, "ended_at"),
+    "exit_code": lambda v: _signed(v, "exit_code"),
+    "status": lambda v: _str(v, "status", 64),
+    "signal": lambda v: _signed(v, "signal"),
+    "memtop_version": lambda v: _str(v, "memtop_version", 64),
+    "torch_version": lambda v: _str(v, "torch_version", 64),
+    "python_version": lambda v: _str(v, "python_version", 64),
+    "host": lambda v: _str(v, "host", 256),
+    "pid": lambda v: _opt_int(v, "pid"),
+    "devices": _devices,
+    "detected_flags": _flags,
+    "max_steps": lambda v: _opt_int(v, "max_steps"),
+}
+
+
+def sanitize_meta(obj: Any) -> tuple[dict[str, Any], list[str]] | None:
+    """meta.json's JSON value -> (the same dict with every bad or unbounded value set to None or
+    left out, the names of those keys); None when it is not an object. Unknown keys are kept when
+    they are bounded."""
+    if not isinstance(obj, dict):
+        return None
+    out: dict[str, Any] = {}
+    dropped: list[str] = []
+    for k, v in obj.items():
+        if len(k) > MAX_STR:
+            dropped.append(k[:64])
+            continue
+        check = _META_FIELDS.get(k)
+        if check is None:
+            if _depth_ok(v, 8):
+                out[k] = v
+            else:
+                dropped.append(k[:64])
+            continue
+        try:
+            check(v)
+        except Bad:
+            out[k] = None
+            dropped.append(k)
+            continue
+        out[k] = v
+    return out, dropped
+
+
+def meta_from_dict(doc: Mapping[str, Any], dropped: tuple[str, ...] = ()) -> RunMeta:
+    """A sanitized meta dict (see :func:`sanitize_meta`) -> :class:`RunMeta`."""
+    values = {k: check(doc[k]) for k, check in _META_FIELDS.items() if k in doc}
+    return RunMeta(**values, dropped=dropped, doc=doc)
+
+
+def decode_meta(text: bytes | str) -> RunMeta | Skip:
+    """meta.json's bytes -> :class:`RunMeta` (bad fields dropped), or why the file is unusable."""
+    if len(text) > MAX_META:
+        return Skip("too_long")
+    try:
+        obj = json.loads(text)
+    except RecursionError:
+        return Skip("too_deep")
+    except ValueError as exc:
+        return Skip("bad_json", str(exc)[:100])
+    got = sanitize_meta(obj)
+    if got is None:
+        return Skip("not_object")
+    doc, dropped = got
+    return meta_from_dict(doc, tuple(dropped))
