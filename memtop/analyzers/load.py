@@ -263,7 +263,7 @@ def load_for_analysis(run_dir: Path, limit: int = MAX_DECODED_STEPS) -> tuple[Ru
             with _mapped(path) as buf:
                 got = _load_rank(buf, limit)
         except Unreadable as exc:
-            run.warnings.append(f"{path.name}: {exc.why}")
+            run.warnings.append(f"{path.name}: {exc.why}: skipped")
             continue
         except OSError as exc:
             run.warnings.append(f"{path.name}: cannot be read ({exc.strerror or exc})")

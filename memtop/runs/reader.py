@@ -93,10 +93,10 @@ class RankTail:
                 fh.seek(self.offset)
                 chunk = fh.read(max_bytes)
         except Unreadable as exc:
-            self.error = str(exc)
+            self.error = f"{self.path.name}: {exc.why}: skipped"
             return []
         except OSError as exc:
-            self.error = f"{self.path}: {exc.strerror or exc}"
+            self.error = f"{self.path.name}: {exc.strerror or exc}: skipped"
             return []
         self.error = None
         self.offset += len(chunk)

@@ -183,6 +183,14 @@ def scan_runs(runs_dir: Path) -> tuple[list[Path], list[str]]:
     return sorted(runs, key=key, reverse=True), notes
 
 
+def check_listable(runs_dir: Path) -> None:
+    """MemtopError (exit 2) when the runs directory itself cannot be listed."""
+    try:
+        list_dir(runs_dir)
+    except Unreadable as exc:
+        raise MemtopError(f"cannot read runs directory {exc}") from None
+
+
 def list_runs(runs_dir: Path) -> list[Path]:
     """Run directories under ``runs_dir``, newest first (by start time, then by name)."""
     return scan_runs(runs_dir)[0]
@@ -194,6 +202,7 @@ def resolve_run(spec: str | None, runs_dir: Path | None = None) -> Path:
     if spec is None or spec == "latest":
         if not is_dir(runs_dir):
             raise MemtopError(f"no runs directory at {runs_dir} (run `memtop train` first, or pass --runs-dir)")
+        check_listable(runs_dir)
         runs = list_runs(runs_dir)
         if not runs:
             raise MemtopError(f"no runs in {runs_dir}")

@@ -68,7 +68,7 @@ def open_regular(path: Path) -> Iterator[BinaryIO]:
     try:
         mode = os.fstat(fd).st_mode
         if not stat.S_ISREG(mode):
-            raise Unreadable(path, f"{_kind(mode)}, not a regular file: skipped")
+            raise Unreadable(path, f"{_kind(mode)}, not a regular file")
         # back to blocking reads: regular files ignore O_NONBLOCK, but say what we mean
         os.set_blocking(fd, True)
         fh = os.fdopen(fd, "rb")
@@ -89,7 +89,7 @@ def read_bounded(path: Path, limit: int) -> bytes:
     except OSError as exc:  # EIO and friends while reading
         raise Unreadable(path, _why(exc)) from None
     if len(data) > limit:
-        raise Unreadable(path, f"larger than {limit >> 20} MiB: skipped")
+        raise Unreadable(path, f"larger than {limit >> 20} MiB")
     return data
 
 

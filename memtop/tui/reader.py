@@ -502,11 +502,13 @@ class FileRunReader:
     def _build(self) -> RunSnapshot:
         meta = self._meta.data or RunMeta()
         devices = [DeviceInfo(index=d.index, name=d.name or "?", total_bytes=d.total_bytes, kind=d.kind if d.kind != "unknown" else "cuda") for d in meta.devices]
-        ranks = tuple(self._rank_snapshot(rank, state) for rank, state in sorted(self._ranks.items()))
+        # a rank file that cannot be read (a FIFO, a device, no permission) is a warning, not a rank
+        unread = {rank for rank, tail in self._tails.items() if tail.error and not self._ranks[rank].steps_seen and not self._ranks[rank].others}
+        ranks = tuple(self._rank_snapshot(rank, state) for rank, state in sorted(self._ranks.items()) if rank not in unread)
         firsts = [s.first_time for s in self._ranks.values() if s.first_time is not None]
         lasts = [s.last_time for s in self._ranks.values() if s.last_time is not None]
         lasts += [p.last_time for p, _ in self._previews.values() if p.last_time is not None]
-        warnings: list[str] = []
+        warnings: list[str] = [e for rank in sorted(unread) if (e := self._tails[rank].error)]
         for rank, state in sorted(self._ranks.items()):
             prefix = f"rank {rank}: " if len(self._ranks) > 1 else ""
             warnings.extend(prefix + w for w in state.warnings)
