@@ -197,7 +197,7 @@ def test_meta_decodes_typed_and_keeps_unknown_keys() -> None:
         ("started_at", math.inf),
         ("exit_code", 10**400),
         ("devices", [{"total_bytes": -1}]),
-        ("detected_flags", [[[[[[[[["deep"]]]]]]]]]),
+        ("detected_flags", "--lr"),
     ],
 )
 def test_meta_bad_fields_are_dropped_and_the_rest_kept(key: str, value: Any) -> None:
@@ -205,6 +205,14 @@ def test_meta_bad_fields_are_dropped_and_the_rest_kept(key: str, value: Any) -> 
     assert isinstance(meta, RunMeta)
     assert key in meta.dropped and meta.get(key) is None
     assert meta.run_id == "20260101-000000-x" and meta.started_at is not None or key == "started_at"
+
+
+def test_detected_flags_are_normalized() -> None:
+    flags = [{"flag": "--lr", "aliases": 3, "kind": None, "choices": [[1]]}, [[["deep"]]], {"flag": 5}, {"flag": "--bs", "aliases": ["-b", 2]}]
+    meta = decode_meta(json.dumps(_meta(detected_flags=flags)))
+    assert isinstance(meta, RunMeta) and meta.detected_flags is not None
+    assert [dict(f) for f in meta.detected_flags] == [{"flag": "--lr", "aliases": [], "kind": "str"}, {"flag": "--bs", "aliases": ["-b"], "kind": "str"}]
+    assert meta.get("detected_flags") == [dict(f) for f in meta.detected_flags]
 
 
 def test_unusable_meta_files() -> None:

@@ -48,6 +48,8 @@ MAX_MESSAGE: Final = 4096  # free text (OOM and warning messages) is cut to this
 MAX_DEPTH: Final = 16  # nesting of any JSON value (the format needs 4)
 MAX_ITEMS: Final = 4096  # entries of any list in a record (large tensors, shapes, command)
 MAX_INT: Final = (1 << 63) - 1
+MAX_TIME: Final = 1e11  # unix seconds (year ~5138); time.localtime refuses much larger values
+MAX_SECONDS: Final = 1e9  # a duration
 MAX_PATH: Final = 4000  # under Linux's PATH_MAX (4096) with room for a file name
 MAX_PATH_PART: Final = 255  # a cwd with a longer component cannot be a path (ENAMETOOLONG)
 
@@ -126,6 +128,29 @@ def _nonneg_float(v: Any, what: str) -> float | None:
     f = _float(v, what)
     if f is not None and f < 0:
         raise Bad(f"{what}: negative")
+    return f
+
+
+def _time(v: Any, what: str) -> float | None:
+    """A unix time that calendars can show (1970 up to about year 5000)."""
+    f = _float(v, what)
+    if f is not None and not 0 <= f <= MAX_TIME:
+        raise Bad(f"{what}: not a unix time")
+    return f
+
+
+def _seconds(v: Any, what: str) -> float | None:
+    """A duration: non-negative and under ~30 years (timedelta and formatting stay safe)."""
+    f = _nonneg_float(v, what)
+    if f is not None and f > MAX_SECONDS:
+        raise Bad(f"{what}: out of range")
+    return f
+
+
+def _pct(v: Any, what: str) -> float | None:
+    f = _float(v, what)
+    if f is not None and abs(f) > 1e6:
+        raise Bad(f"{what}: out of range")
     return f
 
 
@@ -254,9 +279,9 @@ def _step(d: Mapping[str, Any], schema: int) -> StepRecord:
         step=_int(step, "step"),
         schema=schema,
         rank=_opt_int(g("rank"), "rank"),
-        time=_float(g("time"), "time"),
+        time=_time(g("time"), "time"),
         device=_str(g("device"), "device", 64),
-        step_time=_nonneg_float(g("step_time"), "step_time"),
+        step_time=_seconds(g("step_time"), "step_time"),
         allocated=_opt_int(g("allocated"), "allocated"),
         reserved=_opt_int(g("reserved"), "reserved"),
         peak=_opt_int(g("peak"), "peak"),
@@ -265,7 +290,7 @@ def _step(d: Mapping[str, Any], schema: int) -> StepRecord:
         activations_step=_opt_int(g("activations_step"), "activations_step"),
         tracked=_opt_int(g("tracked"), "tracked"),
         fragmentation_bytes=_opt_int(g("fragmentation_bytes"), "fragmentation_bytes"),
-        fragmentation_pct=_float(g("fragmentation_pct"), "fragmentation_pct"),
+        fragmentation_pct=_pct(g("fragmentation_pct"), "fragmentation_pct"),
         inactive_split_bytes=_opt_int(g("inactive_split_bytes"), "inactive_split_bytes"),
         device_used=_opt_int(g("device_used"), "device_used"),
         device_total=_opt_int(g("device_total"), "device_total"),
@@ -285,9 +310,9 @@ def _stage(d: Mapping[str, Any], schema: int) -> StageRecord:
         name=name,
         schema=schema,
         rank=_opt_int(g("rank"), "rank"),
-        time=_float(g("time"), "time"),
+        time=_time(g("time"), "time"),
         step=_opt_int(g("step"), "step"),
-        duration=_nonneg_float(g("duration"), "duration"),
+        duration=_seconds(g("duration"), "duration"),
         before=_opt_int(g("before"), "before"),
         after=_opt_int(g("after"), "after"),
         peak=_opt_int(g("peak"), "peak"),
@@ -304,7 +329,7 @@ def _oom(d: Mapping[str, Any], schema: int) -> OomRecord:
     return OomRecord(
         schema=schema,
         rank=_opt_int(g("rank"), "rank"),
-        time=_float(g("time"), "time"),
+        time=_time(g("time"), "time"),
         message=message,
         requested_bytes=_opt_int(g("requested_bytes"), "requested_bytes"),
         step=_opt_int(g("step"), "step"),
@@ -329,7 +354,7 @@ def _warning(d: Mapping[str, Any], schema: int) -> WarningRecord:
     return WarningRecord(
         schema=schema,
         rank=_opt_int(g("rank"), "rank"),
-        time=_float(g("time"), "time"),
+        time=_time(g("time"), "time"),
         message=message,
         source=_str(g("source"), "source", 64),
         disabled=disabled,
@@ -342,12 +367,12 @@ def _exit(d: Mapping[str, Any], schema: int) -> ExitRecord:
     return ExitRecord(
         schema=schema,
         rank=_opt_int(g("rank"), "rank"),
-        time=_float(g("time"), "time"),
+        time=_time(g("time"), "time"),
         reason=_str(g("reason"), "reason", 64),
         exception=_str(g("exception"), "exception", 256),
         steps=_opt_int(g("steps"), "steps"),
         pid=_opt_int(g("pid"), "pid"),
-        hook_cpu_seconds=_nonneg_float(g("hook_cpu_seconds"), "hook_cpu_seconds"),
+        hook_cpu_seconds=_seconds(g("hook_cpu_seconds"), "hook_cpu_seconds"),
         doc=d,
     )
 
@@ -449,14 +474,35 @@ def _devices(v: Any) -> tuple[Device, ...]:
     return tuple(out)
 
 
+def _scalar(v: Any) -> bool:
+    return v is None or isinstance(v, bool) or (isinstance(v, str) and len(v) <= MAX_STR) or (isinstance(v, (int, float)) and abs(v) <= MAX_INT and math.isfinite(v))
+
+
+def _flag_entry(e: Any) -> dict[str, Any] | None:
+    """One detected flag, normalized: ``flag`` a string, ``kind`` a string, ``aliases`` a list of
+    strings; other values scalars or lists of scalars (dropped otherwise). None: not a flag."""
+    if not isinstance(e, dict) or len(e) > 64:
+        return None
+    flag = e.get("flag")
+    if not isinstance(flag, str) or not flag or len(flag) > 256:
+        return None
+    out: dict[str, Any] = {}
+    for k, v in e.items():
+        if not isinstance(k, str) or len(k) > 64:
+            continue
+        if _scalar(v) or (isinstance(v, list) and len(v) <= 1024 and all(_scalar(x) for x in v)):
+            out[k] = v
+    out["kind"] = out["kind"] if isinstance(out.get("kind"), str) else "str"
+    aliases = out.get("aliases")
+    out["aliases"] = [a for a in aliases if isinstance(a, str)] if isinstance(aliases, list) else []
+    return out
+
+
 def _flags(v: Any) -> tuple[Mapping[str, Any], ...] | None:
+    """meta.json's detected flags; entries that are not flags are left out."""
     if v is None:
         return None
-    items = _list(v, "detected_flags")
-    for e in items:
-        if not isinstance(e, dict) or not _depth_ok(e, 4):
-            raise Bad("detected_flags: not a list of small objects")
-    return tuple(items)
+    return tuple(f for e in _list(v, "detected_flags") if (f := _flag_entry(e)) is not None)
 
 
 _META_FIELDS: Final[dict[str, Callable[[Any], Any]]] = {
@@ -464,8 +510,8 @@ _META_FIELDS: Final[dict[str, Callable[[Any], Any]]] = {
     "run_id": lambda v: _str(v, "run_id", 256),
     "command": _command,
     "cwd": _cwd,
-    "started_at": lambda v: _float(v, "started_at"),
-    "ended_at": lambda v: _float(v, "ended_at"),
+    "started_at": lambda v: _time(v, "started_at"),
+    "ended_at": lambda v: _time(v, "ended_at"),
     "exit_code": lambda v: _signed(v, "exit_code"),
     "status": lambda v: _str(v, "status", 64),
     "signal": lambda v: _signed(v, "signal"),
@@ -500,12 +546,12 @@ def sanitize_meta(obj: Any) -> tuple[dict[str, Any], list[str]] | None:
                 dropped.append(k[:64])
             continue
         try:
-            check(v)
+            value = check(v)
         except Bad:
             out[k] = None
             dropped.append(k)
             continue
-        out[k] = v
+        out[k] = [dict(e) for e in value] if k == "detected_flags" and value is not None else v
     return out, dropped
 
 
