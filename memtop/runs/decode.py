@@ -218,85 +218,147 @@ def _depth_ok(v: Any, limit: int = MAX_DEPTH) -> bool:
     return True
 
 
+# The three below run for every decoded step (16 large tensors each): checks are inlined, and
+# ``type(v) is int`` (not isinstance) also refuses bools.
+
+
+def _check_counts(values: tuple[Any, ...], what: str) -> None:
+    for v in values:
+        if v is not None and (type(v) is not int or v < 0 or v > MAX_INT):
+            raise Bad(f"{what}: not a byte count")
+
+
 def _categories(v: Any, what: str = "categories") -> Categories:
-    d = _obj(v, what)
-    if len(d) > len(CATEGORIES):  # a newer writer's extra category: a byte count like the rest
-        if len(d) > 64:
-            raise Bad(f"{what}: too many entries")
-        for k, x in d.items():
-            _str(k, f"{what} key", 64)
-            _opt_int(x, f"{what}.{k}")
-    return Categories(*(_opt_int(d.get(c), f"{what}.{c}") for c in CATEGORIES))
+    if v is None:
+        return _NO_CATEGORIES
+    if type(v) is not dict:
+        raise Bad(f"{what}: not an object")
+    g = v.get
+    values = (g("parameters"), g("gradients"), g("optimizer_state"), g("activations"), g("other"))
+    _check_counts(values, what)
+    if len(v) > len(CATEGORIES):  # a newer writer's extra category: a byte count like the rest
+        if len(v) > 64 or any(len(k) > 64 for k in v):
+            raise Bad(f"{what}: too many or too long keys")
+        _check_counts(tuple(v.values()), what)
+    return Categories(*values)
+
+
+_MOMENT_KEYS: Final = ("allocated", "parameters", "gradients", "optimizer_state", "activations")
 
 
 def _moments(v: Any) -> dict[str, Moment]:
-    d = _obj(v, "moments")
-    if len(d) > 16:
+    if v is None:
+        return {}
+    if type(v) is not dict:
+        raise Bad("moments: not an object")
+    if len(v) > 16:
         raise Bad("moments: too many entries")
     out: dict[str, Moment] = {}
-    for point, m in d.items():
-        _str(point, "moments key", 64)
-        md = _obj(m, f"moments.{point}")
-        if len(md) > 5:
-            if len(md) > 64:
-                raise Bad("moments: too many entries")
-            for k, x in md.items():
-                _opt_int(x, f"moments.{point}.{k}")
-        out[point] = Moment(*(_opt_int(md.get(k), f"moments.{point}.{k}") for k in ("allocated", "parameters", "gradients", "optimizer_state", "activations")))
+    for point, m in v.items():
+        if len(point) > 64:
+            raise Bad("moments: key too long")
+        if type(m) is not dict:
+            raise Bad(f"moments.{point}: not an object")
+        g = m.get
+        values = (g("allocated"), g("parameters"), g("gradients"), g("optimizer_state"), g("activations"))
+        _check_counts(values, f"moments.{point}")
+        if len(m) > 5:
+            if len(m) > 64 or any(len(k) > 64 for k in m):
+                raise Bad("moments: too many or too long keys")
+            _check_counts(tuple(m.values()), f"moments.{point}")
+        out[point] = Moment(*values)
     return out
 
 
+_INT_TYPES: Final = frozenset({int})
+
+
 def _large_tensors(v: Any) -> tuple[LargeTensor, ...]:
+    if v is None:
+        return ()
+    if type(v) is not list:
+        raise Bad("large_tensors: not a list")
+    if len(v) > MAX_ITEMS:
+        raise Bad("large_tensors: too many entries")
     out: list[LargeTensor] = []
-    for t in _list(v, "large_tensors"):
-        d = _obj(t, "large_tensors[]")
-        name = _str(d.get("name"), "large_tensors[].name")
-        if name is None:
-            raise Bad("large_tensors[].name: missing")
-        shape = tuple(_int(x, "large_tensors[].shape") for x in _list(d.get("shape"), "large_tensors[].shape"))
-        out.append(
-            LargeTensor(
-                name=name,
-                category=_str(d.get("category"), "large_tensors[].category", 64) or "unknown",
-                bytes=_int(d.get("bytes"), "large_tensors[].bytes"),
-                shape=shape,
-                dtype=_str(d.get("dtype"), "large_tensors[].dtype", 64) or "unknown",
-            )
-        )
+    append = out.append
+    for d in v:
+        if type(d) is not dict:
+            raise Bad("large_tensors[]: not an object")
+        g = d.get
+        name, size, shape, cat, dtype = g("name"), g("bytes"), g("shape"), g("category"), g("dtype")
+        if type(name) is not str or len(name) > MAX_STR:
+            raise Bad("large_tensors[].name: not a string (or too long)")
+        if type(size) is not int or size < 0 or size > MAX_INT:
+            raise Bad("large_tensors[].bytes: not a byte count")
+        if shape is None:
+            dims: tuple[int, ...] = ()
+        elif type(shape) is list and len(shape) <= 64 and (not shape or (set(map(type, shape)) == _INT_TYPES and min(shape) >= 0 and max(shape) <= MAX_INT)):
+            dims = tuple(shape)
+        else:
+            raise Bad("large_tensors[].shape: not a list of sizes")
+        if cat is None:
+            cat = "unknown"
+        elif type(cat) is not str or len(cat) > 64:
+            raise Bad("large_tensors[].category: not a short string")
+        if dtype is None:
+            dtype = "unknown"
+        elif type(dtype) is not str or len(dtype) > 64:
+            raise Bad("large_tensors[].dtype: not a short string")
+        append(LargeTensor(name, cat, size, dims, dtype))
     return tuple(out)
 
 
 # ------------------------------------------------------------------------------ records
 
+_NO_CATEGORIES: Final = Categories()
 _WALK_OVER: Final = 512
 _COMMON: Final = frozenset({"type", "schema", "rank", "time"})
 
 
+_STEP_COUNTS: Final = (
+    "rank",
+    "allocated",
+    "reserved",
+    "peak",
+    "activations_step",
+    "tracked",
+    "fragmentation_bytes",
+    "inactive_split_bytes",
+    "device_used",
+    "device_total",
+    "sample_every",
+)
+
+
 def _step(d: Mapping[str, Any], schema: int) -> StepRecord:
     g = d.get
-    step = g("step")
+    for k in _STEP_COUNTS:
+        v = g(k)
+        if v is not None and (type(v) is not int or v < 0 or v > MAX_INT):
+            raise Bad(f"{k}: not a non-negative integer below 2**63")
     return StepRecord(
-        step=_int(step, "step"),
+        step=_int(g("step"), "step"),
         schema=schema,
-        rank=_opt_int(g("rank"), "rank"),
+        rank=g("rank"),
         time=_time(g("time"), "time"),
         device=_str(g("device"), "device", 64),
         step_time=_seconds(g("step_time"), "step_time"),
-        allocated=_opt_int(g("allocated"), "allocated"),
-        reserved=_opt_int(g("reserved"), "reserved"),
-        peak=_opt_int(g("peak"), "peak"),
+        allocated=g("allocated"),
+        reserved=g("reserved"),
+        peak=g("peak"),
         categories=_categories(g("categories")),
         peak_point=_str(g("peak_point"), "peak_point", 64),
-        activations_step=_opt_int(g("activations_step"), "activations_step"),
-        tracked=_opt_int(g("tracked"), "tracked"),
-        fragmentation_bytes=_opt_int(g("fragmentation_bytes"), "fragmentation_bytes"),
+        activations_step=g("activations_step"),
+        tracked=g("tracked"),
+        fragmentation_bytes=g("fragmentation_bytes"),
         fragmentation_pct=_pct(g("fragmentation_pct"), "fragmentation_pct"),
-        inactive_split_bytes=_opt_int(g("inactive_split_bytes"), "inactive_split_bytes"),
-        device_used=_opt_int(g("device_used"), "device_used"),
-        device_total=_opt_int(g("device_total"), "device_total"),
+        inactive_split_bytes=g("inactive_split_bytes"),
+        device_used=g("device_used"),
+        device_total=g("device_total"),
         large_tensors=_large_tensors(g("large_tensors")),
         moments=_moments(g("moments")),
-        sample_every=_opt_int(g("sample_every"), "sample_every"),
+        sample_every=g("sample_every"),
         doc=d,
     )
 

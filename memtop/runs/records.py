@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Final
+from typing import Any, ClassVar, Final, NamedTuple
 
 from memtop.runs.format import CATEGORIES
 
@@ -43,9 +43,11 @@ class _Doc:
         return dict(self.doc)
 
 
-@dataclass(frozen=True, slots=True)
-class Categories:
-    """Bytes per category at the step's peak; ``None`` where not measured (``other`` on CPU)."""
+class Categories(NamedTuple):
+    """Bytes per category at the step's peak; ``None`` where not measured (``other`` on CPU).
+
+    Named tuples (not dataclasses) for the small parts of a record: a step holds up to 16 large
+    tensors, and a tuple is built several times faster, which the decode step notices."""
 
     parameters: int | None = None
     gradients: int | None = None
@@ -54,15 +56,14 @@ class Categories:
     other: int | None = None
 
     def as_dict(self) -> dict[str, int | None]:
-        return {c: getattr(self, c) for c in CATEGORIES}
+        return dict(zip(CATEGORIES, self, strict=True))
 
     def tracked(self) -> int:
         """parameters + gradients + optimizer_state + activations (missing ones count 0)."""
         return (self.parameters or 0) + (self.gradients or 0) + (self.optimizer_state or 0) + (self.activations or 0)
 
 
-@dataclass(frozen=True, slots=True)
-class Moment:
+class Moment(NamedTuple):
     """One moment of a step the hook looked at (``forward_end`` or ``optimizer_step``)."""
 
     allocated: int | None = None
@@ -72,8 +73,7 @@ class Moment:
     activations: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class LargeTensor:
+class LargeTensor(NamedTuple):
     name: str
     category: str
     bytes: int
