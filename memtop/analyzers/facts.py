@@ -15,10 +15,10 @@ from memtop.analyzers import fragmentation, leak
 from memtop.analyzers.cmdline import split_command
 from memtop.analyzers.flags import apply_command_values, detect_flags
 from memtop.analyzers.roles import roles
-from memtop.analyzers.series import RankSeries, as_int, rank_series
+from memtop.analyzers.series import RankSeries, rank_series
 from memtop.analyzers.summary import Peak, RunInfo, find_peak, large_tensors, run_info
 from memtop.runs.format import CATEGORIES
-from memtop.runs.reader import Record, RunData
+from memtop.runs.reader import OomRecord, RunData
 
 # The dashboard asks for advice again and again on a live run: detect a script's flags only once.
 _FLAG_CACHE: dict[tuple[tuple[str, ...], str], list[dict[str, Any]]] = {}
@@ -29,7 +29,7 @@ class Facts:
     info: RunInfo
     series: dict[int, RankSeries]
     peak: Peak | None
-    oom: Record | None
+    oom: OomRecord | None
     level: int  # the peak in bytes (allocator peak on CUDA, tracked on CPU)
     has_allocator: bool
     cats: dict[str, int]  # the composition at the peak; unmeasured figures as 0
@@ -91,7 +91,7 @@ def gather(run: RunData, detect_flags_now: bool = True, series: dict[int, RankSe
     series = series if series is not None else rank_series(run)
     info = run_info(run, series)
     peak = find_peak(series)
-    ooms = list(run.of_type("oom"))
+    ooms = list(run.of_class(OomRecord))
     oom = ooms[-1] if ooms else None
     notes: list[str] = []
     if peak is not None:
@@ -102,11 +102,9 @@ def gather(run: RunData, detect_flags_now: bool = True, series: dict[int, RankSe
         large = peak.large_tensors
         total = peak.device_total or info.device_total
     elif oom is not None:
-        got = oom.get("categories")
-        raw: dict[str, Any] = got if isinstance(got, dict) else {}
-        cats = {c: (as_int(raw.get(c)) or 0) for c in CATEGORIES}
-        other_known = as_int(raw.get("other")) is not None
-        allocated = as_int(oom.get("allocated"))
+        cats = {c: (v or 0) for c, v in oom.categories.as_dict().items()}
+        other_known = oom.categories.other is not None
+        allocated = oom.allocated
         level = allocated if allocated is not None else sum(cats.values())
         has_alloc = allocated is not None
         large = large_tensors(oom)
