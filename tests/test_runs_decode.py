@@ -139,6 +139,22 @@ def test_bad_lines_are_skipped_with_their_reason() -> None:
     assert _reason(long.encode()) == "too_long"
 
 
+def test_repeated_large_tensors_are_still_checked() -> None:
+    """Entries equal to one seen before are reused; a bool size (True == 1) or a changed size is not."""
+    rec = step_record(1)
+    first = decode_line(_line(rec))
+    assert isinstance(first, StepRecord)
+    again = decode_line(_line(rec))
+    assert isinstance(again, StepRecord) and again.large_tensors == first.large_tensors
+    rec["large_tensors"][0]["bytes"] = True
+    assert _reason(_line(rec)) == "bad_value"
+    rec["large_tensors"][0]["bytes"] = 7
+    changed = decode_line(_line(rec))
+    assert isinstance(changed, StepRecord) and changed.large_tensors[0].bytes == 7
+    rec["large_tensors"][0]["name"] = ["not", "hashable"]
+    assert _reason(_line(rec)) == "bad_value"
+
+
 def test_long_messages_are_cut_not_refused() -> None:
     rec = decode_line(_line({"type": "warning", "message": "m" * 100_000}))
     assert isinstance(rec, WarningRecord) and len(rec.message) <= 4096 and rec.get("message") == rec.message
