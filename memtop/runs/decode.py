@@ -499,22 +499,18 @@ def decode_line(line: bytes | str) -> Record | Skip:
     """
     if len(line) > MAX_LINE:
         return Skip("too_long")
-    if isinstance(line, bytes):
-        try:
-            line = line.decode("utf-8")
-        except UnicodeDecodeError:
-            return Skip("bad_json", "not UTF-8")
-    if not line.strip():
-        return Skip("blank")
     try:
-        obj = json.loads(line)
+        obj = json.loads(line)  # bytes are decoded as UTF-8 by json itself
     except RecursionError:
         return Skip("too_deep")
-    except ValueError as exc:  # JSONDecodeError, and ints over Python's digit limit
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, ints over Python's digit limit
+        if not line.strip():
+            return Skip("blank")
         return Skip("bad_json", str(exc)[:100])
     # A record of this format opens a few dozen objects and lists; only a line with many more can
     # nest deeply inside a known key (which the typed fields would not notice): walk it then.
-    if line.count("[") + line.count("{") > _WALK_OVER and not _depth_ok(obj):
+    opens = line.count(b"[") + line.count(b"{") if isinstance(line, bytes) else line.count("[") + line.count("{")
+    if opens > _WALK_OVER and not _depth_ok(obj):
         return Skip("too_deep")
     return decode_object(obj)
 
