@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 from runfactory import step_record
 
-from memtop.runs.decode import MAX_LINE, Skip, decode_line, decode_meta
+from memtop.runs.decode import MAX_LINE, Skip, decode_line
+from memtop.runs.meta_decode import decode_meta
 from memtop.runs.reader import load_run
 from memtop.runs.records import (
     Categories,

@@ -12,50 +12,47 @@ validated here once, so readers trust what they get:
 * a record of an unknown type or of a newer schema than this memtop reads is skipped.
 
 A line that fails any check is skipped whole, with its reason (:class:`Skip`), never half-read.
-``meta.json`` is decoded the same way, except that a bad field is dropped (reads as ``None``) and
-the rest of the file is kept: one bad value must not lose the run's command and times.
+``meta.json`` is decoded the same way by :mod:`memtop.runs.meta_decode`, with the same checks
+(:mod:`memtop.runs.checks`).
 """
 
 from __future__ import annotations
 
 import json
-import math
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
+from memtop.runs.checks import (
+    MAX_DEPTH,
+    MAX_INT,
+    MAX_ITEMS,
+    MAX_LINE,
+    MAX_STR,
+    Bad,
+    count,
+    depth_ok,
+    opt_count,
+    pct,
+    seconds,
+    short_str,
+    text,
+    unix_time,
+)
 from memtop.runs.format import CATEGORIES, SCHEMA_VERSION
 from memtop.runs.records import (
     RECORD_CLASSES,
     Categories,
-    Device,
     ExitRecord,
     LargeTensor,
     Moment,
     OomRecord,
     Record,
-    RunMeta,
     StageRecord,
     StepRecord,
     WarningRecord,
 )
-
-MAX_LINE: Final = 1 << 20  # bytes per rank-file line
-MAX_META: Final = 4 << 20  # bytes of meta.json
-MAX_STR: Final = 4096  # characters of an identifier-like string (names, devices, paths)
-MAX_MESSAGE: Final = 4096  # free text (OOM and warning messages) is cut to this
-MAX_DEPTH: Final = 16  # nesting of any JSON value (the format needs 4)
-MAX_ITEMS: Final = 4096  # entries of any list in a record (large tensors, shapes, command)
-MAX_INT: Final = (1 << 63) - 1
-MAX_TIME: Final = 1e11  # unix seconds (year ~5138); time.localtime refuses much larger values
-MAX_SECONDS: Final = 1e9  # a duration
-MAX_PATH: Final = 4000  # under Linux's PATH_MAX (4096) with room for a file name
-MAX_PATH_PART: Final = 255  # a cwd with a longer component cannot be a path (ENAMETOOLONG)
-
-
-class Bad(ValueError):
-    """A value failed validation; ``str(exc)`` is the reason."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,138 +81,6 @@ class SkipCounter(Counter[str]):
         """``"3 line(s) skipped: 2 not JSON (truncated or garbage), 1 longer than 1 MiB"``."""
         parts = [f"{n} {REASONS.get(reason, reason)}" for reason, n in self.most_common()]
         return f"{sum(self.values())} unreadable line(s) skipped: " + ", ".join(parts)
-
-
-# ------------------------------------------------------------------------------ value checks
-
-
-def _int(v: Any, what: str) -> int:
-    if isinstance(v, bool) or not isinstance(v, int):
-        raise Bad(f"{what}: not an integer")
-    if v < 0 or v > MAX_INT:
-        raise Bad(f"{what}: out of range")
-    return v
-
-
-def _opt_int(v: Any, what: str) -> int | None:
-    return None if v is None else _int(v, what)
-
-
-def _signed(v: Any, what: str) -> int | None:
-    """An exit code or signal: any integer in range, or null."""
-    if v is None:
-        return None
-    if isinstance(v, bool) or not isinstance(v, int) or abs(v) > MAX_INT:
-        raise Bad(f"{what}: not an integer in range")
-    return v
-
-
-def _float(v: Any, what: str) -> float | None:
-    if v is None:
-        return None
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
-        raise Bad(f"{what}: not a number")
-    try:
-        f = float(v)
-    except OverflowError:
-        raise Bad(f"{what}: out of range") from None
-    if not math.isfinite(f):
-        raise Bad(f"{what}: not finite")
-    return f
-
-
-def _nonneg_float(v: Any, what: str) -> float | None:
-    f = _float(v, what)
-    if f is not None and f < 0:
-        raise Bad(f"{what}: negative")
-    return f
-
-
-def _time(v: Any, what: str) -> float | None:
-    """A unix time that calendars can show (1970 up to about year 5000)."""
-    f = _float(v, what)
-    if f is not None and not 0 <= f <= MAX_TIME:
-        raise Bad(f"{what}: not a unix time")
-    return f
-
-
-def _seconds(v: Any, what: str) -> float | None:
-    """A duration: non-negative and under ~30 years (timedelta and formatting stay safe)."""
-    f = _nonneg_float(v, what)
-    if f is not None and f > MAX_SECONDS:
-        raise Bad(f"{what}: out of range")
-    return f
-
-
-def _pct(v: Any, what: str) -> float | None:
-    f = _float(v, what)
-    if f is not None and abs(f) > 1e6:
-        raise Bad(f"{what}: out of range")
-    return f
-
-
-def _str(v: Any, what: str, limit: int = MAX_STR) -> str | None:
-    if v is None:
-        return None
-    if not isinstance(v, str):
-        raise Bad(f"{what}: not a string")
-    if len(v) > limit:
-        raise Bad(f"{what}: longer than {limit} characters")
-    return v
-
-
-def _text(v: Any, what: str) -> str:
-    """Free text: cut, not refused, when long."""
-    if v is None:
-        return ""
-    if not isinstance(v, str):
-        raise Bad(f"{what}: not a string")
-    return v if len(v) <= MAX_MESSAGE else v[: MAX_MESSAGE - 1] + "…"
-
-
-def _list(v: Any, what: str) -> list[Any]:
-    if v is None:
-        return []
-    if not isinstance(v, list):
-        raise Bad(f"{what}: not a list")
-    if len(v) > MAX_ITEMS:
-        raise Bad(f"{what}: more than {MAX_ITEMS} entries")
-    return v
-
-
-def _obj(v: Any, what: str) -> Mapping[str, Any]:
-    if v is None:
-        return {}
-    if not isinstance(v, dict):
-        raise Bad(f"{what}: not an object")
-    return v
-
-
-def _depth_ok(v: Any, limit: int = MAX_DEPTH) -> bool:
-    """True when ``v`` nests at most ``limit`` deep and holds no over-long string (iterative)."""
-    stack: list[tuple[Any, int]] = [(v, 0)]
-    seen = 0
-    while stack:
-        x, d = stack.pop()
-        seen += 1
-        if seen > 100_000:
-            return False
-        if isinstance(x, dict):
-            if d >= limit:
-                return False
-            for k, item in x.items():
-                if len(k) > MAX_STR:
-                    return False
-                stack.append((item, d + 1))
-        elif isinstance(x, list):
-            if d >= limit:
-                return False
-            stack.extend((item, d + 1) for item in x)
-        elif isinstance(x, str) and len(x) > MAX_STR:
-            return False
-        elif isinstance(x, float) and not math.isfinite(x):
-            return False
-    return True
 
 
 # The three below run for every decoded step (16 large tensors each): checks are inlined, and
@@ -352,21 +217,21 @@ def _step(d: Mapping[str, Any], schema: int) -> StepRecord:
         if v is not None and (type(v) is not int or v < 0 or v > MAX_INT):
             raise Bad(f"{k}: not a non-negative integer below 2**63")
     return StepRecord(
-        step=_int(g("step"), "step"),
+        step=count(g("step"), "step"),
         schema=schema,
         rank=g("rank"),
-        time=_time(g("time"), "time"),
-        device=_str(g("device"), "device", 64),
-        step_time=_seconds(g("step_time"), "step_time"),
+        time=unix_time(g("time"), "time"),
+        device=short_str(g("device"), "device", 64),
+        step_time=seconds(g("step_time"), "step_time"),
         allocated=g("allocated"),
         reserved=g("reserved"),
         peak=g("peak"),
         categories=_categories(g("categories")),
-        peak_point=_str(g("peak_point"), "peak_point", 64),
+        peak_point=short_str(g("peak_point"), "peak_point", 64),
         activations_step=g("activations_step"),
         tracked=g("tracked"),
         fragmentation_bytes=g("fragmentation_bytes"),
-        fragmentation_pct=_pct(g("fragmentation_pct"), "fragmentation_pct"),
+        fragmentation_pct=pct(g("fragmentation_pct"), "fragmentation_pct"),
         inactive_split_bytes=g("inactive_split_bytes"),
         device_used=g("device_used"),
         device_total=g("device_total"),
@@ -379,41 +244,41 @@ def _step(d: Mapping[str, Any], schema: int) -> StepRecord:
 
 def _stage(d: Mapping[str, Any], schema: int) -> StageRecord:
     g = d.get
-    name = _str(g("name"), "name", 256)
+    name = short_str(g("name"), "name", 256)
     if not name:
         raise Bad("name: missing")
     return StageRecord(
         name=name,
         schema=schema,
-        rank=_opt_int(g("rank"), "rank"),
-        time=_time(g("time"), "time"),
-        step=_opt_int(g("step"), "step"),
-        duration=_seconds(g("duration"), "duration"),
-        before=_opt_int(g("before"), "before"),
-        after=_opt_int(g("after"), "after"),
-        peak=_opt_int(g("peak"), "peak"),
-        measure=_str(g("measure"), "measure", 64),
+        rank=opt_count(g("rank"), "rank"),
+        time=unix_time(g("time"), "time"),
+        step=opt_count(g("step"), "step"),
+        duration=seconds(g("duration"), "duration"),
+        before=opt_count(g("before"), "before"),
+        after=opt_count(g("after"), "after"),
+        peak=opt_count(g("peak"), "peak"),
+        measure=short_str(g("measure"), "measure", 64),
         doc=d,
     )
 
 
 def _oom(d: Mapping[str, Any], schema: int) -> OomRecord:
     g = d.get
-    message = _text(g("message"), "message")
+    message = text(g("message"), "message")
     if message != g("message", ""):
         d = {**d, "message": message}
     return OomRecord(
         schema=schema,
-        rank=_opt_int(g("rank"), "rank"),
-        time=_time(g("time"), "time"),
+        rank=opt_count(g("rank"), "rank"),
+        time=unix_time(g("time"), "time"),
         message=message,
-        requested_bytes=_opt_int(g("requested_bytes"), "requested_bytes"),
-        step=_opt_int(g("step"), "step"),
-        device=_str(g("device"), "device", 64),
+        requested_bytes=opt_count(g("requested_bytes"), "requested_bytes"),
+        step=opt_count(g("step"), "step"),
+        device=short_str(g("device"), "device", 64),
         categories=_categories(g("categories")),
-        allocated=_opt_int(g("allocated"), "allocated"),
-        reserved=_opt_int(g("reserved"), "reserved"),
-        device_free=_opt_int(g("device_free"), "device_free"),
+        allocated=opt_count(g("allocated"), "allocated"),
+        reserved=opt_count(g("reserved"), "reserved"),
+        device_free=opt_count(g("device_free"), "device_free"),
         large_tensors=_large_tensors(g("large_tensors")),
         doc=d,
     )
@@ -421,7 +286,7 @@ def _oom(d: Mapping[str, Any], schema: int) -> OomRecord:
 
 def _warning(d: Mapping[str, Any], schema: int) -> WarningRecord:
     g = d.get
-    message = _text(g("message"), "message")
+    message = text(g("message"), "message")
     if message != g("message", ""):
         d = {**d, "message": message}
     disabled = g("disabled", False)
@@ -429,10 +294,10 @@ def _warning(d: Mapping[str, Any], schema: int) -> WarningRecord:
         raise Bad("disabled: not a boolean")
     return WarningRecord(
         schema=schema,
-        rank=_opt_int(g("rank"), "rank"),
-        time=_time(g("time"), "time"),
+        rank=opt_count(g("rank"), "rank"),
+        time=unix_time(g("time"), "time"),
         message=message,
-        source=_str(g("source"), "source", 64),
+        source=short_str(g("source"), "source", 64),
         disabled=disabled,
         doc=d,
     )
@@ -442,13 +307,13 @@ def _exit(d: Mapping[str, Any], schema: int) -> ExitRecord:
     g = d.get
     return ExitRecord(
         schema=schema,
-        rank=_opt_int(g("rank"), "rank"),
-        time=_time(g("time"), "time"),
-        reason=_str(g("reason"), "reason", 64),
-        exception=_str(g("exception"), "exception", 256),
-        steps=_opt_int(g("steps"), "steps"),
-        pid=_opt_int(g("pid"), "pid"),
-        hook_cpu_seconds=_seconds(g("hook_cpu_seconds"), "hook_cpu_seconds"),
+        rank=opt_count(g("rank"), "rank"),
+        time=unix_time(g("time"), "time"),
+        reason=short_str(g("reason"), "reason", 64),
+        exception=short_str(g("exception"), "exception", 256),
+        steps=opt_count(g("steps"), "steps"),
+        pid=opt_count(g("pid"), "pid"),
+        hook_cpu_seconds=seconds(g("hook_cpu_seconds"), "hook_cpu_seconds"),
         doc=d,
     )
 
@@ -484,7 +349,7 @@ def decode_object(obj: Any) -> Record | Skip:
         return Skip("newer_schema", str(schema)[:20])
     known = _KNOWN_KEYS[kind]
     for k, v in obj.items():  # keys this memtop does not know: kept, but bounded like the rest
-        if k not in known and (len(k) > MAX_STR or not _depth_ok(v, MAX_DEPTH - 1)):
+        if k not in known and (len(k) > MAX_STR or not depth_ok(v, MAX_DEPTH - 1)):
             return Skip("too_deep", k[:64])
     try:
         return build(obj, schema)
@@ -510,141 +375,6 @@ def decode_line(line: bytes | str) -> Record | Skip:
     # A record of this format opens a few dozen objects and lists; only a line with many more can
     # nest deeply inside a known key (which the typed fields would not notice): walk it then.
     opens = line.count(b"[") + line.count(b"{") if isinstance(line, bytes) else line.count("[") + line.count("{")
-    if opens > _WALK_OVER and not _depth_ok(obj):
+    if opens > _WALK_OVER and not depth_ok(obj):
         return Skip("too_deep")
     return decode_object(obj)
-
-
-# ------------------------------------------------------------------------------ meta.json
-
-
-def _command(v: Any) -> tuple[str, ...]:
-    items = _list(v, "command")
-    return tuple(_str(a, "command[]") or "" for a in items)
-
-
-def _cwd(v: Any) -> str | None:
-    cwd = _str(v, "cwd")
-    if cwd is not None and (len(cwd) > MAX_PATH or any(len(part) > MAX_PATH_PART for part in cwd.split("/")) or "\0" in cwd):
-        raise Bad("cwd: not a usable path")
-    return cwd
-
-
-def _devices(v: Any) -> tuple[Device, ...]:
-    out: list[Device] = []
-    for d in _list(v, "devices"):
-        dd = _obj(d, "devices[]")
-        kind = dd.get("kind")
-        out.append(
-            Device(
-                index=_opt_int(dd.get("index"), "devices[].index"),
-                name=_str(dd.get("name"), "devices[].name", 256),
-                total_bytes=_opt_int(dd.get("total_bytes"), "devices[].total_bytes"),
-                kind=kind if kind in ("cuda", "cpu") else "unknown",
-            )
-        )
-    return tuple(out)
-
-
-def _scalar(v: Any) -> bool:
-    return v is None or isinstance(v, bool) or (isinstance(v, str) and len(v) <= MAX_STR) or (isinstance(v, (int, float)) and abs(v) <= MAX_INT and math.isfinite(v))
-
-
-def _flag_entry(e: Any) -> dict[str, Any] | None:
-    """One detected flag, normalized: ``flag`` a string, ``kind`` a string, ``aliases`` a list of
-    strings; other values scalars or lists of scalars (dropped otherwise). None: not a flag."""
-    if not isinstance(e, dict) or len(e) > 64:
-        return None
-    flag = e.get("flag")
-    if not isinstance(flag, str) or not flag or len(flag) > 256:
-        return None
-    out: dict[str, Any] = {}
-    for k, v in e.items():
-        if not isinstance(k, str) or len(k) > 64:
-            continue
-        if _scalar(v) or (isinstance(v, list) and len(v) <= 1024 and all(_scalar(x) for x in v)):
-            out[k] = v
-    out["kind"] = out["kind"] if isinstance(out.get("kind"), str) else "str"
-    aliases = out.get("aliases")
-    out["aliases"] = [a for a in aliases if isinstance(a, str)] if isinstance(aliases, list) else []
-    return out
-
-
-def _flags(v: Any) -> tuple[Mapping[str, Any], ...] | None:
-    """meta.json's detected flags; entries that are not flags are left out."""
-    if v is None:
-        return None
-    return tuple(f for e in _list(v, "detected_flags") if (f := _flag_entry(e)) is not None)
-
-
-_META_FIELDS: Final[dict[str, Callable[[Any], Any]]] = {
-    "schema": lambda v: _opt_int(v, "schema"),
-    "run_id": lambda v: _str(v, "run_id", 256),
-    "command": _command,
-    "cwd": _cwd,
-    "started_at": lambda v: _time(v, "started_at"),
-    "ended_at": lambda v: _time(v, "ended_at"),
-    "exit_code": lambda v: _signed(v, "exit_code"),
-    "status": lambda v: _str(v, "status", 64),
-    "signal": lambda v: _signed(v, "signal"),
-    "memtop_version": lambda v: _str(v, "memtop_version", 64),
-    "torch_version": lambda v: _str(v, "torch_version", 64),
-    "python_version": lambda v: _str(v, "python_version", 64),
-    "host": lambda v: _str(v, "host", 256),
-    "pid": lambda v: _opt_int(v, "pid"),
-    "devices": _devices,
-    "detected_flags": _flags,
-    "max_steps": lambda v: _opt_int(v, "max_steps"),
-}
-
-
-def sanitize_meta(obj: Any) -> tuple[dict[str, Any], list[str]] | None:
-    """meta.json's JSON value -> (the same dict with every bad or unbounded value set to None or
-    left out, the names of those keys); None when it is not an object. Unknown keys are kept when
-    they are bounded."""
-    if not isinstance(obj, dict):
-        return None
-    out: dict[str, Any] = {}
-    dropped: list[str] = []
-    for k, v in obj.items():
-        if len(k) > MAX_STR:
-            dropped.append(k[:64])
-            continue
-        check = _META_FIELDS.get(k)
-        if check is None:
-            if _depth_ok(v, 8):
-                out[k] = v
-            else:
-                dropped.append(k[:64])
-            continue
-        try:
-            value = check(v)
-        except Bad:
-            out[k] = None
-            dropped.append(k)
-            continue
-        out[k] = [dict(e) for e in value] if k == "detected_flags" and value is not None else v
-    return out, dropped
-
-
-def meta_from_dict(doc: Mapping[str, Any], dropped: tuple[str, ...] = ()) -> RunMeta:
-    """A sanitized meta dict (see :func:`sanitize_meta`) -> :class:`RunMeta`."""
-    values = {k: check(doc[k]) for k, check in _META_FIELDS.items() if k in doc}
-    return RunMeta(**values, dropped=dropped, doc=doc)
-
-
-def decode_meta(text: bytes | str) -> RunMeta | Skip:
-    """meta.json's bytes -> :class:`RunMeta` (bad fields dropped), or why the file is unusable."""
-    if len(text) > MAX_META:
-        return Skip("too_long")
-    try:
-        obj = json.loads(text)
-    except RecursionError:
-        return Skip("too_deep")
-    except ValueError as exc:
-        return Skip("bad_json", str(exc)[:100])
-    got = sanitize_meta(obj)
-    if got is None:
-        return Skip("not_object")
-    doc, dropped = got
-    return meta_from_dict(doc, tuple(dropped))

@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from memtop.errors import MemtopError
-from memtop.runs.decode import MAX_META, meta_from_dict, sanitize_meta
 from memtop.runs.format import META_FILE, RANK_FILE_PREFIX, RANK_FILE_SUFFIX, SCHEMA_VERSION
+from memtop.runs.meta_decode import MAX_META, meta_from_dict, sanitize_meta
 from memtop.runs.records import RunMeta
 from memtop.runs.safeio import Unreadable, exists, is_dir, list_dir, read_bounded
 from memtop.version import __version__
