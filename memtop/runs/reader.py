@@ -196,6 +196,9 @@ def meta_warnings(run_dir: Path, meta: RunMeta | None, why: str | None) -> list[
     return out
 
 
+_CHUNK = 16 * 1024 * 1024
+
+
 def load_run(run_dir: Path) -> RunData:
     """Read meta and every rank file, decoding every line; never raises for bad content."""
     meta, why = load_meta(run_dir)
@@ -203,7 +206,13 @@ def load_run(run_dir: Path) -> RunData:
     data.warnings.extend(meta_warnings(run_dir, meta, why))
     for rank, path in rank_files(run_dir).items():
         tail = RankTail(path)
-        recs = tail.poll(max_bytes=-1, final=True)  # -1: the whole file
+        recs: list[Record] = []
+        while True:  # in chunks: the file's bytes are never all in memory at once
+            before = tail.offset
+            recs += tail.poll(max_bytes=_CHUNK)
+            if tail.error or tail.offset == before:
+                break
+        recs += tail.poll(max_bytes=_CHUNK, final=True)
         if tail.error:
             data.warnings.append(tail.error)
             continue
