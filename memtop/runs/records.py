@@ -108,7 +108,7 @@ class StepRecord(_Doc):
     device_used: int | None = None
     device_total: int | None = None
     large_tensors: tuple[LargeTensor, ...] = ()
-    moments: Mapping[str, Moment] = field(default_factory=dict)
+    moments: Mapping[str, Moment] = field(default_factory=dict, hash=False)
     sample_every: int | None = None
     doc: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
