@@ -242,7 +242,7 @@ class RunMeta(_Doc):
     host: str | None = None
     pid: int | None = None
     devices: tuple[Device, ...] = ()
-    detected_flags: tuple[Mapping[str, Any], ...] | None = None
+    detected_flags: tuple[Mapping[str, Any], ...] | None = field(default=None, hash=False)
     max_steps: int | None = None
     dropped: tuple[str, ...] = ()
     doc: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
