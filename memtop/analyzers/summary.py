@@ -9,6 +9,7 @@ from memtop.analyzers.series import RankSeries, median, present, quantile
 from memtop.runs.format import CATEGORIES
 from memtop.runs.reader import ExitRecord, OomRecord, Record, RunData, StepRecord
 from memtop.runs.records import RunMeta
+from memtop.runs.status import run_status
 
 CPU_UNMEASURED = (
     "on CPU there is no allocator counter: the allocator peak, allocated/reserved, `other` "
@@ -118,7 +119,7 @@ def run_info(run: RunData, series: dict[int, RankSeries]) -> RunInfo:
             kind = "cuda" if any_s.device.startswith("cuda") else ("cpu" if any_s.device == "cpu" else kind)
         total = total if total is not None else any_s.total()
     longest = max(series.values(), key=lambda s: s.total_steps) if series else None
-    status = meta.status if meta is not None else None
+    status = run_status(run.path, dict(meta.doc)) if meta is not None else None
     if status is None:
         status = _status_from_records(run)
     return RunInfo(

@@ -35,6 +35,7 @@ from memtop.runs.records import (
 )
 from memtop.runs.rundir import load_meta
 from memtop.runs.safeio import open_regular
+from memtop.runs.status import LOST, run_status
 from memtop.tui.history import DecimatedSeries
 from memtop.tui.snapshot import (
     HISTORY_FIELDS,
@@ -486,18 +487,7 @@ class FileRunReader:
         return data
 
     def _writer_gone(self, meta: RunMeta) -> bool:
-        if meta.status != "running" or meta.host != self._host:
-            return False
-        pid = meta.pid
-        if pid is None or pid <= 0 or pid == os.getpid():
-            return False
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return True
-        except PermissionError:
-            return False
-        return False
+        return run_status(self.run_dir, dict(meta.doc)) == LOST
 
     def _build(self) -> RunSnapshot:
         meta = self._meta.data or RunMeta()
