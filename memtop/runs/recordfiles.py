@@ -35,10 +35,10 @@ def file_key(name: str) -> int | None:
         middle = stem[len(RANK_FILE_PREFIX) :]
         return int(middle) if middle.isdigit() and len(middle) < 10 else None
     if stem.startswith(PROC_FILE_PREFIX):
-        pid, _, part = stem[len(PROC_FILE_PREFIX) :].partition("-")
+        pid, sep, part = stem[len(PROC_FILE_PREFIX) :].partition("-")
         if not (pid.isdigit() and len(pid) < 10):
             return None
-        if not part:
+        if not sep:
             return PROC_KEY + int(pid)
         if part.isdigit() and len(part) == 1 and 2 <= int(part) <= _MAX_PART:
             return int(part) * PROC_KEY + int(pid)
