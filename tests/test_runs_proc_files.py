@@ -165,3 +165,29 @@ def test_end_of_run_check_and_gpu_checker_read_the_process(proc_run: tuple[Path,
     assert checked.steps == 9  # 6 of rank 0 + 3 of the child (a CPU run: the CUDA identities fail, as they should)
     assert not any("not JSON" in v for v in checked.violations)
     assert isinstance(next(r for r in load_run(run_dir).steps(PROC_KEY + pid)), StepRecord)
+
+
+def test_gpu_checker_reports_every_line_the_decoder_skips(tmp_path: Path) -> None:
+    """Routed through the decoder, the checker still cannot have a bad record hidden from it:
+    a line the decoder refuses (a negative byte count) is a violation naming the reason."""
+    from runfactory import step_record
+
+    from memtop.runs.rundir import write_meta
+    from memtop.validation.checks import read_meta
+
+    run_dir = tmp_path / "20261201-000000-x"
+    run_dir.mkdir()
+    bad = step_record(2)
+    bad["categories"]["activations"] = -1
+    lines = [json.dumps(step_record(1)), json.dumps(bad), json.dumps(step_record(3))]
+    (run_dir / "rank0.jsonl").write_text("\n".join(lines) + "\n")
+    checked = check_run(run_dir, expect_steps=3)
+    assert checked.steps == 2
+    assert any("1 lines are not JSON objects or not valid records" in v and "wrong type or out of range" in v for v in checked.violations), checked.violations
+    assert any("not 1..2" in v for v in checked.violations)  # the refused step leaves a gap
+    assert read_meta(run_dir) == {}  # no meta.json
+    write_meta(run_dir, {"schema": 1, "run_id": run_dir.name, "command": ["python", "t.py"], "status": "finished", "exit_code": 0})
+    meta = read_meta(run_dir)
+    assert meta["run_id"] == run_dir.name and meta["exit_code"] == 0
+    (run_dir / "meta.json").write_text("{not json")
+    assert read_meta(run_dir) == {}
