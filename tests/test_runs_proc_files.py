@@ -22,7 +22,7 @@ from memtop.commands.train import _records_contain
 from memtop.headless import StatusLine
 from memtop.runs.decode import decode_line
 from memtop.runs.reader import load_run
-from memtop.runs.recordfiles import PROC_KEY, file_key, file_label, file_stem, record_files, short_label
+from memtop.runs.recordfiles import PROC_KEY, count_label, file_key, file_label, file_stem, record_files, short_label
 from memtop.runs.records import StepRecord
 from memtop.tui.reader import FileRunReader
 from memtop.validation.checks import check_run
@@ -82,6 +82,7 @@ def test_record_file_names_and_keys() -> None:
         assert key is not None and file_stem(key) + ".jsonl" == name  # the key names its file back
     assert [file_label(k) for k in (3, PROC_KEY + 1234, 2 * PROC_KEY + 1234)] == ["rank 3", "process 1234", "process 1234 (2)"]
     assert [short_label(k) for k in (3, PROC_KEY + 1234)] == ["3", "pid 1234"]
+    assert count_label([0, 1]) == "2 ranks" and count_label([0, PROC_KEY + 5, PROC_KEY + 6]) == "1 rank + 2 processes"
 
 
 def test_ranks_sort_before_processes(tmp_path: Path) -> None:

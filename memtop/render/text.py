@@ -10,7 +10,7 @@ from memtop.analyzers.advice import Suggestion
 from memtop.analyzers.cmdline import join
 from memtop.analyzers.report import Report
 from memtop.analyzers.summary import Timeline
-from memtop.runs.recordfiles import file_label, is_rank, short_label
+from memtop.runs.recordfiles import count_label, file_label, short_label
 from memtop.units import fmt_bytes, fmt_pct
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -57,10 +57,7 @@ def _secs(s: float | None) -> str:
 def render_header(rep: Report) -> list[str]:
     r = rep.run
     status = r.status + (f" (exit {r.exit_code})" if r.exit_code is not None else "")
-    n = sum(1 for k in r.ranks if is_rank(k))
-    ranks = f"{n} rank" + ("s" if n != 1 else "")
-    if len(r.ranks) > n:  # proc<pid>.jsonl files: processes of the run without a rank of their own
-        ranks += f" + {len(r.ranks) - n} process" + ("es" if len(r.ranks) - n != 1 else "")
+    ranks = count_label(r.ranks)  # proc<pid>.jsonl files count as processes, not ranks
     lines = [f"memtop analyze: {r.run_id}", f"  status   {status}, {r.steps} steps, {ranks}, {_secs(r.duration)}, started {_when(r.started_at)}"]
     if r.command:
         lines.append(f"  command  {join(r.command)}")

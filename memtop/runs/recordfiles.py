@@ -16,6 +16,7 @@ run is followed (a rank file appearing later never shifts another file's key). S
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Final
 
@@ -78,6 +79,17 @@ def short_label(key: int) -> str:
         return str(key)
     part = key // PROC_KEY
     return f"pid {key % PROC_KEY}" + (f" ({part})" if part > 1 else "")
+
+
+def count_label(keys: Iterable[int]) -> str:
+    """``"2 ranks"``, ``"1 rank + 1 process"``: how many ranks and other processes the keys hold."""
+    keys = list(keys)
+    ranks = sum(1 for k in keys if is_rank(k))
+    out = f"{ranks} rank" + ("s" if ranks != 1 else "")
+    procs = len(keys) - ranks
+    if procs:
+        out += f" + {procs} process" + ("es" if procs != 1 else "")
+    return out
 
 
 def record_files(run_dir: Path) -> dict[int, Path]:
