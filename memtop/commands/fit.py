@@ -50,15 +50,6 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _size(text: str) -> int:
-    from memtop.fitting.sizes import parse_size
-
-    try:
-        return parse_size(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.usage = "memtop fit [--vary NAME=V1,V2,V3] [--steps N] [--at V ...] [--device-memory SIZE] [--json] (-- CMD ARGS... | script.py ARGS...)"
     add_common_options(parser)
@@ -66,7 +57,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the flag to vary (without its dashes) and the values to probe; default: a scaling flag found in the script, at a quarter, half and all of its current value")
     parser.add_argument("--steps", type=_positive_int, default=3, help="optimizer steps per probe (default 3)")
     parser.add_argument("--at", action="append", default=[], metavar="V", help="predict the peak at this value (repeat, or V1,V2)")
-    parser.add_argument("--device-memory", type=_size, default=None, metavar="SIZE",
+    from memtop.commands._device_memory import size_arg
+
+    parser.add_argument("--device-memory", type=size_arg, default=None, metavar="SIZE",
                         help="plan for this much memory (e.g. 24GB) instead of this device's")
     parser.add_argument("--json", action="store_true", help="print the result as one JSON object (keys: docs/fit.md)")
     parser.add_argument("--name", default=None, help="prefix of the probe runs' names (default: fit-<flag>)")

@@ -138,11 +138,11 @@ def largest_fitting(fn: Callable[[float], float], capacity: float, integer: bool
     if integer:
         ia, ib = math.floor(a), math.ceil(b)
         while ib - ia > 1:
-            mid = (ia + ib) // 2
-            if fn(mid) <= capacity:
-                ia = mid
+            imid = (ia + ib) // 2
+            if fn(imid) <= capacity:
+                ia = imid
             else:
-                ib = mid
+                ib = imid
         return Fit(float(ia))
     for _ in range(60):
         mid = (a + b) / 2

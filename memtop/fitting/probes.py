@@ -110,12 +110,12 @@ def _take_moments(best: dict[str, dict[str, int]], rec: dict[str, Any]) -> None:
     for name, m in moments.items():
         if not isinstance(m, dict):
             continue
-        comp = {c: m.get(c) for c in TRACKED}
-        if not all(isinstance(v, int) for v in comp.values()):
+        comp = {c: v for c in TRACKED if isinstance(v := m.get(c), int)}
+        if len(comp) < len(TRACKED):
             continue
-        total = sum(int(v) for v in comp.values())  # type: ignore[arg-type]
+        total = sum(comp.values())
         if name not in best or total > sum(best[name].values()):
-            best[str(name)] = {c: int(v) for c, v in comp.items()}  # type: ignore[arg-type]
+            best[str(name)] = comp
 
 
 def read_probe(result: ProbeResult) -> None:

@@ -28,7 +28,7 @@ def _fit_cell(f: dict[str, Any]) -> str:
 
 def _curve_text(c: dict[str, Any], var: str) -> str:
     coef = c.get("coef") or []
-    parts = []
+    parts: list[str] = []
     for i, k in enumerate(coef):
         if i and not k:
             continue
