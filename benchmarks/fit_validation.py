@@ -22,6 +22,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -62,6 +63,7 @@ class Result:
     form: dict[str, str] = field(default_factory=dict)
     fit_seconds: float = 0.0
     error: str = ""
+    data: dict[str, Any] = field(default_factory=dict)  # the fit's JSON
 
     @property
     def relative_error(self) -> float | None:
@@ -95,6 +97,7 @@ def run_case(case: Case, workdir: Path, steps: int = 3) -> Result:
         result.error = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit {proc.returncode}"
         return result
     data = json.loads(proc.stdout)
+    result.data = data
     pred = next(p for p in data["predictions"] if p["value"] == case.far)
     result.predicted = pred["peak_bytes"]
     result.form = {c: f["kind"] for c, f in data["fit"]["categories"].items()}

@@ -141,22 +141,30 @@ def run(args: argparse.Namespace) -> int:
     if len(args.vary) > 1:
         raise MemtopError("one --vary at a time: a fit varies one flag (run `memtop fit` once per flag)")
     cwd = Path.cwd()
+    vary: tuple[str, list[float]] | None = None
+    if args.vary:
+        name, eq, raw = args.vary[0].partition("=")
+        name = name.strip().lstrip("-")
+        if not eq or not name:
+            raise MemtopError(f"--vary takes NAME=V1,V2,...: got {args.vary[0]!r}")
+        vary = (name, _numbers(raw, f"--vary {name}"))
+        if len(set(vary[1])) < 2:
+            raise MemtopError("a fit needs at least two different values: e.g. --vary batch-size=1,2,4")
+    at: list[float] = []
+    for text in args.at:
+        at.extend(_numbers(text, "--at"))
     entries = detect_flags(child, cwd)
     notes: list[str] = []
 
     role: str | None
-    if args.vary:
-        name, eq, raw = args.vary[0].partition("=")
-        name = name.strip()
-        if not eq or not name:
-            raise MemtopError(f"--vary takes NAME=V1,V2,...: got {args.vary[0]!r}")
-        values = _numbers(raw, f"--vary {name}")
+    if vary is not None:
+        name, values = vary
         entry = scaling.find_flag(entries, name)
         if entry is None:
             if entries:
                 known = ", ".join(str(e["flag"]) for e in entries if e.get("kind") in ("int", "float"))
-                raise MemtopError(f"the script has no flag --{name.lstrip('-')}" + (f" (its number flags: {known})" if known else ""))
-            entry = {"flag": f"--{name.lstrip('-')}", "dest": name.lstrip("-").replace("-", "_"), "aliases": [], "value": None,
+                raise MemtopError(f"the script has no flag --{name}" + (f" (its number flags: {known})" if known else ""))
+            entry = {"flag": f"--{name}", "dest": name.replace("-", "_"), "aliases": [], "value": None,
                      "kind": "int" if all(v.is_integer() for v in values) else "float"}
             notes.append(f"the script's flags could not be detected: {entry['flag']} is passed as given")
         role = scaling.scaling_role(entry)
@@ -175,9 +183,6 @@ def run(args: argparse.Namespace) -> int:
     values = sorted(set(values))
     if len(values) < 2:
         raise MemtopError("a fit needs at least two different values: e.g. --vary batch-size=1,2,4")
-    at: list[float] = []
-    for text in args.at:
-        at.extend(_numbers(text, "--at"))
 
     head, script_args = split_command(child, cwd)
     flag = str(entry["flag"])
