@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 
-
 REPO = Path(__file__).resolve().parent.parent
 SCRIPT = str(Path(__file__).resolve().parent / "scripts" / "fit_train.py")
 sys.path.insert(0, str(REPO / "benchmarks"))
