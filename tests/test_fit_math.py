@@ -115,3 +115,15 @@ def test_savings_from_the_transformers_real_flags() -> None:
     acc = next(s for s in seq if s.key == "accumulation")
     assert acc.how == "measured" and acc.args_change is not None
     assert "--gradient-accumulation-steps" in acc.args_change and "4" in acc.args_change  # batch 8 -> 4, accumulation 1 -> 2
+
+
+def test_fitting_imports_no_ui_and_no_torch() -> None:
+    """memtop.fitting is measurement arithmetic: no textual, rich or plotext, and no torch in `memtop fit` itself."""
+    import subprocess
+
+    code = (
+        "import sys, memtop.fitting.capacity, memtop.fitting.report, memtop.fitting.probes, memtop.fitting.scaling, memtop.fitting.sizes;"
+        "print(sorted(m for m in ('plotext', 'textual', 'rich', 'torch') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO).stdout.strip()
+    assert out == "[]"

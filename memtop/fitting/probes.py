@@ -233,7 +233,7 @@ def run_probe(spec: ProbeSpec, runs_dir: Path, steps: int, progress: ProgressFn 
     read_probe(result)
     if result.steps == 0 and result.status != "oom":
         line = _last_output_line(run_dir)
-        if proc.returncode == USAGE_EXIT_CODE:
+        if proc.returncode == USAGE_EXIT_CODE and run_dir is not None:  # else memtop train itself refused
             result.status = "rejected"
         elif result.status == "finished":
             result.status = "failed"
