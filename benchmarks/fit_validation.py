@@ -46,6 +46,8 @@ class Case:
 CASES = [
     Case("transformer-batch", "transformer_finetune.py", "batch-size", (1, 2, 4), 16),
     Case("transformer-seq", "transformer_finetune.py", "seq-len", (16, 32, 64), 256),
+    # naive attention keeps the (seq x seq) score matrices for backward: quadratic in --seq-len
+    Case("transformer-seq-naive", "transformer_finetune.py", "seq-len", (16, 32, 64), 256, ("--attention", "naive")),
     Case("video-frames", "video_pipeline.py", "max-frames", (2, 4, 8), 32),
     Case("image-resolution", "image_fit.py", "resolution", (8, 16, 32), 128),
     # Each step renders one of --views cameras and gathers the visible gaussians only when some are

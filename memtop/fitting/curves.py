@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 # A form is good enough when its worst residual is within this share of the largest measurement
 # (or within ABS_TOLERANCE bytes: allocator rounding, a few scalars).
-REL_TOLERANCE = 0.01
+REL_TOLERANCE = 0.001
 ABS_TOLERANCE = 4096
 
 
