@@ -12,10 +12,16 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from memtop.commands import add_common_options
 from memtop.errors import MemtopError
+from memtop.fitting.probes import ProbeResult, ProbeSpec
+
+if TYPE_CHECKING:
+    from memtop.fitting.capacity import PeakModel
+    from memtop.fitting.plan import Plan
+    from memtop.fitting.scaling import Saving
 
 NAME = "fit"
 HELP = "capacity planning: the largest batch/frames/resolution that fits, from a few short probe runs"
@@ -66,26 +72,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-savings", action="store_true", help="skip the probes that measure the advisor's savings")
 
 
-def _numbers(text: str, what: str) -> list[float]:
-    out = []
-    for part in text.split(","):
-        part = part.strip()
-        if not part:
-            continue
-        try:
-            v = float(part)
-        except ValueError:
-            raise MemtopError(f"{what}: {part!r} is not a number") from None
-        if not v > 0 or v == float("inf"):
-            raise MemtopError(f"{what}: values must be positive, got {part}")
-        out.append(v)
-    if not out:
-        raise MemtopError(f"{what}: no values given")
-    return out
-
-
 def _fmt(v: float) -> str:
-    return str(int(v)) if float(v).is_integer() else f"{v:g}"
+    from memtop.fitting.plan import fmt_value
+
+    return fmt_value(v)
 
 
 class Progress:
@@ -128,155 +118,56 @@ def _probe_text(p: Any) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from memtop.analyzers.cmdline import set_value, split_command
     from memtop.analyzers.flags import detect_flags
     from memtop.commands._common import runs_dir as resolve_runs_dir
-    from memtop.fitting import capacity, report, scaling
-    from memtop.fitting.probes import ProbeResult, ProbeSpec, run_probe
+    from memtop.fitting import capacity, plan, report, scaling
     from memtop.launcher import check_command
-    from memtop.runs.rundir import read_meta, sanitize_name
+    from memtop.runs.rundir import sanitize_name
 
     child: list[str] = list(getattr(args, "child", []) or [])
     check_command(child)
-    if len(args.vary) > 1:
-        raise MemtopError("one --vary at a time: a fit varies one flag (run `memtop fit` once per flag)")
+    vary = plan.parse_vary(args.vary)
+    at = [v for text in args.at for v in plan.parse_numbers(text, "--at")]
     cwd = Path.cwd()
-    vary: tuple[str, list[float]] | None = None
-    if args.vary:
-        name, eq, raw = args.vary[0].partition("=")
-        name = name.strip().lstrip("-")
-        if not eq or not name:
-            raise MemtopError(f"--vary takes NAME=V1,V2,...: got {args.vary[0]!r}")
-        vary = (name, _numbers(raw, f"--vary {name}"))
-        if len(set(vary[1])) < 2:
-            raise MemtopError("a fit needs at least two different values: e.g. --vary batch-size=1,2,4")
-    at: list[float] = []
-    for text in args.at:
-        at.extend(_numbers(text, "--at"))
     entries = detect_flags(child, cwd)
-    notes: list[str] = []
-
-    role: str | None
-    if vary is not None:
-        name, values = vary
-        entry = scaling.find_flag(entries, name)
-        if entry is None:
-            if entries:
-                known = ", ".join(str(e["flag"]) for e in entries if e.get("kind") in ("int", "float"))
-                raise MemtopError(f"the script has no flag --{name}" + (f" (its number flags: {known})" if known else ""))
-            entry = {"flag": f"--{name}", "dest": name.replace("-", "_"), "aliases": [], "value": None,
-                     "kind": "int" if all(v.is_integer() for v in values) else "float"}
-            notes.append(f"the script's flags could not be detected: {entry['flag']} is passed as given")
-        role = scaling.scaling_role(entry)
-        chosen = "given"
-    else:
-        picked = scaling.pick_scaling_flag(entries)
-        if picked is None:
-            raise MemtopError("no scaling flag (batch size, frames, sequence length, number of points, resolution) found in the script's flags: pass one with --vary NAME=V1,V2,V3, e.g. --vary batch-size=1,2,4")
-        entry, role = picked
-        values = scaling.default_values(scaling.current_value(entry), entry.get("kind") == "int")
-        chosen = "detected"
-        notes.append(f"varying {entry['flag']} ({scaling.SCALING_WORDS[role]}), found among the script's flags; pass --vary to choose another")
-    integer = entry.get("kind") == "int" or (entry.get("kind") not in ("float",) and all(v.is_integer() for v in values))
-    if entry.get("kind") == "int" and not all(v.is_integer() for v in values):
-        raise MemtopError(f"{entry['flag']} takes whole numbers: got {', '.join(_fmt(v) for v in values)}")
-    values = sorted(set(values))
-    if len(values) < 2:
-        raise MemtopError("a fit needs at least two different values: e.g. --vary batch-size=1,2,4")
-
-    head, script_args = split_command(child, cwd)
-    flag = str(entry["flag"])
-    prefix = sanitize_name(args.name or f"fit-{flag.lstrip('-')}")
+    p = plan.choose(entries, vary)
+    notes = list(p.notes)
     savings: list[scaling.Saving] = []
     if not args.no_savings:
-        savings, saving_notes = scaling.savings_for(entries, child, role, cwd)
+        savings, saving_notes = scaling.savings_for(entries, child, p.role, cwd)
         notes.extend(saving_notes)
-    measured_savings = [s for s in savings if s.how == "measured"]
-    runs = resolve_runs_dir(args)
-    live = sys.stderr.isatty()
-    progress = Progress(len(values) + len(measured_savings), args.steps, live)
-    if not args.json or live:
-        sys.stderr.write(f"[memtop fit] {len(values)} probes of {flag} ({', '.join(_fmt(v) for v in values)})"
-                         + (f" + {len(measured_savings)} saving probes" if measured_savings else "")
-                         + f", {args.steps} steps each, one at a time; runs in {runs}\n")
-
-    def probe(spec: ProbeSpec, index: int) -> ProbeResult:
-        result = run_probe(spec, runs, args.steps, lambda step, el: progress.update(index, spec.label, step, el))
-        progress.done(index, _probe_text(result), result.duration)
-        return result
-
-    probes: list[ProbeResult] = []
-    oom_at: float | None = None
-    for i, v in enumerate(values, start=1):
-        spec = ProbeSpec(v, [*head, *set_value(script_args, entry, _fmt(v))], f"{prefix}-{_fmt(v)}", f"{flag.lstrip('-')}={_fmt(v)}")
-        if oom_at is not None:
-            probes.append(ProbeResult(spec, None, "skipped", None, 0, None, None, message=f"a smaller value ({_fmt(oom_at)}) ran out of memory"))
-            progress.done(i, _probe_text(probes[-1]), 0.0)
-            continue
-        result = probe(spec, i)
-        probes.append(result)
-        if result.status == "rejected":
-            raise MemtopError(f"the script rejected {flag} {_fmt(v)}" + (f": {result.message}" if result.message else "") + (f" (run {result.run_dir})" if result.run_dir else ""))
-        if result.status == "oom":
-            oom_at = v
-    usable = [p for p in probes if p.usable]
-    for p in probes:
-        if not p.usable:
-            notes.append(f"probe {p.spec.label} not used: {p.status}" + (f" ({p.message})" if p.message else ""))
-    if len({p.spec.value for p in usable}) < 2:
-        why = "; ".join(f"{p.spec.label} {p.status}" + (f": {p.message}" if p.message else "") for p in probes if not p.usable)
+    runner = _Runner(args, p, child, cwd, resolve_runs_dir(args), sanitize_name(args.name or f"fit-{p.flag.lstrip('-')}"),
+                     n_savings=sum(1 for s in savings if s.how == "measured"))
+    probes = runner.base_probes()
+    usable = [x for x in probes if x.usable]
+    notes += [f"probe {x.spec.label} not used: {x.status}" + (f" ({x.message})" if x.message else "") for x in probes if not x.usable]
+    if len({x.spec.value for x in usable}) < 2:
+        why = "; ".join(f"{x.spec.label} {x.status}" + (f": {x.message}" if x.message else "") for x in probes if not x.usable)
         raise MemtopError(f"fewer than two usable probes, nothing to fit ({why or 'no step was recorded'})")
-    if len(usable) < len(values):
-        notes.append(f"the fit uses {len(usable)} of {len(values)} probes")
+    if len(usable) < len(p.values):
+        notes.append(f"the fit uses {len(usable)} of {len(p.values)} probes")
     model = capacity.fit_model(usable)
-    top = max(usable, key=lambda p: p.spec.value)
+    top = max(usable, key=lambda x: x.spec.value)
+    saved_models, saving_probes = runner.saving_probes(savings, model, top, notes)
+    probes += list(saving_probes.values())
 
-    # One probe per saving the script can express, at the largest value that ran.
-    saved_models: dict[str, capacity.PeakModel] = {}
-    saving_probes: dict[str, ProbeResult] = {}
-    index = len(values)
-    for s in savings:
-        if s.how == "estimated":
-            saved_models[s.key] = model.scaled(s.factors)
-        elif s.how == "measured" and s.args_change is not None:
-            index += 1
-            spec = ProbeSpec(top.spec.value, [*head, *set_value(s.args_change, entry, _fmt(top.spec.value))],
-                             f"{prefix}-{_fmt(top.spec.value)}-{s.key}", f"{flag.lstrip('-')}={_fmt(top.spec.value)} {s.change}", saving=s.key)
-            result = probe(spec, index)
-            probes.append(result)
-            saving_probes[s.key] = result
-            if result.usable:
-                saved_models[s.key] = capacity.measured_saving(model, top, result)
-                s.assumption = f"measured at {flag} {_fmt(top.spec.value)}; each category's curve scaled by the ratio measured there"
-            else:
-                notes.append(f"saving {s.title} ({s.change}) not measured: its probe {result.status}" + (f" ({result.message})" if result.message else ""))
-
-    # This device (or --device-memory).
-    meta = read_meta(top.run_dir) if top.run_dir else None
-    devices = (meta or {}).get("devices") or []
-    device = devices[0] if devices and isinstance(devices[0], dict) else None
-    if args.device_memory is not None:
-        cap_bytes: int | None = args.device_memory
-        source = "--device-memory"
-    else:
-        cap_bytes = device.get("total_bytes") if device and isinstance(device.get("total_bytes"), int) else None
-        source = "device"
+    device = _device_of(top)
+    cap_bytes, source = (args.device_memory, "--device-memory") if args.device_memory is not None else (
+        device.get("total_bytes") if device and isinstance(device.get("total_bytes"), int) else None, "device")
     margin = capacity.margin_from_probes(usable, for_this_device=True)
-    low = 1.0 if integer else min(values) / 4
-    largest = capacity.largest_fitting(lambda v: margin.need(model.peak(v)), cap_bytes, integer, low) if cap_bytes else None
+    low = 1.0 if p.integer else min(p.values) / 4
+    largest = capacity.largest_fitting(lambda v: margin.need(model.peak(v)), cap_bytes, p.integer, low) if cap_bytes else None
     cards_margin = capacity.margin_from_probes(usable, for_this_device=False)
-    cards = capacity.card_table(model, {k: m for k, m in saved_models.items()}, cards_margin, integer, low)
+    cards = capacity.card_table(model, saved_models, cards_margin, p.integer, low)
     if model.measure == "tracked":
         notes.append("measured on a CPU: the peak is the tracked tensors (parameters, gradients, optimizer state, activations); "
                      "temporaries (`other`) are not measured there, so GPU figures are a lower bound")
-    if not at:
-        at = [top.spec.value * 2, top.spec.value * 4]
     result_json = report.build(
-        command=child, flag=entry, role=role, chosen=chosen, steps=args.steps, probes=probes, model=model, at=at,
-        capacity_bytes=cap_bytes, capacity_source=source, device=device, margin=margin, largest=largest,
-        cards_margin=cards_margin, cards=cards, savings=savings, saving_probes=saving_probes, notes=notes,
+        command=child, flag=p.entry, role=p.role, chosen=p.chosen, steps=args.steps, probes=probes, model=model,
+        at=at or [top.spec.value * 2, top.spec.value * 4], capacity_bytes=cap_bytes, capacity_source=source, device=device,
+        margin=margin, largest=largest, cards_margin=cards_margin, cards=cards, savings=savings, saving_probes=saving_probes, notes=notes,
     )
-    result_json["fit_record"] = str(_write_record(runs, prefix, result_json))
+    result_json["fit_record"] = str(_write_record(runner.runs, runner.prefix, result_json))
     if args.json:
         sys.stdout.write(json.dumps(result_json, indent=2) + "\n")
     else:
@@ -286,6 +177,87 @@ def run(args: argparse.Namespace) -> int:
         sys.stdout.write(render_text(result_json, width=min(terminal_width(), 110)))
     sys.stdout.flush()
     return 0
+
+
+def _device_of(probe: ProbeResult) -> dict[str, Any] | None:
+    """The probe run's device as meta.json lists it (the card, or the CPU and its RAM)."""
+    from memtop.runs.rundir import read_meta
+
+    meta = read_meta(probe.run_dir) if probe.run_dir else None
+    devices = (meta or {}).get("devices") or []
+    return devices[0] if devices and isinstance(devices[0], dict) else None
+
+
+class _Runner:
+    """Runs the probes one at a time, with progress, and turns the script's answers into results."""
+
+    def __init__(self, args: argparse.Namespace, p: Plan, child: list[str], cwd: Path, runs: Path, prefix: str, n_savings: int) -> None:
+        from memtop.analyzers.cmdline import split_command
+
+        self.args, self.plan, self.runs, self.prefix = args, p, runs, prefix
+        self.head, self.script_args = split_command(child, cwd)
+        live = sys.stderr.isatty()
+        self.progress = Progress(len(p.values) + n_savings, args.steps, live)
+        if not args.json or live:
+            sys.stderr.write(f"[memtop fit] {len(p.values)} probes of {p.flag} ({', '.join(_fmt(v) for v in p.values)})"
+                             + (f" + {n_savings} saving probes" if n_savings else "")
+                             + f", {args.steps} steps each, one at a time; runs in {runs}\n")
+        self.index = 0
+
+    def _argv(self, script_args: list[str], value: float) -> list[str]:
+        from memtop.analyzers.cmdline import set_value
+
+        return [*self.head, *set_value(script_args, self.plan.entry, _fmt(value))]
+
+    def _run(self, spec: ProbeSpec) -> ProbeResult:
+        from memtop.fitting.probes import run_probe
+
+        self.index += 1
+        index = self.index
+        result = run_probe(spec, self.runs, self.args.steps, lambda step, el: self.progress.update(index, spec.label, step, el))
+        self.progress.done(index, _probe_text(result), result.duration)
+        return result
+
+    def base_probes(self) -> list[ProbeResult]:
+        """Smallest value first; a rejected value stops the fit; values above one that ran out of memory are skipped."""
+        flag = self.plan.flag
+        probes: list[ProbeResult] = []
+        oom_at: float | None = None
+        for v in self.plan.values:
+            spec = ProbeSpec(v, self._argv(self.script_args, v), f"{self.prefix}-{_fmt(v)}", f"{flag.lstrip('-')}={_fmt(v)}")
+            if oom_at is not None:
+                self.index += 1
+                probes.append(ProbeResult(spec, None, "skipped", None, 0, None, None, message=f"a smaller value ({_fmt(oom_at)}) ran out of memory"))
+                self.progress.done(self.index, _probe_text(probes[-1]), 0.0)
+                continue
+            result = self._run(spec)
+            probes.append(result)
+            if result.status == "rejected":
+                raise MemtopError(f"the script rejected {flag} {_fmt(v)}" + (f": {result.message}" if result.message else "")
+                                  + (f" (run {result.run_dir})" if result.run_dir else ""))
+            if result.status == "oom":
+                oom_at = v
+        return probes
+
+    def saving_probes(self, savings: list[Saving], model: PeakModel, top: ProbeResult, notes: list[str]) -> tuple[dict[str, PeakModel], dict[str, ProbeResult]]:
+        """One probe per saving the script has a flag for, at the largest value that ran; estimates for the rest."""
+        from memtop.fitting.capacity import measured_saving
+
+        flag, v = self.plan.flag, top.spec.value
+        models: dict[str, PeakModel] = {}
+        probes: dict[str, ProbeResult] = {}
+        for s in savings:
+            if s.how == "estimated":
+                models[s.key] = model.scaled(s.factors)
+            elif s.how == "measured" and s.args_change is not None:
+                spec = ProbeSpec(v, self._argv(s.args_change, v), f"{self.prefix}-{_fmt(v)}-{s.key}", f"{flag.lstrip('-')}={_fmt(v)} {s.change}", saving=s.key)
+                result = probes[s.key] = self._run(spec)
+                if result.usable:
+                    models[s.key] = measured_saving(model, top, result)
+                    s.assumption = f"measured at {flag} {_fmt(v)}; each category's curve scaled by the ratio measured there"
+                else:
+                    notes.append(f"saving {s.title} ({s.change}) not measured: its probe {result.status}" + (f" ({result.message})" if result.message else ""))
+        return models, probes
 
 
 def _write_record(runs: Path, prefix: str, data: dict[str, Any]) -> Path:
