@@ -144,3 +144,28 @@ def test_prediction_within_10_percent_other_samples(name: str, tmp_path: Path) -
     case = next(c for c in fv.CASES if c.name == name)
     result = fv.run_case(case, tmp_path)
     assert result.ok, f"{result.error} predicted {result.predicted}, measured {result.measured}"
+
+
+@pytest.mark.slow
+def test_savings_are_measured_by_one_probe_each_where_the_script_has_the_flag(tmp_path: Path) -> None:
+    """The transformer has --amp, --gradient-checkpointing and --lora-r: one probe each at the largest
+    value, each a run of its own; fp16 storage has no flag and is estimated; accumulation is arithmetic."""
+    script = str(REPO / "sample_runs" / "transformer_finetune.py")
+    proc = memtop("fit", "--json", "--steps", "2", "--runs-dir", str(tmp_path), "--vary", "batch-size=1,2,4",
+                  "--", sys.executable, script, "--device", "cpu", timeout=900)
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    how = {s["key"]: s["how"] for s in data["savings"]}
+    assert how == {"amp": "measured", "checkpointing": "measured", "accumulation": "arithmetic", "lora": "measured", "fp16_storage": "estimated"}
+    saving_probes = {p["saving"]: p for p in data["probes"] if p["saving"]}
+    assert set(saving_probes) == {"amp", "checkpointing", "lora"}
+    for key, p in saving_probes.items():
+        assert p["value"] == 4 and p["used"] and (tmp_path / p["run_id"] / "meta.json").exists(), key
+    base4 = next(p for p in data["probes"] if p["saving"] is None and p["value"] == 4)
+    # LoRA: AdamW state only for the adapters; checkpointing: fewer saved activations at the end of forward
+    assert saving_probes["lora"]["categories"]["optimizer_state"] < base4["categories"]["optimizer_state"] / 10
+    assert saving_probes["checkpointing"]["moments"]["forward_end"]["activations"] < base4["moments"]["forward_end"]["activations"]
+    for row in data["cards"]["rows"]:
+        assert row["savings"]["lora"]["value"] >= row["as_is"]["value"]
+        assert row["savings"]["checkpointing"]["value"] >= row["as_is"]["value"]
+        assert "accumulation" not in row["savings"]

@@ -88,11 +88,12 @@ class Progress:
         self.durations: list[float] = []
         self._last = 0.0
 
-    def _left(self, index: int, elapsed: float) -> str:
+    def _left(self, index: int, elapsed: float | None) -> str:
+        """Time left: the rest of probe ``index`` (None: it is done) and the probes after it, at the mean so far."""
         if not self.durations:
             return "time left: measuring the first probe"
         avg = sum(self.durations) / len(self.durations)
-        left = max(0.0, avg - elapsed) + avg * (self.total - index)
+        left = (0.0 if elapsed is None else max(0.0, avg - elapsed)) + avg * (self.total - index)
         return f"≈{left:.0f} s left"
 
     def update(self, index: int, label: str, step: int, elapsed: float) -> None:
@@ -102,10 +103,11 @@ class Progress:
         sys.stderr.write(f"\r\x1b[2K[memtop fit] probe {index}/{self.total} {label}: step {step}/{self.steps}, {elapsed:.0f} s, {self._left(index, elapsed)}")
         sys.stderr.flush()
 
-    def done(self, index: int, text: str, duration: float) -> None:
-        self.durations.append(duration)
+    def done(self, index: int, text: str, duration: float, ran: bool = True) -> None:
+        if ran:  # a skipped probe says nothing about how long one takes
+            self.durations.append(duration)
         prefix = "\r\x1b[2K" if self.live else ""
-        sys.stderr.write(f"{prefix}[memtop fit] probe {index}/{self.total} {text} ({duration:.1f} s; {self._left(index, 0.0)})\n")
+        sys.stderr.write(f"{prefix}[memtop fit] probe {index}/{self.total} {text} ({duration:.1f} s; {self._left(index, None)})\n")
         sys.stderr.flush()
 
 
@@ -228,7 +230,7 @@ class _Runner:
             if oom_at is not None:
                 self.index += 1
                 probes.append(ProbeResult(spec, None, "skipped", None, 0, None, None, message=f"a smaller value ({_fmt(oom_at)}) ran out of memory"))
-                self.progress.done(self.index, _probe_text(probes[-1]), 0.0)
+                self.progress.done(self.index, _probe_text(probes[-1]), 0.0, ran=False)
                 continue
             result = self._run(spec)
             probes.append(result)
