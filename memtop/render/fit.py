@@ -59,6 +59,7 @@ def _plot(data: dict[str, Any], width: int, color: bool) -> list[str]:
     mx = [p["value"] for p in preds if p["measured_peak_bytes"] is not None]
     my = [p["measured_peak_bytes"] / div for p in preds if p["measured_peak_bytes"] is not None]
     plt.scatter(mx, my, label="measured", marker="o")
+    plt.ylim(0, top / div * 1.05)  # from zero: a flat fit stays a flat line, not float noise
     plt.xlabel(str(data.get("flag")))
     plt.ylabel(unit)
     out = plt.build()
