@@ -22,7 +22,8 @@ from memtop.analyzers.estimates import (
     tensor_family,
 )
 from memtop.analyzers.facts import Facts
-from memtop.analyzers.roles import BF16_NAMES, HALF_NAMES, int_value, is_on
+from memtop.analyzers.flags import FlagEntry
+from memtop.analyzers.roles import BF16_NAMES, HALF_NAMES, bf16_name, int_value, is_on
 from memtop.analyzers.series import median
 from memtop.units import fmt_bytes, fmt_pct
 
@@ -91,7 +92,7 @@ def mixed_precision(f: Facts) -> list[Suggestion]:
         if choice is not None and str(dt.get("value")).lower() not in BF16_NAMES:
             args = cmdline.set_value(args, dt, str(choice))
     elif dt is not None and mp is None:
-        args = cmdline.set_value(args, dt, "bf16")
+        args = cmdline.set_value(args, dt, bf16_name(dt))
     reason = f"activations are {_of_peak(f, a)} and are kept in fp32"
     cost = "matmuls in bf16 (loss curves usually match fp32); faster on tensor-core GPUs, may be slower on CPU"
     if args != f.args:
@@ -218,7 +219,7 @@ def half_precision(f: Facts) -> list[Suggestion]:
     return [Suggestion("half_precision", f"store {names} in half precision", reason, saving, cost, change, "medium", "model_state", assumption=assumption)]
 
 
-def _targets_of_flag(flag: dict[str, Any], params: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _targets_of_flag(flag: FlagEntry, params: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The parameters a half-precision flag is about: those its help names, else the largest."""
     words = set(re.findall(r"[a-z]{2,}", str(flag.get("help") or "").lower())) - {"in", "the", "of", "to", "and", "store", "fp", "memory"}
     named = [t for t in params if words & set(re.findall(r"[a-z]{2,}", t["name"].lower().replace("_", " ")))]
@@ -387,7 +388,7 @@ _EVERY_STEP = re.compile(r"every (single )?step|each step|always")
 _NEVER = re.compile(r"never|off|disabled|no empty_cache")
 
 
-def cache_policy(entry: dict[str, Any]) -> dict[str, int]:
+def cache_policy(entry: FlagEntry) -> dict[str, int]:
     """How often each choice of an empty_cache flag releases the cache, from its help text.
 
     ``"aggressive = never + …, normal = every 100 steps, minimal = every step"`` →
