@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from memtop.analyzers.flags import FlagEntry
 from memtop.fitting.capacity import GIB, Margin, largest_fitting
 from memtop.fitting.curves import fit_curve, polyfit
 from memtop.fitting.scaling import default_values, find_flag, pick_scaling_flag, savings_for, scaling_role
@@ -85,9 +86,8 @@ def test_device_cap_fraction() -> None:
     assert fraction_for(100 * GIB, 80 * GIB) == 1.0
 
 
-def _entry(flag: str, kind: str, value: str | None = None, help_text: str = "") -> dict[str, object]:
-    return {"flag": flag, "dest": flag.lstrip("-").replace("-", "_"), "kind": kind, "value": value, "default": value,
-            "aliases": [], "choices": None, "source": "argparse", "help": help_text, "store_false": False}
+def _entry(flag: str, kind: str, value: str | None = None, help_text: str = "") -> FlagEntry:
+    return FlagEntry(flag=flag, dest=flag.lstrip("-").replace("-", "_"), kind=kind, value=value, default=value, help=help_text)
 
 
 def test_scaling_roles_and_pick_order() -> None:

@@ -30,7 +30,7 @@ class Plan:
 
     @property
     def flag(self) -> str:
-        return str(self.entry["flag"])
+        return self.entry.flag
 
 
 def fmt_value(v: float) -> str:
@@ -78,11 +78,10 @@ def choose(entries: list[FlagEntry], vary: tuple[str, list[float]] | None) -> Pl
         entry = find_flag(entries, name)
         if entry is None:
             if entries:
-                known = ", ".join(str(e["flag"]) for e in entries if e.get("kind") in ("int", "float"))
+                known = ", ".join(e.flag for e in entries if e.kind in ("int", "float"))
                 raise MemtopError(f"the script has no flag --{name}" + (f" (its number flags: {known})" if known else ""))
-            entry = {"flag": f"--{name}", "dest": name.replace("-", "_"), "aliases": [], "value": None,
-                     "kind": "int" if all(v.is_integer() for v in values) else "float"}
-            notes.append(f"the script's flags could not be detected: {entry['flag']} is passed as given")
+            entry = FlagEntry(flag=f"--{name}", dest=name.replace("-", "_"), kind="int" if all(v.is_integer() for v in values) else "float", source="command")
+            notes.append(f"the script's flags could not be detected: {entry.flag} is passed as given")
         role, chosen = scaling_role(entry), "given"
     else:
         picked = pick_scaling_flag(entries)
@@ -90,12 +89,12 @@ def choose(entries: list[FlagEntry], vary: tuple[str, list[float]] | None) -> Pl
             raise MemtopError("no scaling flag (batch size, frames, sequence length, number of points, resolution) found in the script's "
                               "flags: pass one with --vary NAME=V1,V2,V3, e.g. --vary batch-size=1,2,4")
         entry, role = picked
-        values = default_values(current_value(entry), entry.get("kind") == "int")
+        values = default_values(current_value(entry), entry.kind == "int")
         chosen = "detected"
-        notes.append(f"varying {entry['flag']} ({SCALING_WORDS[role]}), found among the script's flags; pass --vary to choose another")
-    if entry.get("kind") == "int" and not all(v.is_integer() for v in values):
-        raise MemtopError(f"{entry['flag']} takes whole numbers: got {', '.join(fmt_value(v) for v in values)}")
-    integer = entry.get("kind") == "int" or (entry.get("kind") != "float" and all(v.is_integer() for v in values))
+        notes.append(f"varying {entry.flag} ({SCALING_WORDS[role]}), found among the script's flags; pass --vary to choose another")
+    if entry.kind == "int" and not all(v.is_integer() for v in values):
+        raise MemtopError(f"{entry.flag} takes whole numbers: got {', '.join(fmt_value(v) for v in values)}")
+    integer = entry.kind == "int" or (entry.kind != "float" and all(v.is_integer() for v in values))
     values = sorted(set(values))
     if len(values) < 2:
         raise MemtopError("a fit needs at least two different values: e.g. --vary batch-size=1,2,4")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from memtop.analyzers.flags import FlagEntry
 from memtop.fitting.capacity import CardRow, Fit, Margin, PeakModel
 from memtop.fitting.curves import Curve
 from memtop.fitting.probes import ProbeResult
@@ -48,7 +49,7 @@ def number(v: float) -> int | float:
 def build(
     *,
     command: list[str],
-    flag: dict[str, Any],
+    flag: FlagEntry,
     role: str | None,
     chosen: str,
     steps: int,
@@ -85,7 +86,7 @@ def build(
     return {
         "schema": SCHEMA,
         "command": command,
-        "flag": flag.get("flag"),
+        "flag": flag.flag,
         "flag_role": role,
         "flag_chosen": chosen,
         "steps": steps,

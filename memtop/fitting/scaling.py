@@ -9,13 +9,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from memtop.analyzers.cmdline import set_bool, set_value, split_command
 from memtop.analyzers.estimates import CHECKPOINT_KEPT_RATIO, TYPICAL_HALVED_SHARE
-from memtop.analyzers.roles import BF16_NAMES, role_of
-
-FlagEntry = dict[str, Any]
+from memtop.analyzers.flags import FlagEntry
+from memtop.analyzers.roles import BF16_NAMES, int_value, role_of, roles
 
 # Scaling flags, in the order one is picked when --vary is not given.
 SCALING_ROLES = ("batch_size", "frames", "sequence_length", "points", "resolution")
@@ -32,9 +30,9 @@ _POINTS = re.compile(r"^(num_|n_|max_|init_)?(points|gaussians|splats|particles|
 
 def scaling_role(entry: FlagEntry) -> str | None:
     """The scaling role of a flag (see :data:`SCALING_ROLES`), or None."""
-    if entry.get("kind") not in ("int", "float"):
+    if entry.kind not in ("int", "float"):
         return None
-    dest = str(entry.get("dest") or entry.get("flag", "")).lower().lstrip("-").replace("-", "_")
+    dest = (entry.dest or entry.flag).lower().lstrip("-").replace("-", "_")
     if _SEQ_LEN.match(dest):
         return "sequence_length"
     if _POINTS.match(dest):
@@ -59,18 +57,17 @@ def find_flag(entries: list[FlagEntry], name: str) -> FlagEntry | None:
     """The entry for ``--vary NAME`` (``batch-size`` finds ``--batch-size``; the dest works too)."""
     bare = name.lstrip("-")
     for e in entries:
-        options = [str(e.get("flag", "")), *(str(a) for a in e.get("aliases") or [])]
-        if any(o.lstrip("-") == bare for o in options):
+        if any(o.lstrip("-") == bare for o in e.options):
             return e
     for e in entries:
-        if str(e.get("dest", "")) == bare.replace("-", "_"):
+        if e.dest == bare.replace("-", "_"):
             return e
     return None
 
 
 def current_value(entry: FlagEntry) -> float | None:
     try:
-        v = float(str(entry.get("value")))
+        v = float(str(entry.value))
     except ValueError:
         return None
     return v if v > 0 else None
@@ -112,32 +109,14 @@ SAVING_TITLES = {
 }
 
 
-def _flag_roles(entries: list[FlagEntry]) -> dict[str, FlagEntry]:
-    out: dict[str, FlagEntry] = {}
-    for e in sorted(entries, key=lambda e: 0 if e.get("source") == "pyproject" else 1):
-        r = role_of(e)
-        if r is not None and r not in out:
-            out[r] = e
-    return out
-
-
 def _is_on(entry: FlagEntry) -> bool:
-    return str(entry.get("value")).lower() in ("true", "1", "yes", "on")
-
-
-def _int(entry: FlagEntry | None) -> int | None:
-    if entry is None:
-        return None
-    try:
-        return int(float(str(entry.get("value"))))
-    except ValueError:
-        return None
+    return str(entry.value).lower() in ("true", "1", "yes", "on")
 
 
 def savings_for(entries: list[FlagEntry], command: list[str], scaling: str | None, cwd: Path) -> tuple[list[Saving], list[str]]:
     """The savings to put in the cards table, and notes on those left out (already on, not applicable)."""
     _, args = split_command(command, cwd)
-    roles = _flag_roles(entries)
+    by_role = roles(entries)
     out: list[Saving] = []
     notes: list[str] = []
 
@@ -149,62 +128,62 @@ def savings_for(entries: list[FlagEntry], command: list[str], scaling: str | Non
 
     amp_factor = 1 - TYPICAL_HALVED_SHARE / 2
     amp_text = f"activations × {amp_factor:.2f} (≈{TYPICAL_HALVED_SHARE:.0%} of saved bytes halve)"
-    mp, dt = roles.get("mixed_precision"), roles.get("amp_dtype")
-    if mp is not None and mp.get("kind") == "bool":
+    mp, dt = by_role.get("mixed_precision"), by_role.get("amp_dtype")
+    if mp is not None and mp.kind == "bool":
         if _is_on(mp):
-            notes.append(f"bf16/AMP is already on ({mp['flag']})")
+            notes.append(f"bf16/AMP is already on ({mp.flag})")
         else:
-            measured("amp", str(mp["flag"]), set_bool(args, mp, True))
-    elif dt is not None and dt.get("choices"):
-        half = next((c for c in dt["choices"] if str(c).lower() in BF16_NAMES), None)
-        if half is None or str(dt.get("value")).lower() in BF16_NAMES:
-            notes.append(f"bf16/AMP: {dt['flag']} is already {dt.get('value')}" if half else "bf16/AMP: no bf16 choice in " + str(dt["flag"]))
+            measured("amp", mp.flag, set_bool(args, mp, True))
+    elif dt is not None and dt.choices:
+        half = next((c for c in dt.choices if c.lower() in BF16_NAMES), None)
+        if half is None or str(dt.value).lower() in BF16_NAMES:
+            notes.append(f"bf16/AMP: {dt.flag} is already {dt.value}" if half else f"bf16/AMP: no bf16 choice in {dt.flag}")
         else:
-            measured("amp", f"{dt['flag']} {half}", set_value(args, dt, str(half)))
+            measured("amp", f"{dt.flag} {half}", set_value(args, dt, half))
     else:
         estimated("amp", "bf16 autocast (a code change)", {"activations": amp_factor}, amp_text)
 
-    gc = roles.get("gradient_checkpointing")
+    gc = by_role.get("gradient_checkpointing")
     if gc is not None:
         if _is_on(gc):
-            notes.append(f"gradient checkpointing is already on ({gc['flag']})")
+            notes.append(f"gradient checkpointing is already on ({gc.flag})")
         else:
-            measured("checkpointing", str(gc["flag"]), set_bool(args, gc, True))
+            measured("checkpointing", gc.flag, set_bool(args, gc, True))
     else:
         estimated("checkpointing", "checkpoint every block (a code change)", {"activations": 1 / CHECKPOINT_KEPT_RATIO},
                   f"activations × 1/{CHECKPOINT_KEPT_RATIO:g} (a block saves ≈{CHECKPOINT_KEPT_RATIO:g}× its input)")
 
-    acc, bs = roles.get("gradient_accumulation"), roles.get("batch_size")
+    acc, bs = by_role.get("gradient_accumulation"), by_role.get("batch_size")
     if scaling == "batch_size":
-        flag = acc["flag"] if acc is not None else "gradient accumulation (a code change)"
+        flag = acc.flag if acc is not None else "gradient accumulation (a code change)"
         out.append(Saving("accumulation", SAVING_TITLES["accumulation"], f"{flag} K", "arithmetic",
                           assumption="the micro-batch that fits stays as is; the effective batch is it × K"))
-    elif acc is not None and bs is not None and (_int(bs) or 0) >= 2:
-        b, k = _int(bs) or 2, _int(acc) or 1
+    elif acc is not None and bs is not None and (int_value(bs) or 0) >= 2:
+        b, k = int_value(bs) or 2, int_value(acc) or 1
         new_args = set_value(set_value(args, bs, str(b // 2)), acc, str(k * 2))
-        measured("accumulation", f"{bs['flag']} {b // 2} {acc['flag']} {k * 2}", new_args)
-    elif bs is not None and (_int(bs) or 0) >= 2:
-        estimated("accumulation", f"{bs['flag']} {(_int(bs) or 2) // 2} with accumulation ×2 (a code change)", {"activations": 0.5},
+        measured("accumulation", f"{bs.flag} {b // 2} {acc.flag} {k * 2}", new_args)
+    elif bs is not None and (int_value(bs) or 0) >= 2:
+        estimated("accumulation", f"{bs.flag} {(int_value(bs) or 2) // 2} with accumulation ×2 (a code change)", {"activations": 0.5},
                   "activations × 0.5 (half the micro-batch)")
     else:
         notes.append("accumulation: the script has no batch-size flag to trade for accumulation steps")
 
-    lr = roles.get("lora_rank")
+    lr = by_role.get("lora_rank")
     if lr is not None:
-        if (_int(lr) or 0) > 0:
-            notes.append(f"LoRA is already on ({lr['flag']} {lr.get('value')})")
+        if (int_value(lr) or 0) > 0:
+            notes.append(f"LoRA is already on ({lr.flag} {lr.value})")
         else:
-            measured("lora", f"{lr['flag']} 8", set_value(args, lr, "8"))
+            measured("lora", f"{lr.flag} 8", set_value(args, lr, "8"))
     else:
         estimated("lora", "LoRA adapters on a frozen base (a code change)", {"gradients": 0.02, "optimizer_state": 0.02},
                   "gradients and optimizer state × 0.02 (adapters ≈2% of the weights)")
 
-    hp = roles.get("half_precision")
-    if hp is not None and hp.get("kind") == "bool":
+    hp = by_role.get("half_precision")
+    if hp is not None and hp.kind == "bool":
         if _is_on(hp):
-            notes.append(f"fp16 storage is already on ({hp['flag']})")
+            notes.append(f"fp16 storage is already on ({hp.flag})")
         else:
-            measured("fp16_storage", str(hp["flag"]), set_bool(args, hp, True))
+            measured("fp16_storage", hp.flag, set_bool(args, hp, True))
     else:
         estimated("fp16_storage", "fp16/bf16 parameters (a code change)", {"parameters": 0.5, "gradients": 0.5},
                   "parameters and gradients × 0.5 (optimizer state stays fp32)")
