@@ -79,11 +79,11 @@ class Result:
         return e is not None and abs(e) <= TOLERANCE
 
 
-def command(case: Case) -> list[str]:
-    return [sys.executable, str(REPO / "sample_runs" / case.script), "--device", "cpu", "--log-every", "1000", *case.args]
+def command(case: Case, device: str = "cpu") -> list[str]:
+    return [sys.executable, str(REPO / "sample_runs" / case.script), "--device", device, "--log-every", "1000", *case.args]
 
 
-def run_case(case: Case, workdir: Path, steps: int = 3) -> Result:
+def run_case(case: Case, workdir: Path, steps: int = 3, device: str = "cpu") -> Result:
     result = Result(case)
     steps = max(steps, case.steps or 0)
     env = {k: v for k, v in os.environ.items() if not k.startswith("MEMTOP_")}
@@ -91,7 +91,7 @@ def run_case(case: Case, workdir: Path, steps: int = 3) -> Result:
     started = time.monotonic()
     proc = subprocess.run(
         [sys.executable, "-m", "memtop", "fit", "--json", "--no-savings", "--steps", str(steps), "--runs-dir", str(workdir),
-         "--vary", f"{case.flag}=" + ",".join(str(v) for v in case.probes), "--at", str(case.far), "--", *command(case)],
+         "--vary", f"{case.flag}=" + ",".join(str(v) for v in case.probes), "--at", str(case.far), "--", *command(case, device)],
         capture_output=True, text=True, env=env, cwd=REPO, stdin=subprocess.DEVNULL, timeout=900,
     )
     result.fit_seconds = time.monotonic() - started
@@ -103,7 +103,7 @@ def run_case(case: Case, workdir: Path, steps: int = 3) -> Result:
     pred = next(p for p in data["predictions"] if p["value"] == case.far)
     result.predicted = pred["peak_bytes"]
     result.form = {c: f["kind"] for c, f in data["fit"]["categories"].items()}
-    argv = command(case)
+    argv = command(case, device)
     i = argv.index(str(REPO / "sample_runs" / case.script))
     argv = [*argv[: i + 1], f"--{case.flag}", str(case.far), *argv[i + 1 :]]
     truth = run_probe(ProbeSpec(case.far, argv, f"truth-{case.name}", f"{case.flag}={case.far}"), workdir, steps)

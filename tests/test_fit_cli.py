@@ -169,3 +169,15 @@ def test_savings_are_measured_by_one_probe_each_where_the_script_has_the_flag(tm
         assert row["savings"]["lora"]["value"] >= row["as_is"]["value"]
         assert row["savings"]["checkpointing"]["value"] >= row["as_is"]["value"]
         assert "accumulation" not in row["savings"]
+
+
+@pytest.mark.gpu
+def test_on_cuda_the_allocator_peak_at_4x_is_predicted_within_10_percent(tmp_path: Path) -> None:
+    """The same check on CUDA: the allocator's peak (with `other`), the margin measured from the probes."""
+    case = next(c for c in fv.CASES if c.name == "transformer-batch")
+    result = fv.run_case(case, tmp_path, device="cuda")
+    assert result.error == "", result.error
+    data = result.data
+    assert data["measure"] == "allocator_peak" and data["fit"]["other"] is not None
+    assert data["capacity"]["margin"]["measured"] is True
+    assert result.ok, f"predicted {result.predicted}, measured {result.measured} ({result.relative_error:+.1%})"
