@@ -88,7 +88,8 @@ class ProbeResult:
         }
 
 
-def _step_peak(rec: dict[str, Any]) -> tuple[int | None, str | None]:
+def _step_peak(rec: Any) -> tuple[int | None, str | None]:
+    """``rec`` is a step record (read with ``.get``, as a decoded record or a plain dict)."""
     peak = rec.get("peak")
     if isinstance(peak, int):
         return peak, "allocator_peak"
@@ -103,7 +104,7 @@ def _step_peak(rec: dict[str, Any]) -> tuple[int | None, str | None]:
 TRACKED = ("parameters", "gradients", "optimizer_state", "activations")
 
 
-def _take_moments(best: dict[str, dict[str, int]], rec: dict[str, Any]) -> None:
+def _take_moments(best: dict[str, dict[str, int]], rec: Any) -> None:
     moments = rec.get("moments")
     if not isinstance(moments, dict):
         return
@@ -123,7 +124,7 @@ def read_probe(result: ProbeResult) -> None:
     if result.run_dir is None:
         return
     data = load_run(result.run_dir)
-    best: dict[str, Any] | None = None
+    best: Any = None
     best_peak = -1
     frag: float | None = None
     steps = 0
