@@ -14,11 +14,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from memtop.analyzers import cmdline
-from memtop.analyzers.advice import Suggestion
 from memtop.analyzers.facts import Facts
 from memtop.analyzers.roles import int_value
 from memtop.analyzers.rules import ALLOC_ENV, EXPANDABLE
 from memtop.analyzers.series import as_int
+from memtop.analyzers.suggestion import Suggestion
 from memtop.analyzers.summary import large_tensors
 from memtop.runs.format import CATEGORIES
 from memtop.units import fmt_bytes

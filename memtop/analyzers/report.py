@@ -13,11 +13,12 @@ from typing import Any
 from memtop.analyzers import oom as oom_mod
 from memtop.analyzers import ranks as ranks_mod
 from memtop.analyzers import stages as stages_mod
-from memtop.analyzers.advice import Suggestion, suggestions_for
+from memtop.analyzers.advice import suggestions_for
 from memtop.analyzers.facts import gather
 from memtop.analyzers.fragmentation import FragmentationReport
 from memtop.analyzers.leak import LeakReport
 from memtop.analyzers.series import RankSeries
+from memtop.analyzers.suggestion import Suggestion
 from memtop.analyzers.summary import CPU_UNMEASURED, Peak, RunInfo, Timeline, timeline
 from memtop.runs.reader import RunData
 

@@ -6,9 +6,9 @@ import re
 import time
 from collections.abc import Sequence
 
-from memtop.analyzers.advice import Suggestion
 from memtop.analyzers.cmdline import join
 from memtop.analyzers.report import Report
+from memtop.analyzers.suggestion import Suggestion
 from memtop.analyzers.summary import Timeline
 from memtop.units import fmt_bytes, fmt_pct
 
