@@ -56,6 +56,8 @@ def _secs(s: float | None) -> str:
 def render_header(rep: Report) -> list[str]:
     r = rep.run
     status = r.status + (f" (exit {r.exit_code})" if r.exit_code is not None else "")
+    if rep.exception:
+        status += f", raised {rep.exception}"
     ranks = f"{len(r.ranks)} rank" + ("s" if len(r.ranks) != 1 else "")
     lines = [f"memtop analyze: {r.run_id}", f"  status   {status}, {r.steps} steps, {ranks}, {_secs(r.duration)}, started {_when(r.started_at)}"]
     if r.command:
