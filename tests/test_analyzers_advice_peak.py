@@ -26,7 +26,7 @@ def flag(name: str, value: str, kind: str = "int", help: str = "") -> dict[str, 
     return {"flag": name, "value": value, "dest": name.lstrip("-").replace("-", "_"), "kind": kind, "choices": None, "source": "argparse", "default": value if kind != "bool" else "false", "aliases": [], "help": help}
 
 
-P, G, O = 4 * MiB, 4 * MiB, 8 * MiB  # parameters, gradients (at the optimizer step), Adam state
+PAR, GRD, OPT = 4 * MiB, 4 * MiB, 8 * MiB  # parameters, gradients (at the optimizer step), Adam state
 
 
 def cpu_run(
@@ -41,8 +41,8 @@ def cpu_run(
 ) -> Path:
     """A CPU run whose step records carry both moments: forward end (activations, no gradients)
     and optimizer step (gradients, no activations); the record's categories are the larger one."""
-    fwd = {"allocated": None, "parameters": P, "gradients": 0, "optimizer_state": O, "activations": acts}
-    opt = {"allocated": None, "parameters": P, "gradients": G, "optimizer_state": O, "activations": 0}
+    fwd = {"allocated": None, "parameters": PAR, "gradients": 0, "optimizer_state": OPT, "activations": acts}
+    opt = {"allocated": None, "parameters": PAR, "gradients": GRD, "optimizer_state": OPT, "activations": 0}
     at = fwd if peak_point == "forward_end" else opt
     run = make_run(
         tmp_path,
@@ -84,8 +84,8 @@ BATCH = ["python", "train.py", "--batch-size", "8"]
 def test_accumulation_estimate_keeps_the_gradients_alive_in_the_second_forward(tmp_path: Path) -> None:
     flags = [flag("--batch-size", "8"), flag("--grad-accum", "1")]
     s = by_rule(cpu_run(tmp_path, acts=12 * MiB, flags=flags, command=BATCH))["batch_accumulation"]
-    before = max(level(P, 0, O, 12 * MiB), level(P, G, O, 0))
-    after = max(level(P, G, O, 6 * MiB), level(P, G, O, 0))  # gradients of micro-batch 1 alive
+    before = max(level(PAR, 0, OPT, 12 * MiB), level(PAR, GRD, OPT, 0))
+    after = max(level(PAR, GRD, OPT, 6 * MiB), level(PAR, GRD, OPT, 0))  # gradients of micro-batch 1 alive
     assert s.saving_bytes == before - after == 2 * MiB  # not the 6 MiB of activations
     assert s.command == ("python", "train.py", "--batch-size", "4", "--grad-accum", "2")
     assert "gradients of the first micro-batch" in s.assumption
@@ -100,14 +100,14 @@ def test_without_an_accumulation_flag_accumulation_is_a_code_change_and_the_flag
     assert small.command == ("python", "train.py", "--batch-size", "4")
     assert "effective batch 8 → 4" in small.cost and "same effective batch" not in small.cost
     # no accumulation: no gradients at the end of the forward pass
-    assert small.saving_bytes == level(P, 0, O, 12 * MiB) - max(level(P, 0, O, 6 * MiB), level(P, G, O, 0))
+    assert small.saving_bytes == level(PAR, 0, OPT, 12 * MiB) - max(level(PAR, 0, OPT, 6 * MiB), level(PAR, GRD, OPT, 0))
 
 
 def test_a_saving_that_moves_the_peak_to_the_optimizer_step_counts_only_down_to_it(tmp_path: Path) -> None:
     flags = [flag("--batch-size", "8")]
     s = by_rule(cpu_run(tmp_path, acts=5 * MiB, flags=flags, command=BATCH))["smaller_batch"]
     # forward end 17 MiB → 14.5 MiB, but the optimizer step holds 16 MiB: the peak falls 1 MiB
-    assert s.saving_bytes == level(P, 0, O, 5 * MiB) - level(P, G, O, 0) == 1 * MiB
+    assert s.saving_bytes == level(PAR, 0, OPT, 5 * MiB) - level(PAR, GRD, OPT, 0) == 1 * MiB
     assert "the peak moves to the end of the optimizer step" in s.assumption
 
 
@@ -169,7 +169,7 @@ TiB = 1 << 40
 
 def test_an_oom_request_larger_than_the_device_is_named_and_gets_no_saving(tmp_path: Path) -> None:
     requested = 1_000_000 * 2_048_000 * 4  # ≈7.45 TiB of fp32, sized by --size
-    oom = {"type": "oom", "schema": 1, "rank": 0, "time": 2e9, "step": 3, "device": "cpu", "message": "out of memory", "requested_bytes": requested, "categories": {"parameters": P, "gradients": G, "optimizer_state": O, "activations": 0, "other": None}, "allocated": None, "reserved": None, "device_free": 20 * GiB, "large_tensors": []}
+    oom = {"type": "oom", "schema": 1, "rank": 0, "time": 2e9, "step": 3, "device": "cpu", "message": "out of memory", "requested_bytes": requested, "categories": {"parameters": PAR, "gradients": GRD, "optimizer_state": OPT, "activations": 0, "other": None}, "allocated": None, "reserved": None, "device_free": 20 * GiB, "large_tensors": []}
     flags = [flag("--batch-size", "8"), flag("--size", "1000000"), flag("--seed", "3")]
     run = cpu_run(tmp_path, acts=12 * MiB, flags=flags, command=[*BATCH, "--size", "1000000"], extra_records=[oom])
     rep = build(load_run(run), detect_flags=False)
