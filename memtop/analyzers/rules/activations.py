@@ -22,6 +22,14 @@ def _drop_activations(nbytes: int, other_extra: int = 0) -> whatif.Change:
     return change
 
 
+def bf16_spelling(current: object) -> str:
+    """bf16 as the flag spells its dtypes: ``float32`` → ``bfloat16`` (nanoGPT), ``fp32`` → ``bf16``."""
+    value = str(current or "").lower()
+    if value.startswith("float") or value.startswith("torch."):
+        return "torch.bfloat16" if value.startswith("torch.") else "bfloat16"
+    return "bf16"
+
+
 def mixed_precision(f: Facts) -> list[Suggestion]:
     a = f.activations
     if a <= 0 or amp_state(f):
@@ -43,7 +51,7 @@ def mixed_precision(f: Facts) -> list[Suggestion]:
         if choice is not None and str(dt.get("value")).lower() not in BF16_NAMES:
             args = cmdline.set_value(args, dt, str(choice))
     elif dt is not None and mp is None:
-        args = cmdline.set_value(args, dt, "bf16")
+        args = cmdline.set_value(args, dt, bf16_spelling(dt.get("value")))
     reason = f"activations are {of_peak(f, a)} and are kept in fp32"
     cost = "matmuls in bf16 (loss curves usually match fp32); faster on tensor-core GPUs, may be slower on CPU"
     if args != f.args:
