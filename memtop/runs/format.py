@@ -85,6 +85,8 @@ class StepRecord(TypedDict, total=False):
     device_total: int | None
     large_tensors: list[LargeTensor]
     sample_every: int
+    model_kinds: list[str]  # first step record only: the model's module class names
+    optimizer: list[str]  # first step record only: the optimizer's class and its bases
 
 
 Record = dict[str, Any]
