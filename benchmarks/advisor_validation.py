@@ -58,11 +58,12 @@ class Script:
     code_changes: dict[str, CodeChange] = field(default_factory=dict)
 
 
+PLAIN = ("python", f"{S}/plain_loop.py", "--batch-size", "2048")
 NOACCUM = ("python", f"{S}/plain_loop_noaccum.py", "--batch-size", "2048")
 NANO = ("python", f"{S}/nanogpt_style/train.py", "--batch_size=8")
 HF = ("python", f"{S}/hf_trainer_style.py", "--per_device_train_batch_size", "8")
 SCRIPTS = [
-    Script("plain loop (accumulation flag)", ("python", f"{S}/plain_loop.py", "--batch-size", "2048")),
+    Script("plain loop (accumulation flag)", PLAIN, {"mixed_precision": CodeChange(PLAIN, (("VALIDATE_CODE_CHANGE", "autocast"),))}),
     Script(
         "plain loop (no accumulation flag)",
         NOACCUM,

@@ -35,6 +35,7 @@ LEAST_INVASIVE = (
     "leak",
     "frames",
     "resolution",
+    "smaller_batch",
     "lora",
 )
 

@@ -228,10 +228,15 @@ def render_suggestion(i: int, s: Suggestion) -> list[str]:
         gain = f" — saves ≈{fmt_bytes(s.saving_bytes)}"
     else:
         gain = f" — uses ≈{fmt_bytes(-s.saving_bytes)} more"
-    lines = [f"  {i}. {s.title}{gain}  [{s.confidence}]", f"     why:     {s.reason}", f"     cost:    {s.cost}", f"     change:  {s.change}"]
+    lines = [f"  {i}. {s.title}{gain}  [{s.confidence}]", f"     why:     {s.reason}", f"     cost:    {s.cost}", f"     change:  {_indented(s.change)}"]
     if s.assumption:
         lines.append(f"     assumes: {s.assumption}")
     return lines
+
+
+def _indented(text: str) -> str:
+    """A multi-line change (a code snippet) lined up under its label."""
+    return text.replace("\n", "\n" + " " * 15)
 
 
 def render_suggestions(suggestions: list[Suggestion]) -> list[str]:
