@@ -202,3 +202,14 @@ def test_analyze_names_the_exception_of_a_crashed_run(tmp_path: Path) -> None:
     rep = build(load_run(run), detect_flags=False)
     assert rep.exception == "ValueError"
     assert "failed (exit 1), raised ValueError" in render(rep, plot=False)
+
+
+def test_compare_cli_reads_gone_for_checkpointed_activations(tmp_path: Path) -> None:
+    from clikit import memtop
+
+    make_run(tmp_path, "20261122-100000-before", steps=4)
+    make_run(tmp_path, "20261122-110000-after", steps=4, t0=1_700_100_000.0, per_step=lambda s, r: {"activations": 0})
+    proc = memtop("compare", "before", "after", "--runs-dir", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    row = next(line for line in proc.stdout.splitlines() if line.startswith("activations"))
+    assert row.rstrip().endswith("gone") and "-100" not in row

@@ -224,7 +224,9 @@ def render_ranks(rep: Report) -> list[str]:
 def render_suggestion(i: int, s: Suggestion) -> list[str]:
     if s.saving_bytes is None:
         gain = ""
-    elif s.saving_bytes >= 0:
+    elif s.saving_bytes == 0:
+        gain = " — the peak does not change"
+    elif s.saving_bytes > 0:
         gain = f" — saves ≈{fmt_bytes(s.saving_bytes)}"
     else:
         gain = f" — uses ≈{fmt_bytes(-s.saving_bytes)} more"

@@ -53,7 +53,7 @@ def headroom(f: Facts) -> list[Suggestion]:
             f"grow the batch {batch} → {new} ({f'fits up to ≈{fits}' if fits <= 16 * batch else 'fits over 16× more'})",
             f"{fmt_bytes(free)} of {where} ({fmt_pct(100 * free / f.device_total)}) is never used",
             -extra,
-            f"uses ≈{fmt_bytes(extra)} more at the peak; {note}",
+            (f"uses ≈{fmt_bytes(extra)} more at the peak" if extra else "the peak does not rise (it is at the optimizer step)") + f"; {note}",
             change,
             "medium",
             "activations",
