@@ -17,13 +17,14 @@ from memtop.units import fmt_bytes, fmt_pct
 FP32 = ("torch.float32", "float32", "torch.float", "float")
 
 # Saved tensors that autocast turns into bf16/fp16: the inputs of matmuls, convolutions and
-# attention, and what elementwise activations save (they run on a matmul's half-precision output).
+# attention, and what the ops after them save, since they run on a half-precision output:
+# elementwise activations, batch norm and pooling (a conv net is half precision from its first
+# convolution on). Layer norm stays: in a transformer its input is the fp32 residual stream.
 _HALVED_NODES = re.compile(
     r"^saved\[(Addmm|Mm|Bmm|Baddbmm|Addbmm|Matmul|Linear|Convolution|Conv\w*|\w*Attention\w*|"
-    r"Gelu|Relu|Silu|Sin|Cos|Tanh|Sigmoid|Softplus|Elu|LeakyRelu|Hardswish|Mish|Glu)Backward\d*\]"
+    r"Gelu|Relu|Silu|Sin|Cos|Tanh|Sigmoid|Softplus|Elu|LeakyRelu|Hardswish|Mish|Glu|"
+    r"Native(Batch)?Norm|CudnnBatchNorm|MiopenBatchNorm|\w*BatchNorm\w*|\w*MaxPool\w*|\w*AvgPool\w*)Backward\d*\]"
 )
-# Ones that stay fp32 under autocast: losses, log-softmax, normalization inputs, embeddings.
-_FP32_NODES = re.compile(r"^saved\[(NllLoss|LogSoftmax|MseLoss|L1Loss|SmoothL1Loss|\w*CrossEntropy\w*|BinaryCrossEntropy\w*|Native\w*Norm|Embedding)\w*\]")
 # Saved tensors outside any repeated block: the loss and the logits feeding it.
 _OUTSIDE_BLOCKS = re.compile(r"^saved\[(NllLoss|LogSoftmax|\w*CrossEntropy\w*|MseLoss|L1Loss)\w*\]")
 
