@@ -135,8 +135,8 @@ def gather(run: RunData, detect_flags_now: bool = True, series: dict[int, RankSe
         large = []
         total = info.device_total
     if peak is not None:
-        rec = series[peak.rank].records[peak.index]
-        moments = peak_moments(rec, cats, level, peak.peak_point or "forward_end", has_alloc)
+        ps = series[peak.rank]
+        moments = peak_moments([ps.records[peak.index], ps.records[-1]], cats, level, peak.peak_point or "forward_end", has_alloc)
     else:
         moments = {"oom" if oom is not None else "forward_end": {**cats, "other": cats["other"] if other_known else 0}}
     used = [v for s in series.values() for v in s.device_used if v is not None]
@@ -169,27 +169,36 @@ def gather(run: RunData, detect_flags_now: bool = True, series: dict[int, RankSe
     )
 
 
-def peak_moments(rec: Record, cats: dict[str, int], level: int, point: str, has_alloc: bool) -> dict[str, dict[str, int]]:
+def peak_moments(recs: list[Record], cats: dict[str, int], level: int, point: str, has_alloc: bool) -> dict[str, dict[str, int]]:
     """The five categories at each moment of the peak step; they add up to that moment's level.
 
-    The peak moment is the record's composition (``other`` = the step's peak minus the tracked
-    bytes); another moment's ``other`` is its allocated bytes minus its tracked ones (0 on CPU,
-    where the level is the tracked bytes).
+    The peak moment is the peak record's composition (``other`` = the step's peak minus the tracked
+    bytes). Another moment is the larger of the peak step's and the last step's (the first step can
+    be the peak while its forward pass ran before the optimizer state existed); its ``other`` is its
+    allocated bytes minus its tracked ones (0 on CPU, where the level is the tracked bytes).
     """
     out: dict[str, dict[str, int]] = {}
-    raw = rec.get("moments")
-    if isinstance(raw, dict):
+    for rec in recs:
+        raw = rec.get("moments")
+        if not isinstance(raw, dict):
+            continue
         for name, m in raw.items():
             if not isinstance(m, dict) or not isinstance(name, str):
                 continue
             vals = {c: as_int(m.get(c)) or 0 for c in TRACKED}
             alloc = as_int(m.get("allocated"))
             vals["other"] = max(0, alloc - sum(vals.values())) if has_alloc and alloc is not None else 0
+            if name in out and level_of(out[name]) >= level_of(vals):
+                continue
             out[name] = vals
     best = {c: cats[c] for c in TRACKED}
     best["other"] = max(0, level - sum(best.values()))
     out[point] = best
     return out
+
+
+def level_of(moment: dict[str, int]) -> int:
+    return sum(moment.values())
 
 
 def _may_run_scripts() -> bool:

@@ -139,7 +139,7 @@ def _checkpointing_off(f: Facts, gc: dict[str, object], free: int) -> list[Sugge
             -extra,
             (f"uses ≈{fmt_bytes(extra)} more at the peak" if extra else "the peak does not rise") + "; steps ≈25-35% faster",
             new_cmd,
-            "medium",
+            "low",  # how much a block saves per kept input byte varies with the block (≈8-11× measured)
             "activations",
             argv,
             assumption=whatif.joined(basis, where, f"estimate of {peak_basis(f)}"),
