@@ -9,7 +9,7 @@ the same edit pre-written in the script behind ``VALIDATE_CODE_CHANGE`` — the 
 same way, and the estimate is compared with the measured change of the step's peak (the allocator
 peak on CUDA, the tracked peak on CPU).
 
-    python benchmarks/advisor_validation.py [--steps N] [--out docs/validation/advisor-cpu.md] [SCRIPT...]
+    python benchmarks/advisor_validation.py [--steps N] [--device auto|cpu|cuda] [--out FILE] [SCRIPT|RULE...]
 
 tests/test_advisor_validation.py runs a short form (a few steps, a few scripts).
 """
@@ -95,6 +95,28 @@ SCRIPTS = [
 ]
 
 
+# Why a suggestion's estimate misses by more than the tolerance, where the cause is known.
+DEVIATIONS: dict[str, str] = {
+    "mixed_precision@sample: transformer fine-tune": (
+        "autocast casts a shared input once per matmul, so the input of the separate q/k/v projections becomes three "
+        "bf16 copies of one fp32 tensor (1.5× its bytes); those inputs (256 KiB each) are under the 1 MiB listing "
+        "threshold, so the estimate cannot see the sharing and is high. With a fused qkv projection (the nanoGPT- and "
+        "HF-style scripts) the estimate is within the tolerance."
+    ),
+    "lora@sample: transformer fine-tune": (
+        "with the base weights frozen, backward needs no weight gradient there, so the frozen linear layers stop saving "
+        "their inputs as well; the estimate counts only the gradients and optimizer state that go, so it is low "
+        "(conservative)."
+    ),
+    "costly_saving_off@sample: transformer, checkpointing on": (
+        "with checkpointing on, the hook measures only the kept block inputs (and, with the peak at the optimizer step, "
+        "lists no saved tensor to tell them from the loss/logits), so the activations without checkpointing are the "
+        "kept bytes × 8 (a transformer block's typical ratio); this block's ratio is ≈11 (a 4× MLP and attention "
+        "probabilities), and the loss/logits do not grow at all. Its confidence is low for that reason."
+    ),
+}
+
+
 @dataclass
 class Result:
     script: Script
@@ -176,9 +198,10 @@ def apply(script: Script, s: Suggestion, base: Path, workdir: Path, steps: int, 
     return Result(script, s, how, baseline, peak_of(after), command, env)
 
 
-def run_script(script: Script, workdir: Path, steps: int) -> list[Result]:
+def run_script(script: Script, workdir: Path, steps: int, rules: set[str] | None = None) -> list[Result]:
+    """Every suggestion for this script applied (or only those of ``rules``)."""
     base, sugs = baseline_suggestions(script, workdir, steps)
-    return [apply(script, s, base, workdir, steps, i) for i, s in enumerate(sugs)]
+    return [apply(script, s, base, workdir, steps, i) for i, s in enumerate(sugs) if not rules or s.rule in rules]
 
 
 @dataclass
@@ -259,6 +282,18 @@ def to_markdown(results: list[Result], steps: int, seconds: float, device: str, 
             lines.append(f"- {r.script.name}: `memtop train --no-tui --max-steps {steps} -- {join(list(r.script.command))}`")
     lines += ["", "What each estimate assumes, as the advisor states it:", ""]
     lines += [f"- {r.script.name}, {r.suggestion.rule}: {r.suggestion.assumption}" for r in results if r.suggestion.assumption]
+    missed = [r for r in results if r.after is not None and not r.ok]
+    lines += ["", "## Not within the tolerance, and why", ""]
+    if not missed:
+        lines.append("Every applied suggestion is within the tolerance.")
+    for r in missed:
+        why = DEVIATIONS.get(f"{r.suggestion.rule}@{r.script.name}", "cause not yet understood.")
+        lines.append(f"- {r.script.name}, {r.suggestion.rule} (estimated {_mib(r.suggestion.saving_bytes)}, measured {_mib(r.measured)}): {why}")
+    skipped = [r for r in results if r.after is None and not r.error]
+    if skipped:
+        lines += ["", "Not applied (code changes without a pre-written form in the script; their estimates use the same "
+                  "arithmetic as the applied ones of the same rule): "
+                  + ", ".join(f"{r.script.name} {r.suggestion.rule}" for r in skipped) + "."]
     failed = [r for r in results if r.error]
     if failed:
         lines += ["", "Runs that failed:", ""]
@@ -283,18 +318,26 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=4)
     ap.add_argument("--out", default=None, help="write the markdown table here")
     ap.add_argument("--no-leak", action="store_true", help="skip the leak-detection check")
-    ap.add_argument("scripts", nargs="*", help="script names (default: all)")
+    ap.add_argument(
+        "--device", choices=["auto", "cpu", "cuda"], default="auto",
+        help="cuda: only the sample runs (they pick CUDA themselves; the scripts in users' shapes are CPU-only)",
+    )
+    ap.add_argument("names", nargs="*", help="script names and/or rule names to restrict to (default: all)")
     args = ap.parse_args()
-    chosen = [s for s in SCRIPTS if not args.scripts or s.name in args.scripts]
+    names = set(args.names)
+    script_names = names & {s.name for s in SCRIPTS}
+    rules = names - script_names or None
+    pool = [s for s in SCRIPTS if s.name.startswith("sample:")] if args.device == "cuda" else SCRIPTS
+    chosen = [s for s in pool if not script_names or s.name in script_names]
     t0 = time.time()
     results: list[Result] = []
     with tempfile.TemporaryDirectory(prefix="memtop-validate-") as tmp:
         for script in chosen:
-            for r in run_script(script, Path(tmp), args.steps):
+            for r in run_script(script, Path(tmp), args.steps, rules):
                 results.append(r)
                 print(f"{script.name} | {r.suggestion.rule}: estimated {_mib(r.suggestion.saving_bytes)}, measured {_mib(r.measured)} "
                       f"[{verdict(r)}] {r.error[:200]}", flush=True)
-        leak = None if args.no_leak or args.scripts else leak_case(Path(tmp))
+        leak = None if args.no_leak or names else leak_case(Path(tmp))
         if leak is not None:
             print(f"leak: {leak.leaky_verdict} ({leak.leaky_rate}), normal run: {leak.normal_verdict}", flush=True)
     device = "CUDA" if any(r.baseline is not None and r.baseline.measure == "allocator_peak" for r in results) else "CPU"
