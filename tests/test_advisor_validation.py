@@ -51,3 +51,19 @@ def test_leak_found_in_leak_mode_and_silent_on_the_normal_run(tmp_path: Path) ->
     assert r.leaky_verdict == "leak", r
     assert r.leaky_rate is not None and r.leaky_rate > 0
     assert r.normal_verdict == "none", r
+
+
+@pytest.mark.gpu
+@pytest.mark.slow
+@pytest.mark.parametrize("rule", ["batch_accumulation", "gradient_checkpointing", "mixed_precision"])
+def test_on_cuda_the_allocator_peak_changes_as_estimated(rule: str, tmp_path: Path) -> None:
+    """The sample transformer picks CUDA itself; the peak is then the allocator's, with `other`."""
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    results = av.run_script(BY_NAME["sample: transformer fine-tune"], tmp_path, STEPS, {rule})
+    applied = [r for r in results if r.after is not None]
+    assert applied and all(r.baseline is not None and r.baseline.measure == "allocator_peak" for r in applied)
+    for r in applied:
+        assert r.ok, f"{r.suggestion.rule}: estimated {r.suggestion.saving_bytes}, measured {r.measured}"
