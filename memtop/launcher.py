@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import IO
 
 import memtop
+from memtop.analyzers.flags.launch import parse_launch
 from memtop.errors import MemtopError
 
 INJECT_DIR = Path(__file__).resolve().parent / "profiler" / "_inject"
@@ -55,15 +56,9 @@ def check_command(argv: list[str]) -> None:
             raise MemtopError(f"command is not executable: {exe}")
     elif shutil.which(exe) is None:
         raise MemtopError(f"command not found: {exe}")
-    for i, arg in enumerate(argv[1:], start=1):
-        if arg.endswith(".py") and not arg.startswith("-") and Path(exe).name.startswith(("python", "torchrun")):
-            if not Path(arg).exists():
-                raise MemtopError(f"script not found: {arg}")
-            break
-        if arg in ("-m", "-c"):
-            break
-        if i > 8:
-            break
+    script = parse_launch(argv).script
+    if script is not None and script != exe and script.endswith(".py") and not Path(script).exists():
+        raise MemtopError(f"script not found: {script}")
 
 
 class Child:

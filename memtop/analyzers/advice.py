@@ -29,7 +29,7 @@ def suggest(run: RunData, detect_flags: bool = True) -> list[Suggestion]:
     """Suggestions for this run, largest saving first (changes that use memory for speed, with a
     negative saving, after those; unquantified ones last).
 
-    ``detect_flags=False`` never reads the script (only ``meta["detected_flags"]``).
+    ``detect_flags`` has no effect: flags come only from ``meta["detected_flags"]``; nothing is run.
     """
     return suggestions_for(gather(run, detect_flags_now=detect_flags))
 

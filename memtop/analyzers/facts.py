@@ -8,14 +8,11 @@ recompute the step's peak as the larger of the two after a change (:mod:`memtop.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from memtop.analyzers import fragmentation, leak
-from memtop.analyzers.cmdline import split_command
-from memtop.analyzers.flags import apply_command_values, detect_flags
+from memtop.analyzers.flags import FlagEntry, apply_command_values, flags_from_json, split_command
 from memtop.analyzers.modelkind import ModelKind, model_kind
 from memtop.analyzers.roles import roles
 from memtop.analyzers.series import TRACKED_CATEGORIES as TRACKED
@@ -23,9 +20,6 @@ from memtop.analyzers.series import RankSeries, as_int, rank_series
 from memtop.analyzers.summary import Peak, RunInfo, find_peak, large_tensors, run_info
 from memtop.runs.format import CATEGORIES
 from memtop.runs.reader import Record, RunData
-
-# The dashboard asks for advice again and again on a live run: detect a script's flags only once.
-_FLAG_CACHE: dict[tuple[tuple[str, ...], str], list[dict[str, Any]]] = {}
 
 
 @dataclass
@@ -41,8 +35,8 @@ class Facts:
     device_total: int | None
     device_used_max: int | None
     large: list[dict[str, Any]]
-    flags: list[dict[str, Any]]
-    roles: dict[str, dict[str, Any]]
+    flags: list[FlagEntry]
+    roles: dict[str, FlagEntry]
     head: list[str]  # launcher + script
     args: list[str]  # the script's own arguments
     frag: fragmentation.FragmentationReport
@@ -88,21 +82,17 @@ class Facts:
         return [*self.head, *self.args]
 
 
-def run_flags(run: RunData, command: list[str], cwd: Path, detect: bool = True) -> list[dict[str, Any]]:
-    """``meta["detected_flags"]``, else (and if ``detect``) found now from the script on disk."""
-    stored = (run.meta or {}).get("detected_flags")
-    entries: list[dict[str, Any]] = []
-    if isinstance(stored, list):
-        entries = [dict(e) for e in stored if isinstance(e, dict) and isinstance(e.get("flag"), str)]
-    if not entries and detect and command:
-        key = (tuple(command), str(cwd))
-        if key not in _FLAG_CACHE:
-            _FLAG_CACHE[key] = detect_flags(command, cwd) if cwd.is_dir() else []
-        entries = [dict(e) for e in _FLAG_CACHE[key]]
-    return entries
+def run_flags(run: RunData) -> list[FlagEntry]:
+    """``meta["detected_flags"]``, stored by ``memtop train`` at launch; a run without them has none.
+
+    Nothing is detected here: reading a run directory never looks at, or runs, the user's script.
+    """
+    return flags_from_json((run.meta or {}).get("detected_flags"))
 
 
-def gather(run: RunData, detect_flags_now: bool = True, series: dict[int, RankSeries] | None = None) -> Facts:
+def gather(run: RunData, detect_flags_now: bool = False, series: dict[int, RankSeries] | None = None) -> Facts:
+    """The run's facts. ``detect_flags_now`` is ignored (kept for callers): flags come from meta.json only."""
+    del detect_flags_now
     series = series if series is not None else rank_series(run)
     info = run_info(run, series)
     peak = find_peak(series)
@@ -140,11 +130,8 @@ def gather(run: RunData, detect_flags_now: bool = True, series: dict[int, RankSe
     else:
         moments = {"oom" if oom is not None else "forward_end": {**cats, "other": cats["other"] if other_known else 0}}
     used = [v for s in series.values() for v in s.device_used if v is not None]
-    cwd = Path(info.cwd) if info.cwd else run.path
-    command = info.command
-    head, args = split_command(command, cwd if cwd.is_dir() else None) if command else ([], [])
-    flags = run_flags(run, command, cwd, detect=detect_flags_now and _may_run_scripts())
-    apply_command_values(flags, args)
+    head, args = split_command(info.command) if info.command else ([], [])
+    flags = apply_command_values(run_flags(run), args, follow_command_style=False)  # the syntax stored at launch stands
     return Facts(
         info=info,
         series=series,
@@ -200,7 +187,3 @@ def peak_moments(recs: list[Record], cats: dict[str, int], level: int, point: st
 def level_of(moment: dict[str, int]) -> int:
     return sum(moment.values())
 
-
-def _may_run_scripts() -> bool:
-    """``MEMTOP_NO_FLAG_DETECTION=1`` stops the advisor from running a script's ``--help``."""
-    return os.environ.get("MEMTOP_NO_FLAG_DETECTION", "") not in ("1", "true", "yes")

@@ -7,7 +7,8 @@ The advisor only suggests a flag through its role; a flag whose role is unclear 
 from __future__ import annotations
 
 import re
-from typing import Any
+
+from memtop.analyzers.flags.entry import FlagEntry
 
 ROLES = (
     "batch_size",
@@ -40,17 +41,16 @@ _NAME_RULES: list[tuple[str, re.Pattern[str]]] = [
 ]
 
 
-def _words(entry: dict[str, Any]) -> str:
-    return str(entry.get("help") or "").lower()
+def _words(entry: FlagEntry) -> str:
+    return entry.help.lower()
 
 
-def role_of(entry: dict[str, Any]) -> str | None:
+def role_of(entry: FlagEntry) -> str | None:
     """The role of one flag entry (see :data:`ROLES`), or None."""
-    explicit = entry.get("role")
-    if isinstance(explicit, str) and explicit in ROLES:
-        return explicit
-    dest = str(entry.get("dest") or entry.get("flag", "")).lower().lstrip("-").replace("-", "_")
-    kind = entry.get("kind")
+    if entry.role in ROLES:
+        return entry.role
+    dest = (entry.dest or entry.flag).lower().lstrip("-").replace("-", "_")
+    kind = entry.kind
     help_text = _words(entry)
     if dest.startswith(("eval_", "val_", "valid_", "test_", "per_device_eval_")):
         return None
@@ -71,7 +71,7 @@ def role_of(entry: dict[str, Any]) -> str | None:
         if "fp16" in help_text and any(w in help_text for w in ("store", "storage", "coefficients", "param")):
             return "half_precision"
     if kind in ("choice", "str") and re.fullmatch(r"(amp_|autocast_|mixed_|compute_)?(dtype|precision)", dest):
-        choices = {str(c).lower() for c in entry.get("choices") or []}
+        choices = {c.lower() for c in entry.choices or ()}
         if kind == "choice" and not (choices & HALF_NAMES):
             return None
         if any(w in help_text for w in ("param", "weight", "storage", "model dtype", "master")):
@@ -80,32 +80,41 @@ def role_of(entry: dict[str, Any]) -> str | None:
     return None
 
 
-def roles(entries: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """``{role: entry}``; pyproject entries win over argparse ones, the first match otherwise."""
-    out: dict[str, dict[str, Any]] = {}
-    for e in sorted(entries, key=lambda e: 0 if e.get("source") == "pyproject" else 1):
+def roles(entries: list[FlagEntry]) -> dict[str, FlagEntry]:
+    """``{role: entry}``; pyproject entries win over detected ones, the first match otherwise."""
+    out: dict[str, FlagEntry] = {}
+    for e in sorted(entries, key=lambda e: 0 if e.source == "pyproject" else 1):
         r = role_of(e)
         if r is not None and r not in out:
             out[r] = e
     return out
 
 
-def is_on(entry: dict[str, Any]) -> bool | None:
+def bf16_name(entry: FlagEntry) -> str:
+    """How this dtype flag spells bfloat16: one of its choices, else in the style of its values
+    (``bfloat16`` next to ``float32``/``float16``, as nanoGPT's ``dtype`` takes), else ``bf16``."""
+    for c in entry.choices or ():
+        if c.lower() in BF16_NAMES:
+            return c
+    seen = " ".join(v for v in (entry.value, entry.default, entry.help) if v).lower()
+    return "bfloat16" if re.search(r"\b(b?float(16|32))\b", seen) else "bf16"
+
+
+def is_on(entry: FlagEntry) -> bool | None:
     """A bool flag's current state (None when unknown)."""
-    v = entry.get("value")
-    if v is None:
+    if entry.value is None:
         return None
-    return str(v).lower() in ("true", "1", "yes", "on")
+    return entry.value.lower() in ("true", "1", "yes", "on")
 
 
-def int_value(entry: dict[str, Any] | None) -> int | None:
-    if entry is None or entry.get("value") is None:
+def int_value(entry: FlagEntry | None) -> int | None:
+    if entry is None or entry.value is None:
         return None
     try:
-        return int(str(entry["value"]))
+        return int(entry.value)
     except ValueError:
         try:
-            f = float(str(entry["value"]))
+            f = float(entry.value)
         except ValueError:
             return None
         return int(f) if f.is_integer() else None

@@ -20,7 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--no-flag-detection",
         action="store_true",
-        help="never run the script's --help to find its flags (use only those stored in meta.json)",
+        help="no effect (kept for old scripts): analyze never runs anything; flags come only from meta.json",
     )
     add_common_options(parser)
 

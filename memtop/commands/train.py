@@ -13,6 +13,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from memtop.analyzers.flags import FlagDetection
     from memtop.launcher import Child
 
 from memtop.commands import add_common_options
@@ -82,16 +83,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _run_name(child: list[str], explicit: str | None) -> str:
     if explicit:
         return explicit
-    for arg in child[1:] if len(child) > 1 else child:
-        if arg.endswith(".py"):
-            return Path(arg).stem
-        if not arg.startswith("-"):
-            break
-    if "-m" in child:
-        i = child.index("-m")
-        if i + 1 < len(child):
-            return child[i + 1].rsplit(".", 1)[-1]
-    return Path(child[0]).name if child else "run"
+    from memtop.analyzers.flags.launch import parse_launch
+
+    return parse_launch(child).name
 
 
 def detect_devices() -> list[dict[str, Any]]:
@@ -160,7 +154,7 @@ def run(args: argparse.Namespace) -> int:
     use_tui = not args.no_tui and sys.stdout.isatty() and sys.stdin.isatty()
     env = child_environment(run_dir, args.max_steps)
     child = Child(child_argv, env, run_dir / "output.log", echo=None if use_tui else stdout_binary())
-    _detect_flags_in_background(run_dir, child_argv, meta_lock)
+    flag_detection = _detect_flags_in_background(run_dir, child_argv, meta_lock)
     tensorboard = _start_tensorboard(run_dir)
 
     exit_code: int
@@ -183,6 +177,7 @@ def run(args: argparse.Namespace) -> int:
         _finalize(run_dir, child, meta_lock, interrupted=True)
         raise
     finally:
+        flag_detection.stop()  # a --help probe still running dies with its process group
         if tensorboard is not None:
             tensorboard.stop()
     status = _finalize(run_dir, child, meta_lock, interrupted=interrupted)
@@ -203,19 +198,16 @@ def status_phrase(status: str) -> str:
     }.get(status, status)
 
 
-def _detect_flags_in_background(run_dir: Path, child_argv: list[str], lock: threading.Lock) -> None:
-    def work() -> None:
-        try:
-            from memtop.analyzers.flags import detect_flags
-            from memtop.runs import rundir
+def _detect_flags_in_background(run_dir: Path, child_argv: list[str], lock: threading.Lock) -> FlagDetection:
+    """Flags from the script's source (a bounded --help probe only as a last resort), into meta.json."""
+    from memtop.analyzers.flags import FlagDetection
+    from memtop.runs import rundir
 
-            flags = detect_flags(child_argv, Path.cwd())
-        except Exception:  # noqa: BLE001 - flag detection is advice only; the run must go on
-            return
+    def store(flags: list[dict[str, object]]) -> None:
         with lock:
             rundir.update_meta(run_dir, detected_flags=flags)
 
-    threading.Thread(target=work, name="memtop-detect-flags", daemon=True).start()
+    return FlagDetection(child_argv, Path.cwd(), store).start()
 
 
 def _start_tensorboard(run_dir: Path) -> Any:

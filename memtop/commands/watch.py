@@ -43,7 +43,10 @@ def run(args: argparse.Namespace) -> int:
         raise MemtopError(
             f"memtop watch needs a terminal; for {run_dir} without one use `memtop analyze {run_dir}`"
         )
-    from memtop.tui.app import run_dashboard
+    try:
+        from memtop.tui.app import run_dashboard
+    except ImportError as exc:  # textual is optional where only the hook and analyze are used (a GPU box)
+        raise MemtopError(f"the dashboard cannot start ({exc}); `memtop analyze {run_dir}` works without it") from None
 
     run_dashboard(run_dir, child=None, refresh=args.refresh)
     return 0

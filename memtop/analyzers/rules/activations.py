@@ -8,7 +8,7 @@ from __future__ import annotations
 from memtop.analyzers import cmdline, whatif
 from memtop.analyzers.estimates import autocast_saving, checkpoint_saving, scaling_share
 from memtop.analyzers.facts import Facts
-from memtop.analyzers.roles import BF16_NAMES, int_value, is_on
+from memtop.analyzers.roles import BF16_NAMES, bf16_name, int_value, is_on
 from memtop.analyzers.rules.common import amp_state, cmd, forward_only, no_flag, of_peak, peak_basis, worth
 from memtop.analyzers.suggestion import Suggestion
 
@@ -20,14 +20,6 @@ def _drop_activations(nbytes: int, other_extra: int = 0) -> whatif.Change:
         return {**m, "activations": max(0, m["activations"] - nbytes), "other": m["other"] + other_extra}
 
     return change
-
-
-def bf16_spelling(current: object) -> str:
-    """bf16 as the flag spells its dtypes: ``float32`` → ``bfloat16`` (nanoGPT), ``fp32`` → ``bf16``."""
-    value = str(current or "").lower()
-    if value.startswith("float") or value.startswith("torch."):
-        return "torch.bfloat16" if value.startswith("torch.") else "bfloat16"
-    return "bf16"
 
 
 def mixed_precision(f: Facts) -> list[Suggestion]:
@@ -51,7 +43,7 @@ def mixed_precision(f: Facts) -> list[Suggestion]:
         if choice is not None and str(dt.get("value")).lower() not in BF16_NAMES:
             args = cmdline.set_value(args, dt, str(choice))
     elif dt is not None and mp is None:
-        args = cmdline.set_value(args, dt, bf16_spelling(dt.get("value")))
+        args = cmdline.set_value(args, dt, bf16_name(dt))
     reason = f"activations are {of_peak(f, a)} and are kept in fp32"
     cost = "matmuls in bf16 (loss curves usually match fp32); faster on tensor-core GPUs, may be slower on CPU"
     if args != f.args:

@@ -4,10 +4,10 @@ often the script empties the cache. Silent on CPU, which has no allocator counte
 from __future__ import annotations
 
 import re
-from typing import Any
 
 from memtop.analyzers import cmdline
 from memtop.analyzers.facts import Facts
+from memtop.analyzers.flags import FlagEntry
 from memtop.analyzers.rules.common import PLENTIFUL, MiB, cmd
 from memtop.analyzers.series import median
 from memtop.analyzers.suggestion import Suggestion
@@ -55,7 +55,7 @@ _EVERY_STEP = re.compile(r"every (single )?step|each step|always")
 _NEVER = re.compile(r"never|off|disabled|no empty_cache")
 
 
-def cache_policy(entry: dict[str, Any]) -> dict[str, int]:
+def cache_policy(entry: FlagEntry) -> dict[str, int]:
     """How often each choice of an empty_cache flag releases the cache, from its help text.
 
     ``"aggressive = never + …, normal = every 100 steps, minimal = every step"`` →

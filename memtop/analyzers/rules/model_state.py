@@ -9,6 +9,7 @@ from typing import Any
 from memtop.analyzers import cmdline, whatif
 from memtop.analyzers.estimates import is_fp32, tensor_family
 from memtop.analyzers.facts import Facts
+from memtop.analyzers.flags import FlagEntry
 from memtop.analyzers.roles import HALF_NAMES, int_value, is_on
 from memtop.analyzers.rules.common import cmd, no_flag, of_peak, peak_basis, worth
 from memtop.analyzers.suggestion import Suggestion
@@ -75,7 +76,7 @@ def half_precision(f: Facts) -> list[Suggestion]:
     return [Suggestion("half_precision", f"store {names} in half precision", reason, saving, cost, change, "medium", "model_state", assumption=assumption)]
 
 
-def _targets_of_flag(flag: dict[str, Any], params: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _targets_of_flag(flag: FlagEntry, params: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The parameters a half-precision flag is about: those its help names, else the largest."""
     words = set(re.findall(r"[a-z]{2,}", str(flag.get("help") or "").lower())) - {"in", "the", "of", "to", "and", "store", "fp", "memory"}
     named = [t for t in params if words & set(re.findall(r"[a-z]{2,}", t["name"].lower().replace("_", " ")))]

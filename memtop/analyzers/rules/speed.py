@@ -6,6 +6,7 @@ from __future__ import annotations
 from memtop.analyzers import cmdline, whatif
 from memtop.analyzers.estimates import uncheckpointed_activations
 from memtop.analyzers.facts import Facts
+from memtop.analyzers.flags import FlagEntry
 from memtop.analyzers.roles import BF16_NAMES, int_value, is_on
 from memtop.analyzers.rules.activations import batch_change
 from memtop.analyzers.rules.common import PLENTIFUL, cmd, peak_basis
@@ -112,7 +113,7 @@ def costly_saving_off(f: Facts) -> list[Suggestion]:
     return out
 
 
-def _checkpointing_off(f: Facts, gc: dict[str, object], free: int) -> list[Suggestion]:
+def _checkpointing_off(f: Facts, gc: FlagEntry, free: int) -> list[Suggestion]:
     """The activations measured at the end of the forward pass grow back; the peak is recomputed
     over both moments, so a run whose peak checkpointing moved to the optimizer step may lose
     little or nothing at the peak."""
@@ -125,7 +126,7 @@ def _checkpointing_off(f: Facts, gc: dict[str, object], free: int) -> list[Sugge
     extra = max(0, -saving)
     if extra >= 0.8 * free:
         return []
-    args = cmdline.set_bool(f.args, gc, False)  # type: ignore[arg-type]
+    args = cmdline.set_bool(f.args, gc, False)
     new_cmd, argv = cmd(f, args)
     at_step_end = f.peak_point != "forward_end"
     reason = f"the peak is {fmt_pct(100 * f.level / f.device_total)} of the device" if f.device_total else "memory is plentiful"

@@ -1,0 +1,191 @@
+"""Checks over a run directory's records: the CUDA identities, step continuity, the figures.
+
+Plain functions over the JSON lines as written (no memtop reader), so that a bug in memtop's own
+reader cannot hide a bad record.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+CATEGORIES = ("parameters", "gradients", "optimizer_state", "activations", "other")
+MAX_VIOLATIONS_LISTED = 20
+
+
+@dataclass
+class Records:
+    """Every parsed line of a rank file, and how many lines were not JSON objects."""
+
+    items: list[dict[str, Any]] = field(default_factory=list)
+    bad_lines: int = 0
+
+    def of_type(self, kind: str) -> list[dict[str, Any]]:
+        return [r for r in self.items if r.get("type") == kind]
+
+
+def read_records(path: Path) -> Records:
+    out = Records()
+    if not path.is_file():
+        return out
+    for line in path.read_text(errors="replace").splitlines():
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except ValueError:
+            out.bad_lines += 1
+            continue
+        if isinstance(obj, dict):
+            out.items.append(obj)
+        else:
+            out.bad_lines += 1
+    return out
+
+
+def _int(rec: dict[str, Any], key: str) -> int | None:
+    value = rec.get(key)
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def step_violations(rec: dict[str, Any]) -> list[str]:
+    """What is wrong with one CUDA step record (empty when every identity holds)."""
+    where = f"step {rec.get('step')}"
+    problems: list[str] = []
+    device = rec.get("device")
+    if not (isinstance(device, str) and device.startswith("cuda")):
+        problems.append(f"{where}: device is {device!r}, not cuda")
+    allocated, reserved, peak = _int(rec, "allocated"), _int(rec, "reserved"), _int(rec, "peak")
+    frag = _int(rec, "fragmentation_bytes")
+    for key, value in (("allocated", allocated), ("reserved", reserved), ("peak", peak), ("fragmentation_bytes", frag)):
+        if value is None:
+            problems.append(f"{where}: {key} is {rec.get(key)!r}, not an int")
+    cats = rec.get("categories")
+    values: list[int] = []
+    if not isinstance(cats, dict):
+        problems.append(f"{where}: categories missing")
+    else:
+        for name in CATEGORIES:
+            v = _int(cats, name)
+            if v is None:
+                problems.append(f"{where}: categories.{name} is {cats.get(name)!r}, not an int")
+            else:
+                values.append(v)
+                if v < 0:
+                    problems.append(f"{where}: categories.{name} = {v} < 0")
+    if peak is not None and len(values) == len(CATEGORIES) and sum(values) != peak:
+        problems.append(f"{where}: sum of categories {sum(values)} != peak {peak} (diff {sum(values) - peak})")
+    if allocated is not None and reserved is not None and frag is not None:
+        if allocated + frag != reserved:
+            problems.append(f"{where}: allocated {allocated} + fragmentation_bytes {frag} != reserved {reserved}")
+        pct = rec.get("fragmentation_pct")
+        if reserved > 0 and isinstance(pct, (int, float)) and abs(pct - frag / reserved * 100) > 0.01:
+            problems.append(f"{where}: fragmentation_pct {pct} != {frag / reserved * 100:.4f}")
+    if peak is not None and allocated is not None and peak < allocated:
+        problems.append(f"{where}: peak {peak} < allocated {allocated}")
+    return problems
+
+
+def nvml_below_reserved(rec: dict[str, Any]) -> bool:
+    """NVML's figure under the allocator's reserved bytes. Not an identity: memtop samples NVML at
+    most once a second, so a record can carry a figure from before the allocator grew. Counted and
+    reported, not failed."""
+    used, reserved = _int(rec, "device_used"), _int(rec, "reserved")
+    return used is not None and reserved is not None and used < reserved
+
+
+@dataclass
+class RunCheck:
+    """The verdict on one run directory."""
+
+    run_dir: Path | None
+    steps: int = 0
+    violations: list[str] = field(default_factory=list)
+    figures: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.run_dir is not None and not self.violations
+
+    def summary(self) -> str:
+        if self.run_dir is None:
+            return "no run directory"
+        if not self.violations:
+            return f"{self.steps} step records, identities hold on every one"
+        return f"{self.steps} step records, {len(self.violations)} problems: " + "; ".join(self.violations[:3])
+
+
+def check_run(run_dir: Path | None, expect_steps: int | None = None) -> RunCheck:
+    """Identities on every step record of every rank file, steps 1..n without gaps, figures for the table."""
+    out = RunCheck(run_dir)
+    if run_dir is None:
+        return out
+    rank_files = sorted(run_dir.glob("rank*.jsonl"))
+    if not rank_files:
+        out.violations.append("no rank*.jsonl file")
+        return out
+    steps: list[dict[str, Any]] = []
+    for path in rank_files:
+        records = read_records(path)
+        if records.bad_lines:
+            out.violations.append(f"{path.name}: {records.bad_lines} lines are not JSON objects")
+        rank_steps = records.of_type("step")
+        numbers = [r.get("step") for r in rank_steps]
+        if numbers != list(range(1, len(numbers) + 1)):
+            out.violations.append(f"{path.name}: step numbers are not 1..{len(numbers)}: {numbers[:12]}")
+        for rec in rank_steps:
+            out.violations.extend(step_violations(rec))
+        for rec in records.of_type("warning"):
+            out.violations.append(f"{path.name}: warning record: {rec.get('message')!r}")
+        steps += rank_steps
+    out.steps = len(steps)
+    if expect_steps is not None and out.steps != expect_steps:
+        out.violations.append(f"{out.steps} step records, expected {expect_steps}")
+    if len(out.violations) > MAX_VIOLATIONS_LISTED:
+        more = len(out.violations) - MAX_VIOLATIONS_LISTED
+        out.violations = out.violations[:MAX_VIOLATIONS_LISTED] + [f"... and {more} more"]
+    out.figures = step_figures(steps)
+    return out
+
+
+def step_figures(steps: list[dict[str, Any]]) -> dict[str, Any]:
+    """Peak, reserved, fragmentation, step time and NVML-minus-reserved over the step records."""
+
+    def ints(key: str) -> list[int]:
+        return [v for r in steps if (v := _int(r, key)) is not None]
+
+    figures: dict[str, Any] = {}
+    for key in ("peak", "reserved", "allocated"):
+        vals = ints(key)
+        figures[f"max_{key}"] = max(vals) if vals else None
+    pcts = [float(r["fragmentation_pct"]) for r in steps if isinstance(r.get("fragmentation_pct"), (int, float))]
+    figures["max_fragmentation_pct"] = max(pcts) if pcts else None
+    figures["median_fragmentation_pct"] = statistics.median(pcts) if pcts else None
+    times = [float(r["step_time"]) for r in steps if isinstance(r.get("step_time"), (int, float))]
+    figures["median_step_ms"] = statistics.median(times) * 1e3 if times else None
+    gaps = [u - v for r in steps if (u := _int(r, "device_used")) is not None and (v := _int(r, "reserved")) is not None]
+    figures["nvml_minus_reserved_median"] = int(statistics.median(gaps)) if gaps else None
+    figures["nvml_records"] = len(gaps)
+    figures["nvml_below_reserved_records"] = sum(1 for r in steps if nvml_below_reserved(r))
+    return figures
+
+
+def find_run_dir(runs_dir: Path, name: str) -> Path | None:
+    """The run directory memtop made for ``--name name`` (the newest if several)."""
+    if not runs_dir.is_dir():
+        return None
+    found = [p for p in runs_dir.iterdir() if p.is_dir() and (p.name.endswith(f"-{name}") or f"-{name}-" in p.name)]
+    return max(found, key=lambda p: p.stat().st_mtime) if found else None
+
+
+def read_meta(run_dir: Path | None) -> dict[str, Any]:
+    if run_dir is None:
+        return {}
+    try:
+        meta = json.loads((run_dir / "meta.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return meta if isinstance(meta, dict) else {}

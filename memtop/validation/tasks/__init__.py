@@ -1,0 +1,1 @@
+"""One module per validation step; each runs as its own process (see memtop.validation.taskkit)."""
