@@ -16,8 +16,10 @@ import advisor_validation as av  # noqa: E402
 
 STEPS = 3
 BY_NAME = {s.name: s for s in av.SCRIPTS}
-ACCEPTS = ["nanoGPT-style configurator", "HF Trainer-style", "plain loop (accumulation flag)", "sample: transformer fine-tune"]
-TOLERANCE_CHECKED = ["HF Trainer-style", "plain loop (no accumulation flag)"]
+ACCEPTS = ["nanoGPT-style configurator", "HF Trainer-style"]
+# the short form: the two batch changes of the script without an accumulation flag (the full table
+# covers every script and every suggestion)
+TOLERANCE_CHECKED = {"plain loop (no accumulation flag)": {"batch_accumulation", "smaller_batch"}}
 
 
 @pytest.mark.slow
@@ -31,9 +33,9 @@ def test_every_suggested_command_is_accepted_by_the_script(name: str, tmp_path: 
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", TOLERANCE_CHECKED)
+@pytest.mark.parametrize("name", sorted(TOLERANCE_CHECKED))
 def test_applied_suggestions_change_the_peak_as_estimated(name: str, tmp_path: Path) -> None:
-    results = av.run_script(BY_NAME[name], tmp_path, STEPS)
+    results = av.run_script(BY_NAME[name], tmp_path, STEPS, TOLERANCE_CHECKED[name])
     applied = [r for r in results if r.after is not None]
     assert applied, [r.applied for r in results]
     for r in applied:
