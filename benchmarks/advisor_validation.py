@@ -54,13 +54,14 @@ class CodeChange:
 @dataclass(frozen=True)
 class Script:
     name: str
-    command: tuple[str, ...]  # the baseline child command (run from the repo root)
+    command: tuple[str, ...]  # the baseline child command
     code_changes: dict[str, CodeChange] = field(default_factory=dict)
+    cwd: str = ""  # where it runs, relative to the repository root (nanoGPT runs from its own directory)
 
 
 PLAIN = ("python", f"{S}/plain_loop.py", "--batch-size", "2048")
 NOACCUM = ("python", f"{S}/plain_loop_noaccum.py", "--batch-size", "2048")
-NANO = ("python", f"{S}/nanogpt_style/train.py", "--batch_size=8")
+NANO = ("python", "train.py", "--batch_size=8")
 HF = ("python", f"{S}/hf_trainer_style.py", "--per_device_train_batch_size", "8")
 SCRIPTS = [
     Script("plain loop (accumulation flag)", PLAIN, {"mixed_precision": CodeChange(PLAIN, (("VALIDATE_CODE_CHANGE", "autocast"),))}),
@@ -82,8 +83,9 @@ SCRIPTS = [
         {
             "mixed_precision": CodeChange((*NANO, "--dtype=bfloat16")),
             "gradient_checkpointing": CodeChange((*NANO, "--gradient_checkpointing=True")),
-            "batch_accumulation": CodeChange(("python", f"{S}/nanogpt_style/train.py", "--batch_size=4", "--gradient_accumulation_steps=2")),
+            "batch_accumulation": CodeChange(("python", "train.py", "--batch_size=4", "--gradient_accumulation_steps=2")),
         },
+        cwd=f"{S}/nanogpt_style",
     ),
     Script("HF Trainer-style", HF, {"mixed_precision": CodeChange((*HF, "--bf16")), "gradient_checkpointing": CodeChange((*HF, "--gradient_checkpointing"))}),
     Script("Lightning-style", ("python", f"{S}/lightning_style.py", "--batch_size", "32")),
@@ -151,7 +153,7 @@ class Result:
         return abs(e - m) <= TOLERANCE * abs(m)
 
 
-def profile(command: tuple[str, ...], runs_dir: Path, steps: int, name: str, env_extra: tuple[tuple[str, str], ...] = ()) -> Path:
+def profile(command: tuple[str, ...], runs_dir: Path, steps: int, name: str, env_extra: tuple[tuple[str, str], ...] = (), cwd: str = "") -> Path:
     """Run ``command`` under ``memtop train`` (headless) and return its run directory."""
     env = dict(os.environ)
     env.pop("MEMTOP_RUN_DIR", None)
@@ -160,7 +162,7 @@ def profile(command: tuple[str, ...], runs_dir: Path, steps: int, name: str, env
     # `python` in the commands is this interpreter (so the printed commands read as a user types them)
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     argv = [sys.executable, "-m", "memtop", "train", "--no-tui", "--runs-dir", str(runs_dir), "--name", name, "--max-steps", str(steps), "--", *command]
-    proc = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)
+    proc = subprocess.run(argv, cwd=REPO / cwd, env=env, capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)
     if proc.returncode != 0:
         raise RuntimeError(f"{join(list(command))} failed ({proc.returncode}): {(proc.stderr or proc.stdout).strip()[-400:]}")
     runs = [p for p in list_runs(runs_dir) if p.name.endswith(name)]
@@ -178,7 +180,7 @@ def _tag(text: str) -> str:
 
 
 def baseline_suggestions(script: Script, workdir: Path, steps: int) -> tuple[Path, list[Suggestion]]:
-    base = profile(script.command, workdir, steps, f"{_tag(script.name)}-base")
+    base = profile(script.command, workdir, steps, f"{_tag(script.name)}-base", cwd=script.cwd)
     return base, [s for s in suggest(load_run(base)) if s.saving_bytes is not None and s.rule not in SKIPPED_RULES]
 
 
@@ -192,7 +194,7 @@ def apply(script: Script, s: Suggestion, base: Path, workdir: Path, steps: int, 
     else:
         return Result(script, s, "not applied: a code change this script has no pre-written form of", baseline, None)
     try:
-        after = profile(command, workdir, steps, f"{_tag(script.name)}-{i}-{s.rule}", env)
+        after = profile(command, workdir, steps, f"{_tag(script.name)}-{i}-{s.rule}", env, script.cwd)
     except RuntimeError as exc:
         return Result(script, s, how, baseline, None, command, env, error=str(exc))
     return Result(script, s, how, baseline, peak_of(after), command, env)
@@ -279,7 +281,8 @@ def to_markdown(results: list[Result], steps: int, seconds: float, device: str, 
     for r in results:
         if r.script.name not in seen:
             seen.add(r.script.name)
-            lines.append(f"- {r.script.name}: `memtop train --no-tui --max-steps {steps} -- {join(list(r.script.command))}`")
+            where = f"(in {r.script.cwd}) " if r.script.cwd else ""
+            lines.append(f"- {r.script.name}: {where}`memtop train --no-tui --max-steps {steps} -- {join(list(r.script.command))}`")
     lines += ["", "What each estimate assumes, as the advisor states it:", ""]
     lines += [f"- {r.script.name}, {r.suggestion.rule}: {r.suggestion.assumption}" for r in results if r.suggestion.assumption]
     missed = [r for r in results if r.after is not None and not r.ok]

@@ -29,7 +29,7 @@ def test_every_suggested_command_is_accepted_by_the_script(name: str, tmp_path: 
     _, sugs = av.baseline_suggestions(script, tmp_path, 2)
     for i, s in enumerate(x for x in sugs if x.command is not None):
         assert s.command is not None
-        av.profile(tuple(s.command), tmp_path, 1, f"accept-{i}-{s.rule}", s.env)  # raises on a non-zero exit
+        av.profile(tuple(s.command), tmp_path, 1, f"accept-{i}-{s.rule}", s.env, script.cwd)  # raises on a non-zero exit
 
 
 @pytest.mark.slow

@@ -2,7 +2,7 @@
 configurator.py (exec'd over the globals), gradient accumulation over micro-batches, autocast
 from `dtype`. Tiny sizes and random tokens so a step takes a fraction of a second on a CPU.
 
-    python benchmarks/scripts/nanogpt_style/train.py --batch_size=8 --dtype=bfloat16
+    cd benchmarks/scripts/nanogpt_style && python train.py --batch_size=8 --dtype=bfloat16
 """
 
 import os
@@ -26,7 +26,7 @@ learning_rate = 6e-4
 max_iters = 40
 dtype = 'float32'  # 'float32', 'bfloat16' or 'float16'
 gradient_checkpointing = False
-exec(open(os.path.join(os.path.dirname(os.path.abspath(__file__)), 'configurator.py')).read())
+exec(open('configurator.py').read())  # as nanoGPT does: run from this directory
 
 torch.manual_seed(1337)
 gen = torch.Generator().manual_seed(1337)
