@@ -3,10 +3,18 @@
 The child's stdout and stderr go to ``output.log`` (and, headless, to our stdout too). Ending the
 child always ends its whole process group (DataLoader workers, torchrun ranks), so nothing is
 left behind.
+
+The child's fate must not depend on memtop's health: its output pipe is drained whatever happens
+to the log (a full disk only stops the copy to the file, with one warning), and if memtop itself
+dies the kernel sends the child SIGTERM (``PR_SET_PDEATHSIG``) while the hook's watchdog
+(:mod:`memtop.profiler.watchdog`, told memtop's pid in ``MEMTOP_SUPERVISOR_PID``) ends the rest of
+the process group.
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import os
 import shutil
 import signal
@@ -14,8 +22,9 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import memtop
 from memtop.analyzers.flags.launch import parse_launch
@@ -35,6 +44,7 @@ def child_environment(run_dir: Path, max_steps: int | None, base: dict[str, str]
         paths.append(env["PYTHONPATH"])
     env["PYTHONPATH"] = os.pathsep.join(paths)
     env["MEMTOP_RUN_DIR"] = str(run_dir.resolve())
+    env["MEMTOP_SUPERVISOR_PID"] = str(os.getpid())
     env["PYTHONUNBUFFERED"] = "1"
     env["MEMTOP_TENSORBOARD"] = "0"  # memtop train writes the events itself, outside the training process
     if max_steps is not None:
@@ -62,24 +72,46 @@ def check_command(argv: list[str]) -> None:
 
 
 class Child:
-    """The running training command (implements :class:`memtop.child.ChildController`)."""
+    """The running training command (implements :class:`memtop.child.ChildController`).
 
-    def __init__(self, argv: list[str], env: dict[str, str], log_path: Path, echo: IO[bytes] | None) -> None:
+    ``stdin_passthrough``: the child reads memtop's stdin (headless runs: ``echo x | memtop train
+    --no-tui``); the dashboard keeps the terminal for itself and gives the child /dev/null.
+    """
+
+    def __init__(
+        self,
+        argv: list[str],
+        env: dict[str, str],
+        log_path: Path,
+        echo: IO[bytes] | None,
+        *,
+        stdin_passthrough: bool = False,
+        warn: IO[str] | None = None,
+    ) -> None:
         self.argv = argv
         self.log_path = log_path
         self._echo = echo
-        self._log = open(log_path, "ab")  # noqa: SIM115 - closed by the pump thread
+        self._warn = warn
+        self.log_error: str | None = None
+        self._log: IO[bytes] | None
+        try:
+            self._log = open(log_path, "ab")  # noqa: SIM115 - closed by the pump thread
+        except OSError as exc:
+            self._log = None
+            self._log_failed(exc)
         try:
             self._proc = subprocess.Popen(
                 argv,
                 env=env,
-                stdin=subprocess.DEVNULL,
+                stdin=None if stdin_passthrough else subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                preexec_fn=die_with_parent(os.getpid()) if _PRCTL is not None else None,
             )
         except OSError as exc:
-            self._log.close()
+            if self._log is not None:
+                self._log.close()
             raise MemtopError(f"cannot start {argv[0]}: {exc.strerror or exc}") from exc
         self.started = time.time()
         self.terminated_by_memtop = False
@@ -90,24 +122,61 @@ class Child:
     def pid(self) -> int:
         return self._proc.pid
 
+    def set_echo(self, echo: IO[bytes] | None) -> None:
+        """Copy the child's output to ``echo`` from now on (the dashboard failed: show it in the terminal)."""
+        self._echo = echo
+
+    def _log_failed(self, exc: Exception) -> None:
+        self.log_error = f"cannot write {self.log_path} ({getattr(exc, 'strerror', None) or exc})"
+        where = "shown here only" if self._echo is not None else "no longer kept"
+        if self._warn is not None:
+            try:
+                self._warn.write(f"memtop: warning: {self.log_error}; the training's output is {where}\n")
+                self._warn.flush()
+            except (OSError, ValueError):
+                pass
+
     def _pump_output(self) -> None:
+        """Copy the child's output to the log (and the terminal) until it closes its end of the pipe.
+
+        Whatever fails here (full disk, a closed terminal), the pipe keeps being read: a child that
+        writes into a pipe nobody reads blocks forever.
+        """
         stream = self._proc.stdout
         assert stream is not None
+        read = stream.read1 if hasattr(stream, "read1") else stream.read
         try:
             while True:
-                chunk = stream.read1(65536) if hasattr(stream, "read1") else stream.read(4096)
+                try:
+                    chunk = read(65536)
+                except (OSError, ValueError):
+                    break
                 if not chunk:
                     break
-                self._log.write(chunk)
-                self._log.flush()
-                if self._echo is not None:
+                if self._log is not None:
                     try:
-                        self._echo.write(chunk)
-                        self._echo.flush()
+                        self._log.write(chunk)
+                        self._log.flush()
+                    except (OSError, ValueError) as exc:
+                        self._close_log()
+                        self._log_failed(exc)
+                echo = self._echo
+                if echo is not None:
+                    try:
+                        echo.write(chunk)
+                        echo.flush()
                     except (OSError, ValueError):
                         self._echo = None
         finally:
-            self._log.close()
+            self._close_log()
+
+    def _close_log(self) -> None:
+        log, self._log = self._log, None
+        if log is not None:
+            try:
+                log.close()
+            except OSError:
+                pass  # the unwritten tail of a full disk: already reported by _log_failed
 
     def poll(self) -> int | None:
         rc = self._proc.poll()
@@ -150,6 +219,34 @@ class Child:
         if rc is None:
             return None
         return describe_returncode(rc)
+
+
+def _load_prctl() -> Any:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        return libc.prctl
+    except (OSError, AttributeError):
+        return None
+
+
+_PRCTL = _load_prctl()  # loaded here, not in the forked child (no dlopen between fork and exec)
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(parent: int) -> Callable[[], None]:
+    """A ``preexec_fn``: the kernel sends the child SIGTERM when ``parent`` (memtop) dies, even SIGKILLed.
+
+    For any process memtop starts (the training; a flag probe should use it too).
+    """
+
+    def preexec() -> None:
+        _PRCTL(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+        if os.getppid() != parent:  # memtop died between fork and prctl: nobody would send it
+            os._exit(128 + int(signal.SIGTERM))
+
+    return preexec
 
 
 def exit_code_of(returncode: int) -> int:

@@ -143,7 +143,7 @@ def test_writer_gone_is_detected_on_this_host(tmp_path: Path) -> None:
     run = make_run(tmp_path, steps=2, exit_code=None, status="running")
     update_meta(run, host=socket.gethostname(), pid=2**22 + 12345)  # no such process
     ending = FileRunReader(run, suggest=None).poll().ending()
-    assert ending is not None and ending.kind == "stale"
+    assert ending is not None and ending.kind == "lost"
 
 
 def test_log_tail_progress_bars_colours_and_limits(tmp_path: Path) -> None:

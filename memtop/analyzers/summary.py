@@ -8,6 +8,7 @@ from typing import Any
 from memtop.analyzers.series import RankSeries, as_float, as_int, median, present, quantile
 from memtop.runs.format import CATEGORIES
 from memtop.runs.reader import Record, RunData
+from memtop.runs.status import run_status
 
 CPU_UNMEASURED = (
     "on CPU there is no allocator counter: the allocator peak, allocated/reserved, `other` "
@@ -121,7 +122,7 @@ def run_info(run: RunData, series: dict[int, RankSeries]) -> RunInfo:
         total = total if total is not None else any_s.total()
     longest = max(series.values(), key=lambda s: s.total_steps) if series else None
     command = meta.get("command")
-    status = meta.get("status") if isinstance(meta.get("status"), str) else None
+    status = run_status(run.path, meta) if run.meta else None
     if status is None:
         status = _status_from_records(run)
     exit_code = meta.get("exit_code")

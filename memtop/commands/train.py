@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
+import shutil
 import sys
 import threading
 import time
 from pathlib import Path
-from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from memtop.analyzers.flags import FlagDetection
     from memtop.launcher import Child
+    from memtop.supervise import RunEnder
 
 from memtop.commands import add_common_options
 
@@ -139,6 +139,7 @@ def _physical_memory() -> int | None:
 def run(args: argparse.Namespace) -> int:
     from memtop.launcher import Child, check_command, child_environment, stdout_binary
     from memtop.runs import rundir
+    from memtop.supervise import RunEnder, SignalWatch
 
     child_argv: list[str] = list(getattr(args, "child", []) or [])
     check_command(child_argv)
@@ -148,44 +149,144 @@ def run(args: argparse.Namespace) -> int:
     meta["max_steps"] = args.max_steps
     meta["launcher"] = "memtop train"
     meta_lock = threading.Lock()
-    with meta_lock:
-        rundir.write_meta(run_dir, meta)
+    _write_first_meta(run_dir, meta, runs_dir)
 
     use_tui = not args.no_tui and sys.stdout.isatty() and sys.stdin.isatty()
     env = child_environment(run_dir, args.max_steps)
-    child = Child(child_argv, env, run_dir / "output.log", echo=None if use_tui else stdout_binary())
-    flag_detection = _detect_flags_in_background(run_dir, child_argv, meta_lock)
-    tensorboard = _start_tensorboard(run_dir)
+    state = _RunState(run_dir, meta_lock)
+    ender = RunEnder(lambda: _finalize(run_dir, state, interrupted=True))
+    signals = SignalWatch(ender.on_signal).start()
+    child: Child | None = None
+    flag_detection: FlagDetection | None = None
+    try:
+        child = Child(
+            child_argv,
+            env,
+            run_dir / "output.log",
+            echo=None if use_tui else stdout_binary(),
+            stdin_passthrough=not use_tui,
+            warn=None if use_tui else sys.stderr,  # under the dashboard: said once the screen is closed
+        )
+        state.child = ender.child = child
+        if ender.signum is not None:  # a signal came while the child was starting
+            child.terminate()
+        _update_meta(state, child_pid=child.pid)
+        flag_detection = _detect_flags_in_background(state, child_argv)
+        exit_code, interrupted = _supervise(run_dir, child, ender, use_tui, args)
+        status = _finalize(run_dir, state, interrupted=interrupted)
+    except BaseException:
+        if child is not None:
+            child.terminate()
+            _finalize(run_dir, state, interrupted=True)
+        else:  # the command could not start: the run directory says so
+            _update_meta(state, ended_at=time.time(), status="failed")
+        raise
+    finally:
+        if flag_detection is not None:
+            flag_detection.stop()  # a --help probe still running dies with its process group
+        signals.stop()
+        ender.main_done.set()
+    if use_tui and child.log_error:
+        _say(f"warning: {child.log_error}; the rest of the training's output was not kept")
+    if status in ("failed", "oom") and not _has_steps(run_dir):
+        _say(f"the command {status_phrase(status)} (exit code {exit_code}) before any step was recorded; its output is in {run_dir / 'output.log'}")
+    else:
+        _say(f"run {run_dir.name} {status_phrase(status)} (exit code {exit_code}); `memtop analyze {run_dir}` explains it")
+    return exit_code
 
-    exit_code: int
-    interrupted = False
+
+def _supervise(run_dir: Path, child: Child, ender: RunEnder, use_tui: bool, args: argparse.Namespace) -> tuple[int, bool]:
+    """Show the run until the child ends: the dashboard, or status lines if it cannot start or fails."""
+    from memtop.launcher import stdout_binary
+
+    tensorboard = _start_tensorboard(run_dir)
     try:
         if use_tui:
             try:
-                from memtop.tui.app import run_dashboard
+                from memtop.tui.app import DashboardFailed, run_dashboard
             except ImportError as exc:
-                sys.stderr.write(f"memtop: the dashboard cannot start ({exc}); running headless\n")
+                _say(f"the dashboard cannot start ({exc}); running headless")
                 use_tui = False
         if use_tui:
-            code = run_dashboard(run_dir, child=child, refresh=args.refresh)
-            exit_code = code if code is not None else child.terminate()
-            interrupted = child.terminated_by_memtop
-        else:
-            exit_code, interrupted = _run_headless(run_dir, child, args.interval)
-    except BaseException:
-        child.terminate()
-        _finalize(run_dir, child, meta_lock, interrupted=True)
-        raise
+            try:
+                code = run_dashboard(run_dir, child=child, refresh=args.refresh, end_requested=lambda: ender.reason)
+            except DashboardFailed as failed:
+                # The training must not pay for a dashboard bug: say so once, go on headless.
+                where = _save_text(run_dir / "dashboard-error.log", failed.details)
+                _say(f"the dashboard failed ({failed}); the run goes on with status lines{where}")
+                child.set_echo(stdout_binary())
+            else:
+                code = code if code is not None else child.terminate()
+                return code, child.terminated_by_memtop or ender.signum is not None
+        code, _ = _run_headless(run_dir, child, args.interval)
+        return code, child.terminated_by_memtop or ender.signum is not None
     finally:
-        flag_detection.stop()  # a --help probe still running dies with its process group
         if tensorboard is not None:
             tensorboard.stop()
-    status = _finalize(run_dir, child, meta_lock, interrupted=interrupted)
-    if status in ("failed", "oom") and not _has_steps(run_dir):
-        sys.stderr.write(f"memtop: the command {status_phrase(status)} (exit code {exit_code}) before any step was recorded; its output is in {run_dir / 'output.log'}\n")
-    else:
-        sys.stderr.write(f"memtop: run {run_dir.name} {status_phrase(status)} (exit code {exit_code}); `memtop analyze {run_dir}` explains it\n")
-    return exit_code
+
+
+def _say(text: str) -> None:
+    """One line on stderr; a terminal that is gone (SIGHUP) must not turn the run's end into a traceback."""
+    try:
+        sys.stderr.write(f"memtop: {text}\n")
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        pass
+
+
+def _save_text(path: Path, text: str) -> str:
+    try:
+        path.write_text(text, encoding="utf-8")
+    except OSError:
+        return ""
+    return f" (details in {path})"
+
+
+class _RunState:
+    """What the main thread and the signal thread share: the child, and meta.json finalized once."""
+
+    def __init__(self, run_dir: Path, lock: threading.Lock) -> None:
+        self.run_dir = run_dir
+        self.lock = lock
+        self.child: Child | None = None
+        self.final_status: str | None = None
+        self.meta_warned = False
+
+
+def _write_first_meta(run_dir: Path, meta: dict[str, Any], runs_dir: Path) -> None:
+    """Write meta.json before anything starts; a runs dir that cannot take it ends memtop with one line.
+
+    A careful user asked for a profiled run: starting the training unprofiled on a full disk would
+    waste it silently, so memtop refuses (exit 2) and leaves nothing behind (no half run directory,
+    no temp file).
+    """
+    from memtop.errors import MemtopError
+    from memtop.runs import rundir
+
+    try:
+        rundir.write_meta(run_dir, meta)
+    except OSError as exc:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        raise MemtopError(f"cannot write to the runs directory {runs_dir}: {exc.strerror or exc} (free some space or pass --runs-dir)") from exc
+
+
+def _update_meta(state: _RunState, **changes: Any) -> bool:
+    """Update meta.json; a full disk costs the update (one warning), never the run, never a stray temp file."""
+    from memtop.runs import rundir
+
+    with state.lock:
+        try:
+            rundir.update_meta(state.run_dir, **changes)
+            return True
+        except OSError as exc:
+            try:
+                (state.run_dir / f".meta.json.{os.getpid()}.tmp").unlink(missing_ok=True)
+            except OSError:
+                pass
+            if not state.meta_warned:
+                state.meta_warned = True
+                _say(f"warning: cannot update {state.run_dir / 'meta.json'} ({exc.strerror or exc})")
+            return False
 
 
 def status_phrase(status: str) -> str:
@@ -198,14 +299,17 @@ def status_phrase(status: str) -> str:
     }.get(status, status)
 
 
-def _detect_flags_in_background(run_dir: Path, child_argv: list[str], lock: threading.Lock) -> FlagDetection:
-    """Flags from the script's source (a bounded --help probe only as a last resort), into meta.json."""
+def _detect_flags_in_background(state: _RunState, child_argv: list[str]) -> FlagDetection:
+    """Flags from the script's source (a bounded --help probe only as a last resort), into meta.json.
+
+    A probe is memtop's child: every exit path of memtop train ends it (``FlagDetection.stop`` in
+    the main thread; on a signal, ``RunEnder`` also kills every process memtop started but the
+    training, in case the main thread is stuck).
+    """
     from memtop.analyzers.flags import FlagDetection
-    from memtop.runs import rundir
 
     def store(flags: list[dict[str, object]]) -> None:
-        with lock:
-            rundir.update_meta(run_dir, detected_flags=flags)
+        _update_meta(state, detected_flags=flags)
 
     return FlagDetection(child_argv, Path.cwd(), store).start()
 
@@ -242,61 +346,53 @@ def _had_oom(run_dir: Path) -> bool:
     return _records_contain(run_dir, b'"type":"oom"')
 
 
-def _finalize(run_dir: Path, child: Child, lock: threading.Lock, interrupted: bool) -> str:
-    from memtop.runs import rundir
-
-    rc = child.poll()
-    sig = child.signal_number
-    if interrupted:
-        status = "interrupted"
-    elif _had_oom(run_dir):
-        status = "oom"
-    elif sig is not None:
-        status = "killed"
-    elif rc == 0:
-        status = "finished"
-    else:
-        status = "failed"
-    with lock:
-        rundir.update_meta(run_dir, ended_at=time.time(), exit_code=rc, status=status, signal=sig)
+def _finalize(run_dir: Path, state: _RunState, interrupted: bool) -> str:
+    """Write how the run ended into meta.json, once (the main thread or the signal thread, whichever is first)."""
+    with state.lock:
+        if state.final_status is not None:
+            return state.final_status
+        child = state.child
+        rc = child.poll() if child is not None else None
+        sig = child.signal_number if child is not None else None
+        if interrupted:
+            status = "interrupted"
+        elif _had_oom(run_dir):
+            status = "oom"
+        elif sig is not None:
+            status = "killed"
+        elif rc == 0:
+            status = "finished"
+        else:
+            status = "failed"
+        state.final_status = status
+    _update_meta(state, ended_at=time.time(), exit_code=rc, status=status, signal=sig)
     return status
 
 
 def _run_headless(run_dir: Path, child: Any, interval: float) -> tuple[int, bool]:
-    """Print a status line every ``interval`` s until the child ends; forward Ctrl-C/SIGTERM/SIGHUP."""
+    """Print a status line every ``interval`` s until the child ends.
+
+    Signals are not handled here: :class:`memtop.supervise.RunEnder` ends the child's group on
+    Ctrl-C, SIGTERM and SIGHUP, and this loop sees the child end.
+    """
     from memtop.headless import StatusLine
 
     status = StatusLine(run_dir)
-    stop = {"signal": None}
+    next_line = time.monotonic() + interval
+    while child.poll() is None:
+        time.sleep(0.1)
+        if time.monotonic() >= next_line:
+            next_line += interval
+            _print_status(status.line())
+    code = child.wait()
+    _print_status(status.line(final=True))
+    return code, child.terminated_by_memtop
 
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        stop["signal"] = signum  # type: ignore[assignment]
 
-    previous = {}
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        try:
-            previous[sig] = signal.signal(sig, on_signal)
-        except (ValueError, OSError):
-            continue
+def _print_status(line: str) -> None:
+    if not line:
+        return
     try:
-        next_line = time.monotonic() + interval
-        while child.poll() is None:
-            if stop["signal"] is not None:
-                sys.stderr.write(f"memtop: {signal.Signals(stop['signal']).name} received, ending the training process group\n")
-                first = signal.SIGINT if stop["signal"] == signal.SIGINT else signal.SIGTERM
-                return child.terminate(first=first), True
-            time.sleep(0.1)
-            if time.monotonic() >= next_line:
-                next_line += interval
-                line = status.line()
-                if line:
-                    print(line, flush=True)
-        code = child.wait()
-        line = status.line(final=True)
-        if line:
-            print(line, flush=True)
-        return code, False
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
+        print(line, flush=True)
+    except (OSError, ValueError):
+        pass  # stdout is gone (a closed terminal, a full disk under a redirect): the run goes on

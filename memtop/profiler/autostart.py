@@ -21,6 +21,9 @@ _armed = False
 
 def _on_torch_imported() -> None:
     try:
+        from memtop.profiler import watchdog
+
+        watchdog.start()  # under `memtop train`: if memtop dies, this training ends too
         from memtop.profiler import hooks
         from memtop.profiler.config import HookConfig
         from memtop.profiler.session import Session

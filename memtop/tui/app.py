@@ -6,7 +6,13 @@ immutable snapshots; the app shows the newest one unless the display is paused.
 
 Ending the run: ``q`` asks first while the child runs; Ctrl-C (a key inside Textual), SIGTERM,
 SIGHUP and SIGINT to memtop end the child's process group at once. Either way the app leaves only
-after ``child.terminate()`` returned, so the launcher can finalize the run directory.
+after ``child.terminate()`` returned, so the launcher can finalize the run directory. Under
+``memtop train`` the signals are watched outside the app (``end_requested``), so that a stuck
+event loop cannot keep the run from ending.
+
+A bug in the dashboard must not end the training: an exception in the app while the child runs
+becomes :class:`DashboardFailed` (one line for the user, the traceback for the bug report) and
+``memtop train`` goes on with headless status lines.
 """
 
 from __future__ import annotations
@@ -14,7 +20,9 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import threading
 import time
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -27,6 +35,7 @@ from textual.reactive import reactive
 from textual.widgets import Footer, Static
 
 from memtop.child import ChildController
+from memtop.supervise import RunEnder, SignalWatch
 from memtop.tui.fmt import signal_name
 from memtop.tui.poller import Poller, ReaderFailed, SnapshotFetched
 from memtop.tui.reader import FileRunReader, RunReader
@@ -51,6 +60,14 @@ NARROW_WIDTH = 110
 SHORT_HEIGHT = 32
 
 _END_SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
+
+
+class DashboardFailed(Exception):
+    """The dashboard died while the training runs: ``str()`` is one line, ``details`` the traceback."""
+
+    def __init__(self, message: str, details: str) -> None:
+        super().__init__(message)
+        self.details = details
 
 
 class DashboardApp(App[int | None]):
@@ -83,8 +100,12 @@ class DashboardApp(App[int | None]):
         handle_signals: bool = False,
         plot_interval: float = 5.0,
         paint_interval: float | None = None,
+        end_requested: Callable[[], str | None] | None = None,
     ) -> None:
         super().__init__()
+        self._end_requested = end_requested
+        self.crash: BaseException | None = None
+        self.crash_details = ""
         self._reader = reader
         self._child = child
         self._refresh = refresh
@@ -141,6 +162,8 @@ class DashboardApp(App[int | None]):
         self._poller = Poller(self._reader, self.post_message, interval=self._refresh, child=self._child)
         self._poller.start()
         self.set_interval(1.0, self._tick)
+        if self._end_requested is not None:
+            self.set_interval(0.2, self._check_end_request)
         if self._handle_signals:
             self._install_signal_handlers()
 
@@ -280,6 +303,22 @@ class DashboardApp(App[int | None]):
         if self._shown is not None and self._shown.live and time.monotonic() - self._applied_at > 0.9:
             self._update_header()
 
+    def _check_end_request(self) -> None:
+        """A signal to memtop, seen by ``memtop train``'s signal thread: end the run and leave."""
+        assert self._end_requested is not None
+        why = self._end_requested()
+        if why is not None and not self._ending_run:
+            self.end_run_and_exit(why)
+
+    def _handle_exception(self, error: Exception) -> None:
+        """Keep the error for ``run_dashboard``; with a live child, print no traceback (it goes to a file)."""
+        if self.crash is None:
+            self.crash = error
+            self.crash_details = "".join(traceback.format_exception(error))
+        super()._handle_exception(error)
+        if self._child is not None:
+            self._exit_renderables.clear()
+
     # -- actions -----------------------------------------------------------------------------------
 
     def _child_running(self) -> bool:
@@ -374,31 +413,58 @@ def run_dashboard(
     *,
     clock: Clock = time.time,
     reader: RunReader | None = None,
+    end_requested: Callable[[], str | None] | None = None,
+    headless: bool = False,
 ) -> int | None:
     """Show the dashboard for ``run_dir`` until the user quits; return the child's exit code if known.
 
-    With ``child`` (``memtop train``): a confirmed ``q``, Ctrl-C, SIGTERM, SIGHUP or SIGINT end the
-    child's process group via ``child.terminate()``. If the app ends any other way (a crash) while
-    the child still runs, the child is ended too: a dashboard that died must not leave an orphan.
+    With ``child`` (``memtop train``): a confirmed ``q``, Ctrl-C, or ``end_requested()`` turning
+    non-None (a signal to memtop) end the child's process group via ``child.terminate()``. Without
+    ``end_requested`` the app handles SIGTERM, SIGHUP and SIGINT itself. If the app fails while
+    the child runs, :class:`DashboardFailed` is raised and the child is left running: the caller
+    shows the run another way. ``headless``: no terminal (tests).
     """
     # The terminal's real size, not an inherited COLUMNS/LINES (shutil.get_terminal_size prefers those,
     # and a shell or a parent process may have exported stale ones). The child's environment was
     # built before this point, so it is unaffected.
     os.environ.pop("COLUMNS", None)
     os.environ.pop("LINES", None)
+    watch: SignalWatch | None = None
+    ender: RunEnder | None = None
+    if end_requested is None and not headless and threading.current_thread() is threading.main_thread():
+        # `memtop watch`: the same guarantee as `memtop train`, a lost terminal never leaves it hanging
+        ender = RunEnder(lambda: None)
+        ender.child = child
+        watch = SignalWatch(ender.on_signal).start()
+        end_requested = lambda: ender.reason if ender is not None else None  # noqa: E731
     app = DashboardApp(
         reader if reader is not None else FileRunReader(Path(run_dir)),
         child=child,
         refresh=refresh,
         clock=clock,
-        handle_signals=True,
+        handle_signals=end_requested is None,
+        end_requested=end_requested,
     )
     try:
-        result = app.run(mouse=True)
-    finally:
+        result = app.run(mouse=True, headless=headless)
+    except Exception as exc:
         if child is not None and child.poll() is None:
-            child.terminate()
+            raise DashboardFailed(_one_line(exc), traceback.format_exc()) from exc
+        raise
+    finally:
+        if watch is not None and ender is not None:
+            watch.stop()
+            ender.main_done.set()
+    if child is not None and child.poll() is None:
+        if app.crash is not None:
+            raise DashboardFailed(_one_line(app.crash), app.crash_details)
+        child.terminate()  # the app left without ending the run (it should not): no orphan
     if child is not None:
         code = child.poll()
         return code if code is not None else result
     return result
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__

@@ -23,6 +23,7 @@ from typing import Any, Protocol
 from memtop.runs.format import CATEGORIES, META_FILE, OUTPUT_LOG
 from memtop.runs.reader import RankTail, Record, RunData, parse_line, rank_files
 from memtop.runs.rundir import read_meta
+from memtop.runs.status import LOST, run_status
 from memtop.tui.history import DecimatedSeries
 from memtop.tui.snapshot import (
     HISTORY_FIELDS,
@@ -536,18 +537,7 @@ class FileRunReader:
         return data
 
     def _writer_gone(self, meta: dict[str, Any]) -> bool:
-        if meta.get("status") != "running" or meta.get("host") != self._host:
-            return False
-        pid = _int(meta.get("pid"))
-        if pid is None or pid <= 0 or pid == os.getpid():
-            return False
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return True
-        except PermissionError:
-            return False
-        return False
+        return run_status(self.run_dir, meta) == LOST
 
     def _build(self) -> RunSnapshot:
         meta = self._meta.data or {}

@@ -1,7 +1,15 @@
-"""Modal screens: the quit confirmation (a training run is expensive to lose) and the help."""
+"""Modal screens: the quit confirmation (a training run is expensive to lose) and the help.
+
+Both close through :meth:`_OnceModal.close`: keys that arrive before the screen is gone (``?``
+then two quick keys) must not dismiss it twice, which popped the dashboard itself
+(``ScreenStackError``) and ended the training with it.
+"""
 
 from __future__ import annotations
 
+from typing import Generic, TypeVar
+
+from textual import events
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
@@ -33,21 +41,40 @@ measured and say [i]n/a[/i]; the process's resident memory and the tracked tenso
 [dim]Press any key to close.[/dim]"""
 
 
-class HelpScreen(ModalScreen[None]):
-    BINDINGS = [Binding("escape,question_mark,q", "dismiss", "Close", show=False)]
+T = TypeVar("T")
+
+
+class _OnceModal(ModalScreen[T], Generic[T]):
+    """A modal screen that is dismissed once, whatever number of keys or clicks ask for it."""
+
+    _once_closed = False
+
+    def close(self, result: T | None = None) -> None:
+        if self._once_closed or not self.is_attached or self.app.screen is not self:
+            return
+        self._once_closed = True
+        self.dismiss(result)
+
+
+class HelpScreen(_OnceModal[None]):
+    BINDINGS = [Binding("escape,question_mark,q", "close", "Close", show=False)]
 
     def compose(self) -> ComposeResult:
         with VerticalScroll(id="help-box"):
             yield Static(HELP_TEXT, id="help-text")
 
-    def on_key(self) -> None:
-        self.dismiss()
+    def on_key(self, event: events.Key) -> None:
+        event.stop()
+        self.close()
 
     def on_click(self) -> None:
-        self.dismiss()
+        self.close()
+
+    def action_close(self) -> None:
+        self.close()
 
 
-class ConfirmQuit(ModalScreen[bool]):
+class ConfirmQuit(_OnceModal[bool]):
     """Asks before ending a live run. Result: True = end the run and quit."""
 
     BINDINGS = [
@@ -72,10 +99,10 @@ class ConfirmQuit(ModalScreen[bool]):
         self.query_one("#confirm-no", Button).focus()
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
-        self.dismiss(event.button.id == "confirm-yes")
+        self.close(event.button.id == "confirm-yes")
 
     def action_confirm(self) -> None:
-        self.dismiss(True)
+        self.close(True)
 
     def action_cancel(self) -> None:
-        self.dismiss(False)
+        self.close(False)

@@ -151,7 +151,7 @@ class DeviceInfo:
 class Ending:
     """How a run ended, for the banner: ``kind`` picks the colour, ``text`` is what a person reads."""
 
-    kind: str  # finished | failed | oom | killed | interrupted | stale
+    kind: str  # finished | failed | oom | killed | interrupted | lost
     text: str
 
 
@@ -262,7 +262,7 @@ class RunSnapshot:
             kind = "failed" if "exception" in reasons else "finished"
             return Ending(kind, "process exited (" + ", ".join(reasons) + ")")
         if self.writer_gone:
-            return Ending("stale", "the memtop process that ran this is gone; the run did not end cleanly")
+            return Ending("lost", "memtop and the training are gone; the run did not end cleanly")
         return None
 
 

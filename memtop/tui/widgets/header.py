@@ -19,7 +19,7 @@ _STATUS_STYLE = {
     "oom": ("✖ OOM", "bold white on #c0392b"),
     "killed": ("✖ KILLED", "bold white on #c0392b"),
     "interrupted": ("■ INTERRUPTED", "bold #0d1117 on #ffb347"),
-    "stale": ("? STALE", "bold #0d1117 on #ffb347"),
+    "lost": ("? LOST", "bold #0d1117 on #ffb347"),
     "waiting": ("… WAITING", "bold #0d1117 on #8f9bb3"),
 }
 
@@ -163,7 +163,7 @@ class EndBanner(TextPanel):
         self.display = ending is not None
         if ending is None:
             return
-        for kind in ("finished", "failed", "oom", "killed", "interrupted", "stale"):
+        for kind in ("finished", "failed", "oom", "killed", "interrupted", "lost"):
             self.set_class(kind == ending.kind, f"-{kind}")
         head = {
             "finished": "Run finished",
@@ -171,7 +171,7 @@ class EndBanner(TextPanel):
             "oom": "Run ran OUT OF MEMORY",
             "killed": "Run was killed",
             "interrupted": "Run was interrupted",
-            "stale": "Run stopped writing",
+            "lost": "Run lost",
         }.get(ending.kind, "Run ended")
         text = Text()
         text.append(f" {head}: ", "bold")

@@ -1,0 +1,56 @@
+"""How a run stands: meta.json's word, checked against the processes that were writing the run.
+
+``meta.json`` says ``running`` from launch until memtop finalizes it. If memtop was SIGKILLed (the
+OOM killer, ``kill -9``) nobody finalizes it, and the run would read as ``running`` forever. So a
+``running`` run is ``lost`` once memtop (``pid``) and its training (``child_pid``) are both gone
+from this host. A run on another host cannot be checked and keeps meta.json's word.
+"""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+from typing import Any
+
+from memtop.runs.rundir import read_meta
+
+RUNNING = "running"
+LOST = "lost"
+
+
+def run_status(run_dir: Path, meta: dict[str, Any] | None = None) -> str | None:
+    """``finished``, ``failed``, ``oom``, ``killed``, ``interrupted``, ``running`` or ``lost``.
+
+    None when there is no meta.json status to go by (the caller may read the records instead).
+    ``meta`` saves a read when the caller has it already.
+    """
+    if meta is None:
+        meta = read_meta(run_dir)
+    status = meta.get("status") if meta else None
+    if not isinstance(status, str):
+        return None
+    if status == RUNNING and meta is not None and processes_gone(meta):
+        return LOST
+    return status
+
+
+def processes_gone(meta: dict[str, Any]) -> bool:
+    """True when every process meta.json names (memtop's ``pid``, ``child_pid``) is gone from this host."""
+    host = meta.get("host")
+    if isinstance(host, str) and host and host != socket.gethostname():
+        return False
+    pids = [p for p in (meta.get("pid"), meta.get("child_pid")) if isinstance(p, int) and not isinstance(p, bool) and p > 0]
+    if not pids:
+        return False
+    return not any(_alive(pid) for pid in pids)
+
+
+def _alive(pid: int) -> bool:
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+    except (psutil.AccessDenied, OSError):
+        return psutil.pid_exists(pid)
