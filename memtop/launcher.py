@@ -31,17 +31,18 @@ from memtop.analyzers.flags.launch import parse_launch
 from memtop.errors import MemtopError
 
 INJECT_DIR = Path(__file__).resolve().parent / "profiler" / "_inject"
+_HOLD_LIMIT = 4 << 20  # output held back while neither the log nor a terminal can take it
 
 
 def child_environment(run_dir: Path, max_steps: int | None, base: dict[str, str] | None = None) -> dict[str, str]:
     """The child's environment: our sitecustomize first on PYTHONPATH, the run directory, limits."""
     env = dict(os.environ if base is None else base)
     paths = [str(INJECT_DIR)]
-    package_root = Path(memtop.__file__).resolve().parent.parent
-    if "site-packages" not in package_root.parts and "dist-packages" not in package_root.parts:
-        paths.append(str(package_root))  # a source checkout: let another interpreter find memtop too
     if env.get("PYTHONPATH"):
         paths.append(env["PYTHONPATH"])
+    package_root = Path(memtop.__file__).resolve().parent.parent
+    if "site-packages" not in package_root.parts and "dist-packages" not in package_root.parts:
+        paths.append(str(package_root))  # a source checkout: another interpreter finds memtop too, after the user's own modules
     env["PYTHONPATH"] = os.pathsep.join(paths)
     env["MEMTOP_RUN_DIR"] = str(run_dir.resolve())
     env["MEMTOP_SUPERVISOR_PID"] = str(os.getpid())
@@ -91,8 +92,12 @@ class Child:
         self.argv = argv
         self.log_path = log_path
         self._echo = echo
+        self._echo_lock = threading.Lock()
+        self._held: list[bytes] = []
+        self._held_bytes = 0
         self._warn = warn
         self.log_error: str | None = None
+        self.log_error_reported = False  # said to the user (here, or by whoever shows the run)
         self._log: IO[bytes] | None
         try:
             self._log = open(log_path, "ab")  # noqa: SIM115 - closed by the pump thread
@@ -123,8 +128,19 @@ class Child:
         return self._proc.pid
 
     def set_echo(self, echo: IO[bytes] | None) -> None:
-        """Copy the child's output to ``echo`` from now on (the dashboard failed: show it in the terminal)."""
-        self._echo = echo
+        """Copy the child's output to ``echo`` from now on (the dashboard left: show it in the terminal),
+        starting with what was held back since the log could not be written."""
+        with self._echo_lock:
+            held, self._held = self._held, []
+            self._held_bytes = 0
+            self._echo = echo
+            if echo is not None:
+                try:
+                    for chunk in held:
+                        echo.write(chunk)
+                    echo.flush()
+                except (OSError, ValueError):
+                    self._echo = None
 
     def _log_failed(self, exc: Exception) -> None:
         self.log_error = f"cannot write {self.log_path} ({getattr(exc, 'strerror', None) or exc})"
@@ -133,6 +149,7 @@ class Child:
             try:
                 self._warn.write(f"memtop: warning: {self.log_error}; the training's output is {where}\n")
                 self._warn.flush()
+                self.log_error_reported = True
             except (OSError, ValueError):
                 pass
 
@@ -160,13 +177,18 @@ class Child:
                     except (OSError, ValueError) as exc:
                         self._close_log()
                         self._log_failed(exc)
-                echo = self._echo
-                if echo is not None:
-                    try:
-                        echo.write(chunk)
-                        echo.flush()
-                    except (OSError, ValueError):
-                        self._echo = None
+                with self._echo_lock:
+                    echo = self._echo
+                    if echo is not None:
+                        try:
+                            echo.write(chunk)
+                            echo.flush()
+                        except (OSError, ValueError):
+                            self._echo = None
+                    elif self._log is None and self._held_bytes < _HOLD_LIMIT:
+                        # nowhere to put it until the dashboard has left: keep a bounded backlog
+                        self._held.append(chunk)
+                        self._held_bytes += len(chunk)
         finally:
             self._close_log()
 

@@ -127,8 +127,8 @@ class Tmux:
         shell = f"cd {shlex.quote(str(cwd))} && unset COLUMNS LINES MEMTOP_RUN_DIR && export {exports} && {command}; echo MEMTOP-EXIT=$?; sleep 60"
         self.run("new-session", "-d", "-s", self.session, "-x", "120", "-y", "40", shell)
 
-    def screen(self) -> str:
-        return self.run("capture-pane", "-p", "-S", "-200", "-t", self.session, check=False)
+    def screen(self, history: int = 200) -> str:
+        return self.run("capture-pane", "-p", "-S", str(-history), "-t", self.session, check=False)
 
     def wait_for(self, predicate: Callable[[str], bool], timeout: float, what: str) -> str:
         deadline = time.monotonic() + timeout
@@ -257,5 +257,38 @@ def test_terminal_loss_ends_memtop_watch(tmp_path: Path) -> None:
             assert _wait(lambda: _gone(memtop), 10), "memtop watch hangs after losing its terminal"
         finally:
             _kill(memtop)
+    finally:
+        tmux.kill_server()
+
+
+@needs_tmux
+@pytest.mark.e2e
+def test_a_full_disk_under_the_dashboard_shows_the_output_in_the_terminal(tmp_path: Path) -> None:
+    """output.log stops growing (`ulimit -f`: EFBIG, as ENOSPC would): the dashboard steps aside
+    with one warning, the training's output goes to the terminal, the run ends by itself."""
+    runs = tmp_path / "runs"
+    script = tmp_path / "chatty.py"
+    script.write_text(
+        "import time\n"
+        "time.sleep(3)\n"  # the dashboard is up
+        "for i in range(800):\n"  # ~90 KB: past the limit
+        "    print(f'line {i:05d} ' + 'x' * 100, flush=True)\n"
+        "time.sleep(4)\n"  # time to read the screen
+        "print('DONE')\n"
+    )
+    tmux = Tmux("fulldisk")
+    try:
+        # 64 KiB of file per process (bash counts 1024-byte blocks); Python ignores SIGXFSZ: writes fail with EFBIG
+        tmux.start(f"ulimit -f 64 && {shlex.quote(sys.executable)} -m memtop train --runs-dir {shlex.quote(str(runs))} {script.name}", tmp_path)
+        tmux.wait_for(lambda s: "line 00799" in s, 120, "the output in the terminal")
+        screen = tmux.screen(history=1500)
+        assert screen.count("cannot write") == 1, screen
+        (run_dir,) = list(runs.iterdir())
+        kept = (run_dir / "output.log").read_text(errors="replace") + screen
+        assert all(f"line {i:05d}" in kept for i in range(800)), "output was lost (neither in output.log nor on the terminal)"
+        screen = tmux.wait_for(lambda s: "MEMTOP-EXIT=" in s, 60, "memtop to finish")
+        assert "MEMTOP-EXIT=0" in screen and "DONE" in screen, screen
+        assert "Traceback" not in screen
+        assert json.loads((run_dir / "meta.json").read_text())["status"] == "finished"
     finally:
         tmux.kill_server()

@@ -19,7 +19,7 @@ from memtop.analyzers.series import TRACKED_CATEGORIES as TRACKED
 from memtop.analyzers.series import RankSeries, as_int, rank_series
 from memtop.analyzers.summary import Peak, RunInfo, find_peak, large_tensors, run_info
 from memtop.runs.format import CATEGORIES
-from memtop.runs.reader import Record, RunData
+from memtop.runs.reader import OomRecord, RunData, StepRecord
 
 
 @dataclass
@@ -27,7 +27,7 @@ class Facts:
     info: RunInfo
     series: dict[int, RankSeries]
     peak: Peak | None
-    oom: Record | None
+    oom: OomRecord | None
     level: int  # the peak in bytes (allocator peak on CUDA, tracked on CPU)
     has_allocator: bool
     cats: dict[str, int]  # the composition at the peak; unmeasured figures as 0
@@ -87,7 +87,7 @@ def run_flags(run: RunData) -> list[FlagEntry]:
 
     Nothing is detected here: reading a run directory never looks at, or runs, the user's script.
     """
-    return flags_from_json((run.meta or {}).get("detected_flags"))
+    return flags_from_json(run.meta.get("detected_flags") if run.meta is not None else None)
 
 
 def gather(run: RunData, detect_flags_now: bool = False, series: dict[int, RankSeries] | None = None) -> Facts:
@@ -96,7 +96,7 @@ def gather(run: RunData, detect_flags_now: bool = False, series: dict[int, RankS
     series = series if series is not None else rank_series(run)
     info = run_info(run, series)
     peak = find_peak(series)
-    ooms = list(run.of_type("oom"))
+    ooms = list(run.of_class(OomRecord))
     oom = ooms[-1] if ooms else None
     notes: list[str] = []
     if peak is not None:
@@ -107,11 +107,9 @@ def gather(run: RunData, detect_flags_now: bool = False, series: dict[int, RankS
         large = peak.large_tensors
         total = peak.device_total or info.device_total
     elif oom is not None:
-        got = oom.get("categories")
-        raw: dict[str, Any] = got if isinstance(got, dict) else {}
-        cats = {c: (as_int(raw.get(c)) or 0) for c in CATEGORIES}
-        other_known = as_int(raw.get("other")) is not None
-        allocated = as_int(oom.get("allocated"))
+        cats = {c: (v or 0) for c, v in oom.categories.as_dict().items()}
+        other_known = oom.categories.other is not None
+        allocated = oom.allocated
         level = allocated if allocated is not None else sum(cats.values())
         has_alloc = allocated is not None
         large = large_tensors(oom)
@@ -156,7 +154,7 @@ def gather(run: RunData, detect_flags_now: bool = False, series: dict[int, RankS
     )
 
 
-def peak_moments(recs: list[Record], cats: dict[str, int], level: int, point: str, has_alloc: bool) -> dict[str, dict[str, int]]:
+def peak_moments(recs: list[StepRecord], cats: dict[str, int], level: int, point: str, has_alloc: bool) -> dict[str, dict[str, int]]:
     """The five categories at each moment of the peak step; they add up to that moment's level.
 
     The peak moment is the peak record's composition (``other`` = the step's peak minus the tracked

@@ -186,7 +186,7 @@ def run(args: argparse.Namespace) -> int:
             flag_detection.stop()  # a --help probe still running dies with its process group
         signals.stop()
         ender.main_done.set()
-    if use_tui and child.log_error:
+    if child.log_error and not child.log_error_reported:
         _say(f"warning: {child.log_error}; the rest of the training's output was not kept")
     if status in ("failed", "oom") and not _has_steps(run_dir):
         _say(f"the command {status_phrase(status)} (exit code {exit_code}) before any step was recorded; its output is in {run_dir / 'output.log'}")
@@ -211,9 +211,13 @@ def _supervise(run_dir: Path, child: Child, ender: RunEnder, use_tui: bool, args
             try:
                 code = run_dashboard(run_dir, child=child, refresh=args.refresh, end_requested=lambda: ender.reason)
             except DashboardFailed as failed:
-                # The training must not pay for a dashboard bug: say so once, go on headless.
-                where = _save_text(run_dir / "dashboard-error.log", failed.details)
-                _say(f"the dashboard failed ({failed}); the run goes on with status lines{where}")
+                # The training must not pay for a dashboard bug (or a full disk): say so once, go on headless.
+                if failed.log_failure:
+                    child.log_error_reported = True
+                    _say(f"warning: {failed}; the run goes on with status lines and the training's output is shown here")
+                else:
+                    where = _save_text(run_dir / "dashboard-error.log", failed.details)
+                    _say(f"the dashboard failed ({failed}); the run goes on with status lines{where}")
                 child.set_echo(stdout_binary())
             else:
                 code = code if code is not None else child.terminate()
@@ -327,10 +331,11 @@ def _start_tensorboard(run_dir: Path) -> Any:
 def _records_contain(run_dir: Path, needle: bytes) -> bool:
     """Whether any rank file holds ``needle`` (e.g. a record type), read once at the end of a run."""
     from memtop.runs.reader import rank_files
+    from memtop.runs.safeio import open_regular
 
     for path in rank_files(run_dir).values():
         try:
-            with open(path, "rb") as fh:
+            with open_regular(path) as fh:  # regular files only: never blocks on a FIFO
                 if needle in fh.read():
                     return True
         except OSError:

@@ -63,11 +63,15 @@ _END_SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
 
 
 class DashboardFailed(Exception):
-    """The dashboard died while the training runs: ``str()`` is one line, ``details`` the traceback."""
+    """The dashboard died while the training runs: ``str()`` is one line, ``details`` the traceback.
 
-    def __init__(self, message: str, details: str) -> None:
+    ``log_failure``: not a bug but a full disk; the dashboard left so that the output can be shown.
+    """
+
+    def __init__(self, message: str, details: str, log_failure: bool = False) -> None:
         super().__init__(message)
         self.details = details
+        self.log_failure = log_failure
 
 
 class DashboardApp(App[int | None]):
@@ -106,6 +110,7 @@ class DashboardApp(App[int | None]):
         self._end_requested = end_requested
         self.crash: BaseException | None = None
         self.crash_details = ""
+        self.log_failure: str | None = None  # why the dashboard stepped aside for status lines
         self._reader = reader
         self._child = child
         self._refresh = refresh
@@ -304,11 +309,21 @@ class DashboardApp(App[int | None]):
             self._update_header()
 
     def _check_end_request(self) -> None:
-        """A signal to memtop, seen by ``memtop train``'s signal thread: end the run and leave."""
+        """A signal to memtop, seen by ``memtop train``'s signal thread: end the run and leave.
+
+        Also: the child's output can no longer be written to output.log (a full disk). The screen
+        would go on showing a log frozen in the past while the output is thrown away, so the
+        dashboard steps aside for status lines and the output goes to the terminal.
+        """
         assert self._end_requested is not None
         why = self._end_requested()
         if why is not None and not self._ending_run:
             self.end_run_and_exit(why)
+            return
+        log_error = getattr(self._child, "log_error", None)
+        if log_error and not self._ending_run and self.log_failure is None and self._child_running():
+            self.log_failure = str(log_error)
+            self.exit(None)
 
     def _handle_exception(self, error: Exception) -> None:
         """Keep the error for ``run_dashboard``; with a live child, print no traceback (it goes to a file)."""
@@ -458,6 +473,8 @@ def run_dashboard(
     if child is not None and child.poll() is None:
         if app.crash is not None:
             raise DashboardFailed(_one_line(app.crash), app.crash_details)
+        if app.log_failure is not None:
+            raise DashboardFailed(app.log_failure, "", log_failure=True)
         child.terminate()  # the app left without ending the run (it should not): no orphan
     if child is not None:
         code = child.poll()
