@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from memtop.analyzers.series import RankSeries, median, present
 from memtop.runs.recordfiles import file_label
+from memtop.units import fmt_bytes as _size
 
 IMBALANCED_PCT = 10.0
 
@@ -54,7 +55,12 @@ def analyze(series: dict[int, RankSeries]) -> RankReport | None:
     if slow and fast and slow.step_time_median:
         t_pct = 100.0 * ((slow.step_time_median or 0.0) - (fast.step_time_median or 0.0)) / slow.step_time_median
     imbalanced = pct >= IMBALANCED_PCT or (t_pct is not None and t_pct >= IMBALANCED_PCT)
-    msg = f"{file_label(heavy.rank)} peaks {pct:.1f}% above {file_label(light.rank)}"
+    if spread == 0:
+        msg = f"ranks are balanced: every rank peaks at the same {_size(heavy.peak_bytes)}"
+    elif pct < IMBALANCED_PCT:
+        msg = f"ranks are balanced: {file_label(heavy.rank)} peaks {pct:.1f}% above {file_label(light.rank)}"
+    else:
+        msg = f"{file_label(heavy.rank)} peaks {pct:.1f}% above {file_label(light.rank)}"
     if t_pct is not None and slow is not None:
         msg += f"; {file_label(slow.rank)} is the slowest ({t_pct:.1f}% slower steps than the fastest)"
     return RankReport(
