@@ -110,6 +110,12 @@ def test_highwater_measured_step_and_every_peak_point_decode() -> None:
     assert got.highwater == Highwater(1, None, None, 2)  # a missing category reads as None; an extra one is kept in the JSON
     old = decode_line(_line(step_record(6)))
     assert isinstance(old, StepRecord) and old.highwater is None and old.measured_step is None
+    assert old.model_kinds is None and old.optimizer is None
+    first = step_record(1)
+    first.update({"model_kinds": ["Embedding", "Linear"], "model_kinds_more": 2, "optimizer": ["AdamW", "Adam"]})
+    got = decode_line(_line(first))
+    assert isinstance(got, StepRecord) and got.model_kinds == ("Embedding", "Linear") and got.model_kinds_more == 2
+    assert got.optimizer == ("AdamW", "Adam") and got.as_json() == first
 
 
 def _step_with(key: str, raw: str) -> str:
@@ -146,6 +152,10 @@ def _step_with(key: str, raw: str) -> str:
         ("highwater", "[1,2,3,4]", "bad_value"),
         ("highwater", '{"newer_category": -3}', "bad_value"),  # an extra category is a byte count too
         ("measured_step", "-2", "bad_value"),
+        ("model_kinds", '["Linear", 3]', "bad_value"),
+        ("model_kinds", '"Linear"', "bad_value"),
+        ("optimizer", '["' + "A" * 300 + '"]', "bad_value"),
+        ("model_kinds_more", "-1", "bad_value"),
         ("measured_step", '"7"', "bad_value"),
         ("extra", "[" * 100 + "]" * 100, "too_deep"),  # unknown keys are kept but bounded too
         ("categories", "[" * 100_000 + "]" * 100_000, "too_deep"),  # json.loads: RecursionError

@@ -156,6 +156,15 @@ def _highwater(v: Any) -> Highwater | None:
     return Highwater(*values)
 
 
+def _names(v: Any, what: str) -> tuple[str, ...] | None:
+    """A list of class names (``model_kinds``, ``optimizer``): bounded strings, bounded count."""
+    if v is None:
+        return None
+    if type(v) is not list or len(v) > 256 or any(type(x) is not str or len(x) > 256 for x in v):
+        raise Bad(f"{what}: not a list of names")
+    return tuple(v)
+
+
 _INT_TYPES: Final = frozenset({int})
 _SEEN_TENSORS: dict[Any, tuple[dict[str, Any], LargeTensor]] = {}
 
@@ -229,6 +238,7 @@ _STEP_COUNTS: Final = (
     "device_used",
     "device_total",
     "sample_every",
+    "model_kinds_more",
 )
 
 
@@ -262,6 +272,9 @@ def _step(d: Mapping[str, Any], schema: int) -> StepRecord:
         moments=_moments(g("moments")),
         highwater=_highwater(g("highwater")),
         sample_every=g("sample_every"),
+        model_kinds=_names(g("model_kinds"), "model_kinds"),
+        model_kinds_more=g("model_kinds_more"),
+        optimizer=_names(g("optimizer"), "optimizer"),
         doc=d,
     )
 

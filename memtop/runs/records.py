@@ -122,6 +122,9 @@ class StepRecord(_Doc):
     moments: Mapping[str, Moment] = field(default_factory=dict, hash=False)
     highwater: Highwater | None = None
     sample_every: int | None = None
+    model_kinds: tuple[str, ...] | None = None  # first step record only: module class names
+    model_kinds_more: int | None = None
+    optimizer: tuple[str, ...] | None = None  # first step record only: the class and its bases
     doc: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property
