@@ -88,6 +88,9 @@ def peak_rss_bytes() -> int | None:
         return None
 
 
+_NO_ALLOCATOR = AllocatorState(None, None, None)
+
+
 class CpuBackend:
     """No allocator counters; the process's resident set size, read every step (~20 us: one
     /proc read). It is the only figure that shows a CPU run's memory outside the tracked tensors,
@@ -101,7 +104,7 @@ class CpuBackend:
         return None
 
     def state(self) -> AllocatorState:
-        return AllocatorState(None, None, None)
+        return _NO_ALLOCATOR
 
     def take_peak(self) -> int | None:
         return None
