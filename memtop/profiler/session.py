@@ -100,7 +100,7 @@ class Session:
         self._manual_steps_seen = 0
         self._backward_ends = 0  # outermost backward passes since the last optimizer or manual step
         self.backward_steps = False  # no optimizer steps: one step per backward pass
-        self._state_signature: tuple[tuple[int, int, int], ...] = ()
+        self._state_signature: list[tuple[int, int, int]] = []
         self._static_checked = -1  # the step whose first moment compared the optimizers' shapes
         self._recount_every = PARAM_RECOUNT_EVERY
         self._recount_cost = 0.0  # CPU seconds of the last exact recount of parameters (and of state)
@@ -334,7 +334,12 @@ class Session:
             return self._param_total, self._state_cache[1]  # this step's first moment checked the optimizers
         self._static_checked = self.step
         opts = self.optimizers()
-        signature = tuple((id(o), len(o.state), sum(len(g["params"]) for g in o.param_groups)) for _, o in opts)
+        signature = []
+        for _, o in opts:
+            n_params = 0
+            for g in o.param_groups:
+                n_params += len(g["params"])
+            signature.append((id(o), len(o.state), n_params))
         if changed.value or signature != self._state_signature:
             changed.value = False
             self._state_signature = signature
