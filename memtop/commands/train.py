@@ -17,47 +17,19 @@ if TYPE_CHECKING:
     from memtop.supervise import RunEnder
 
 from memtop.commands import add_common_options
+from memtop.commands.child_command import positive_int
+from memtop.commands.child_command import split_child_command as _split
 
 NAME = "train"
 HELP = "launch a training command under the profiler"
 
 # Options of `memtop train` that take a value (needed to find where the child's command starts).
-_VALUE_OPTIONS = {"--runs-dir", "--name", "--max-steps", "--interval", "--refresh"}
+_VALUE_OPTIONS = {"--runs-dir", "--name", "--max-steps", "--interval", "--refresh", "--device-memory"}
 
 
 def split_child_command(argv: list[str]) -> tuple[list[str], list[str]]:
     """``[own options] -- CMD ...`` or ``[own options] script.py ARGS`` -> (own, child)."""
-    if "--" in argv:
-        i = argv.index("--")
-        return argv[:i], _normalize_child(argv[i + 1 :])
-    i = 0
-    while i < len(argv):
-        arg = argv[i]
-        if arg.startswith("-"):
-            name = arg.split("=", 1)[0]
-            if name in _VALUE_OPTIONS and "=" not in arg:
-                i += 2
-            else:
-                i += 1
-            continue
-        return argv[:i], _normalize_child(argv[i:])
-    return argv, []
-
-
-def _normalize_child(child: list[str]) -> list[str]:
-    if child and child[0].endswith(".py"):
-        return [sys.executable, *child]
-    return child
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+    return _split(argv, _VALUE_OPTIONS)
 
 
 def _positive_float(text: str) -> float:
@@ -75,9 +47,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_common_options(parser)
     parser.add_argument("--no-tui", action="store_true", help="headless: a status line every --interval seconds (default when stdout is not a terminal)")
     parser.add_argument("--name", default=None, help="run name (default: the script's name)")
-    parser.add_argument("--max-steps", type=_positive_int, default=None, help="end the run cleanly after N optimizer steps")
+    parser.add_argument("--max-steps", type=positive_int, default=None, help="end the run cleanly after N optimizer steps")
     parser.add_argument("--interval", type=_positive_float, default=5.0, help="seconds between headless status lines (default 5)")
     parser.add_argument("--refresh", type=_positive_float, default=0.5, help="dashboard refresh in seconds (default 0.5)")
+    from memtop.commands._device_memory import size_arg
+
+    parser.add_argument("--device-memory", type=size_arg, default=None, metavar="SIZE", help="cap the process's CUDA memory (e.g. 24GB) to act as a smaller card")
 
 
 def _run_name(child: list[str], explicit: str | None) -> str:
@@ -143,16 +118,27 @@ def run(args: argparse.Namespace) -> int:
 
     child_argv: list[str] = list(getattr(args, "child", []) or [])
     check_command(child_argv)
+    devices = detect_devices()
+    if args.device_memory is not None:
+        from memtop.commands._device_memory import check_cap
+
+        check_cap(args.device_memory, devices)
     runs_dir = Path(args.runs_dir) if args.runs_dir else rundir.default_runs_dir()
     run_dir = rundir.create_run_dir(runs_dir, _run_name(child_argv, args.name))
-    meta = rundir.new_meta(run_dir, child_argv, detect_devices())
+    meta = rundir.new_meta(run_dir, child_argv, devices)
     meta["max_steps"] = args.max_steps
     meta["launcher"] = "memtop train"
+    if args.device_memory is not None:
+        meta["device_memory"] = args.device_memory
     meta_lock = threading.Lock()
     _write_first_meta(run_dir, meta, runs_dir)
 
     use_tui = not args.no_tui and sys.stdout.isatty() and sys.stdin.isatty()
     env = child_environment(run_dir, args.max_steps)
+    if args.device_memory is not None:
+        from memtop.profiler.device_cap import ENV_DEVICE_MEMORY
+
+        env[ENV_DEVICE_MEMORY] = str(args.device_memory)
     state = _RunState(run_dir, meta_lock)
     ender = RunEnder(lambda: _finalize(run_dir, state, interrupted=True))
     signals = SignalWatch(ender.on_signal).start()
@@ -331,10 +317,11 @@ def _start_tensorboard(run_dir: Path) -> Any:
 def _records_contain(run_dir: Path, needle: bytes) -> bool:
     """Whether any rank file holds ``needle`` (e.g. a record type), read once at the end of a run."""
     from memtop.runs.reader import rank_files
+    from memtop.runs.safeio import open_regular
 
     for path in rank_files(run_dir).values():
         try:
-            with open(path, "rb") as fh:
+            with open_regular(path) as fh:  # regular files only: never blocks on a FIFO
                 if needle in fh.read():
                     return True
         except OSError:
