@@ -1,11 +1,14 @@
-"""The step record's JSON line, built from a template: the same bytes ``json`` writes, at a fraction of its cost.
+"""The step record's JSON line, built from a template: the same bytes ``json`` writes, for less.
 
 A step record is written every step, so its serialization is part of the hook's per-step budget.
 Its shape is fixed (the keys of :data:`STEP_KEYS` in that order, nested dicts of fixed keys,
 numbers or None as values, a few short strings), so the line is a ``%`` template, made once per
 shape, filled with the record's numbers. Anything else (a key added, moved or missing, a value
-of another type, a float that is not finite) is not this shape: :func:`step_line` returns None and
-the caller falls back to the general encoder, so the output is always what ``json`` would write.
+of another type, a float that is not finite) is not this shape: :meth:`StepLineEncoder.encode`
+returns None and the caller falls back to the general encoder, so the output is always what
+``json`` would write. The segments that change only on measured steps are reused while their
+values (and the values' types) are unchanged. Measured in a hot loop on a loaded 2-core VM: 14-17
+us a record against 20-24 us for ``json`` (docs/performance.md).
 """
 
 from __future__ import annotations
@@ -45,11 +48,9 @@ HIGHWATER_KEYS = ("parameters", "gradients", "optimizer_state", "activations")
 
 _NUMBER_TYPES = frozenset({int, float, type(None)})  # not bool: %s writes True, json writes true
 _STRING_KEYS = frozenset({"type", "device", "peak_point"})
-_NESTED_KEYS = frozenset({"categories", "large_tensors", "moments", "highwater"})
 # What `%s` writes that json does not: None (null), and the non-finite floats json refuses.
 # No key and no number json writes contains these, so finding one in a filled line means a fallback.
 _NOT_JSON = ("None", "inf", "nan")
-_templates: dict[tuple[object, ...], str | None] = {}
 
 
 def _dict_template(keys: tuple[str, ...]) -> str:
