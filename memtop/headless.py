@@ -6,16 +6,19 @@ from pathlib import Path
 from typing import Any
 
 from memtop.runs.reader import RankTail, rank_files
+from memtop.runs.recordfiles import file_label, is_rank
 from memtop.units import fmt_bytes, fmt_pct
 
 _SHORT = {"parameters": "params", "gradients": "grads", "optimizer_state": "optim", "activations": "acts", "other": "other"}
 
 
-def status_text(rec: dict[str, Any], ranks: int = 1) -> str:
-    """One line: step, allocator figures (or tracked bytes on CPU), the top category, fragmentation."""
+def status_text(rec: dict[str, Any], ranks: int = 1, who: str | None = None) -> str:
+    """One line: step, allocator figures (or tracked bytes on CPU), the top category, fragmentation.
+
+    ``who`` names a process without a rank of its own (``"process 1234"``) instead of its rank."""
     parts = [f"[memtop] step {rec.get('step', '?')}"]
     if ranks > 1:
-        parts[0] += f" rank {rec.get('rank', 0)}/{ranks}"
+        parts[0] += f" {who}" if who else f" rank {rec.get('rank', 0)}/{ranks}"
     cats = rec.get("categories") or {}
     if rec.get("allocated") is not None:
         parts.append(f"alloc {fmt_bytes(rec.get('allocated'))} reserved {fmt_bytes(rec.get('reserved'))} peak {fmt_bytes(rec.get('peak'))}")
@@ -56,9 +59,9 @@ class StatusLine:
                 if kind == "step":
                     self._last[rank] = rec.as_json()
                 elif kind == "oom":
-                    self._events.append(f"[memtop] rank {rank}: OUT OF MEMORY at step {rec.get('step')}: requested {fmt_bytes(rec.get('requested_bytes'))}")
+                    self._events.append(f"[memtop] {file_label(rank)}: OUT OF MEMORY at step {rec.get('step')}: requested {fmt_bytes(rec.get('requested_bytes'))}")
                 elif kind == "warning":
-                    self._events.append(f"[memtop] rank {rank}: warning: {rec.get('message')}")
+                    self._events.append(f"[memtop] {file_label(rank)}: warning: {rec.get('message')}")
 
     def line(self, final: bool = False) -> str:
         self._poll(final)
@@ -68,5 +71,5 @@ class StatusLine:
             if self._shown.get(rank) == rec.get("step"):
                 continue
             self._shown[rank] = int(rec.get("step", 0))
-            lines.append(status_text(rec, ranks=len(self._last)))
+            lines.append(status_text(rec, ranks=len(self._last), who=None if is_rank(rank) else file_label(rank)))
         return "\n".join(lines)

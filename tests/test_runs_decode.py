@@ -11,11 +11,13 @@ import pytest
 from runfactory import step_record
 
 from memtop.runs.decode import MAX_LINE, Skip, decode_line
+from memtop.runs.format import PEAK_POINTS
 from memtop.runs.meta_decode import decode_meta
 from memtop.runs.reader import load_run
 from memtop.runs.records import (
     Categories,
     ExitRecord,
+    Highwater,
     LargeTensor,
     OomRecord,
     RunMeta,
@@ -52,6 +54,8 @@ def test_recorded_fixture_reads_whole_and_typed() -> None:
                 assert rec.categories.as_dict() == obj["categories"]
                 assert [t.as_dict() for t in rec.large_tensors] == obj["large_tensors"]
                 assert {k: vars_of(m) for k, m in rec.moments.items()} == obj["moments"]
+                assert rec.measured_step == obj.get("measured_step")
+                assert (rec.highwater._asdict() if rec.highwater else None) == obj.get("highwater")
         assert data.meta is not None and data.meta.command and data.meta.run_id == run.name
 
 
@@ -89,6 +93,31 @@ def test_older_lines_without_schema_or_new_keys_read() -> None:
     assert rec.level == rec.peak
 
 
+def test_highwater_measured_step_and_every_peak_point_decode() -> None:
+    """The hook's newer step keys (docs/run-format.md) become typed fields."""
+    for point in PEAK_POINTS:
+        rec = step_record(4)
+        rec.update({"peak_point": point, "measured_step": 3, "highwater": {"parameters": 10, "gradients": 20, "optimizer_state": 0, "activations": 40}})
+        got = decode_line(_line(rec))
+        assert isinstance(got, StepRecord), got
+        assert got.peak_point == point and got.measured_step == 3
+        assert got.highwater == Highwater(parameters=10, gradients=20, optimizer_state=0, activations=40)
+        assert got.as_json() == rec
+    rec = step_record(5)
+    rec.update({"measured_step": None, "highwater": {"parameters": 1, "activations": 2, "newer_category": 3}})
+    got = decode_line(_line(rec))
+    assert isinstance(got, StepRecord) and got.measured_step is None
+    assert got.highwater == Highwater(1, None, None, 2)  # a missing category reads as None; an extra one is kept in the JSON
+    old = decode_line(_line(step_record(6)))
+    assert isinstance(old, StepRecord) and old.highwater is None and old.measured_step is None
+    assert old.model_kinds is None and old.optimizer is None
+    first = step_record(1)
+    first.update({"model_kinds": ["Embedding", "Linear"], "model_kinds_more": 2, "optimizer": ["AdamW", "Adam"]})
+    got = decode_line(_line(first))
+    assert isinstance(got, StepRecord) and got.model_kinds == ("Embedding", "Linear") and got.model_kinds_more == 2
+    assert got.optimizer == ("AdamW", "Adam") and got.as_json() == first
+
+
 def _step_with(key: str, raw: str) -> str:
     """A valid step line whose ``key`` holds the raw JSON text ``raw`` (json.dumps cannot write it)."""
     rec = step_record(2)
@@ -113,9 +142,21 @@ def _step_with(key: str, raw: str) -> str:
         ("device", '"' + "d" * 5000 + '"', "bad_value"),  # bounded strings
         ("categories", "[1,2]", "bad_value"),
         ("categories", '{"parameters": -5}', "bad_value"),
+        ("categories", '{"parameters": 5, "newer_category": -5}', "bad_value"),
         ("large_tensors", '[{"name": "w", "bytes": 1e400}]', "bad_value"),
         ("large_tensors", '[{"bytes": 5}]', "bad_value"),
         ("moments", '{"forward_end": {"activations": "x"}}', "bad_value"),
+        ("highwater", '{"gradients": -1}', "bad_value"),  # negative bytes
+        ("highwater", '{"activations": 1.5}', "bad_value"),
+        ("highwater", '{"parameters": true}', "bad_value"),
+        ("highwater", "[1,2,3,4]", "bad_value"),
+        ("highwater", '{"newer_category": -3}', "bad_value"),  # an extra category is a byte count too
+        ("measured_step", "-2", "bad_value"),
+        ("model_kinds", '["Linear", 3]', "bad_value"),
+        ("model_kinds", '"Linear"', "bad_value"),
+        ("optimizer", '["' + "A" * 300 + '"]', "bad_value"),
+        ("model_kinds_more", "-1", "bad_value"),
+        ("measured_step", '"7"', "bad_value"),
         ("extra", "[" * 100 + "]" * 100, "too_deep"),  # unknown keys are kept but bounded too
         ("categories", "[" * 100_000 + "]" * 100_000, "too_deep"),  # json.loads: RecursionError
         ("schema", "2", "newer_schema"),

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 from memtop.runs import format as fmt
 from memtop.runs.reader import RunData, StepRecord
+from memtop.runs.recordfiles import file_stem, is_rank
 from memtop.runs.tensorboard import scalars_for
 
 CSV_COLUMNS = (
@@ -26,6 +27,7 @@ CSV_COLUMNS = (
     "device_total",
     "peak_point",
     "large_tensor_count",
+    "file",  # the record file: rank<N> or proc<pid> (a process of the run without a rank of its own)
 )
 
 
@@ -37,10 +39,12 @@ def _steps(run: RunData) -> Iterator[tuple[int, StepRecord]]:
 
 
 def csv_rows(run: RunData) -> Iterator[list[str]]:
-    """CSV rows (strings; empty for null) in ``CSV_COLUMNS`` order, by rank then step."""
-    for rank, rec in _steps(run):
+    """CSV rows (strings; empty for null) in ``CSV_COLUMNS`` order, by rank then step (the
+    processes without a rank after the ranks; their ``rank`` is the one their records carry)."""
+    for key, rec in _steps(run):
         values: dict[str, object] = {
-            "rank": rank,
+            "rank": key if is_rank(key) else rec.rank,
+            "file": file_stem(key),
             "step": rec.step,
             "time": rec.time,
             "step_time": rec.step_time,
@@ -63,6 +67,6 @@ def csv_rows(run: RunData) -> Iterator[list[str]]:
 
 
 def tensorboard_points(run: RunData) -> Iterator[tuple[int, int, float | None, dict[str, float]]]:
-    """``(rank, step, walltime, {tag: value})`` with the spec's tags; null figures are left out."""
+    """``(file key, step, walltime, {tag: value})`` with the spec's tags; null figures are left out."""
     for rank, rec in _steps(run):
         yield rank, rec.step, rec.time, scalars_for(rec.doc)

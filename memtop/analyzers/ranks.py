@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from memtop.analyzers.series import RankSeries, median, present
+from memtop.runs.recordfiles import file_label
 from memtop.units import fmt_bytes as _size
 
 IMBALANCED_PCT = 10.0
@@ -57,11 +58,11 @@ def analyze(series: dict[int, RankSeries]) -> RankReport | None:
     if spread == 0:
         msg = f"ranks are balanced: every rank peaks at the same {_size(heavy.peak_bytes)}"
     elif pct < IMBALANCED_PCT:
-        msg = f"ranks are balanced: rank {heavy.rank} peaks {pct:.1f}% above rank {light.rank}"
+        msg = f"ranks are balanced: {file_label(heavy.rank)} peaks {pct:.1f}% above {file_label(light.rank)}"
     else:
-        msg = f"rank {heavy.rank} peaks {pct:.1f}% above rank {light.rank}"
+        msg = f"{file_label(heavy.rank)} peaks {pct:.1f}% above {file_label(light.rank)}"
     if t_pct is not None and slow is not None:
-        msg += f"; rank {slow.rank} is the slowest ({t_pct:.1f}% slower steps than the fastest)"
+        msg += f"; {file_label(slow.rank)} is the slowest ({t_pct:.1f}% slower steps than the fastest)"
     return RankReport(
         rows=rows,
         heaviest=heavy.rank,

@@ -12,6 +12,7 @@ from memtop.commands import add_common_options
 from memtop.commands._common import find_run, unreadable, write
 from memtop.errors import MemtopError
 from memtop.runs.reader import RunData, load_run
+from memtop.runs.recordfiles import file_stem
 
 NAME = "export"
 HELP = "export a run to TensorBoard or CSV"
@@ -43,7 +44,8 @@ def export_csv(data: RunData, target: str) -> int:
 
 
 def export_tensorboard(data: RunData, target: Path) -> int:
-    """Event files readable by TensorBoard (no torch needed): one writer per rank."""
+    """Event files readable by TensorBoard (no torch needed): one writer per record file
+    (``rank<N>/``, ``proc<pid>/``)."""
     try:
         from memtop.runs.tensorboard import EventWriter
     except ImportError as exc:
@@ -54,7 +56,7 @@ def export_tensorboard(data: RunData, target: Path) -> int:
         for rank, step, wall, scalars in tensorboard_points(data):
             w = writers.get(rank)
             if w is None:
-                d = target / f"rank{rank}"
+                d = target / file_stem(rank)
                 try:
                     w = writers[rank] = EventWriter(d)
                 except OSError as exc:

@@ -17,7 +17,7 @@ from typing import Any
 
 from memtop.runs import format as fmt
 
-PROC_FILE_PREFIX = "proc"
+PROC_FILE_PREFIX = fmt.PROC_FILE_PREFIX
 _FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | getattr(os, "O_CLOEXEC", 0)
 
 

@@ -10,6 +10,7 @@ from memtop.analyzers.cmdline import join
 from memtop.analyzers.report import Report
 from memtop.analyzers.suggestion import Suggestion
 from memtop.analyzers.summary import Timeline
+from memtop.runs.recordfiles import count_label, file_label, short_label
 from memtop.units import fmt_bytes, fmt_pct
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -58,7 +59,7 @@ def render_header(rep: Report) -> list[str]:
     status = r.status + (f" (exit {r.exit_code})" if r.exit_code is not None else "")
     if rep.exception:
         status += f", raised {rep.exception}"
-    ranks = f"{len(r.ranks)} rank" + ("s" if len(r.ranks) != 1 else "")
+    ranks = count_label(r.ranks)  # proc<pid>.jsonl files count as processes, not ranks
     lines = [f"memtop analyze: {r.run_id}", f"  status   {status}, {r.steps} steps, {ranks}, {_secs(r.duration)}, started {_when(r.started_at)}"]
     if r.command:
         lines.append(f"  command  {join(r.command)}")
@@ -74,7 +75,7 @@ def render_peak(rep: Report) -> list[str]:
     measure = "allocator peak" if p.measure == "allocator_peak" else "tracked bytes (CPU)"
     where = f" at {p.peak_point}" if p.peak_point else ""
     dev = f", {fmt_pct(p.percent_of_device)} of the device" if p.percent_of_device is not None else ""
-    lines = [_heading("PEAK", f"{fmt_bytes(p.bytes)} at step {p.step} (rank {p.rank}){dev}  [{measure}{where}]")]
+    lines = [_heading("PEAK", f"{fmt_bytes(p.bytes)} at step {p.step} ({file_label(p.rank)}){dev}  [{measure}{where}]")]
     rows = [[b.category, fmt_bytes(b.bytes) if b.bytes is not None else "n/a", fmt_pct(b.percent) if b.percent is not None else "n/a", _bar(b.percent)] for b in p.breakdown]
     lines += table(["category", "bytes", "% of peak", ""], rows, "lrrl")
     if p.large_tensors:
@@ -119,7 +120,7 @@ def _plot(t: Timeline, width: int, color: bool) -> list[str]:
 def render_timeline(rep: Report, width: int, plot: bool, color: bool) -> list[str]:
     lines: list[str] = []
     for t in rep.timelines:
-        detail = f"rank {t.rank}, steps {t.first_step}–{t.last_step}, step time median {_secs(t.step_time_median)} (p90 {_secs(t.step_time_p90)})"
+        detail = f"{file_label(t.rank)}, steps {t.first_step}–{t.last_step}, step time median {_secs(t.step_time_median)} (p90 {_secs(t.step_time_p90)})"
         lines.append(_heading("TIMELINE", detail))
         if plot and (len(rep.timelines) == 1 or t.rank == (rep.peak.rank if rep.peak else t.rank)):
             lines += _plot(t, width - 2, color)
@@ -217,7 +218,7 @@ def render_ranks(rep: Report) -> list[str]:
     if rk is None:
         return []
     lines = [_heading("RANKS", f"{rk.verdict}: {rk.message}")]
-    rows = [[str(r.rank), r.device, fmt_bytes(r.peak_bytes), str(r.peak_step), _secs(r.step_time_median)] for r in rk.rows]
+    rows = [[short_label(r.rank), r.device, fmt_bytes(r.peak_bytes), str(r.peak_step), _secs(r.step_time_median)] for r in rk.rows]
     return lines + table(["rank", "device", "peak", "at step", "step time"], rows)
 
 

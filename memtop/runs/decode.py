@@ -40,11 +40,12 @@ from memtop.runs.checks import (
     text,
     unix_time,
 )
-from memtop.runs.format import CATEGORIES, SCHEMA_VERSION
+from memtop.runs.format import CATEGORIES, HIGHWATER_CATEGORIES, SCHEMA_VERSION
 from memtop.runs.records import (
     RECORD_CLASSES,
     Categories,
     ExitRecord,
+    Highwater,
     LargeTensor,
     Moment,
     OomRecord,
@@ -93,6 +94,10 @@ def _check_counts(values: tuple[Any, ...], what: str) -> None:
             raise Bad(f"{what}: not a byte count")
 
 
+_CATEGORY_KEYS: Final = frozenset(CATEGORIES)
+_HIGHWATER_KEYS: Final = frozenset(HIGHWATER_CATEGORIES)
+
+
 def _categories(v: Any, what: str = "categories") -> Categories:
     if v is None:
         return _NO_CATEGORIES
@@ -101,7 +106,7 @@ def _categories(v: Any, what: str = "categories") -> Categories:
     g = v.get
     values = (g("parameters"), g("gradients"), g("optimizer_state"), g("activations"), g("other"))
     _check_counts(values, what)
-    if len(v) > len(CATEGORIES):  # a newer writer's extra category: a byte count like the rest
+    if not v.keys() <= _CATEGORY_KEYS:  # a newer writer's extra category: a byte count like the rest
         if len(v) > 64 or any(len(k) > 64 for k in v):
             raise Bad(f"{what}: too many or too long keys")
         _check_counts(tuple(v.values()), what)
@@ -109,6 +114,7 @@ def _categories(v: Any, what: str = "categories") -> Categories:
 
 
 _MOMENT_KEYS: Final = ("allocated", "parameters", "gradients", "optimizer_state", "activations")
+_MOMENT_KEY_SET: Final = frozenset(_MOMENT_KEYS)
 
 
 def _moments(v: Any) -> dict[str, Moment]:
@@ -127,12 +133,36 @@ def _moments(v: Any) -> dict[str, Moment]:
         g = m.get
         values = (g("allocated"), g("parameters"), g("gradients"), g("optimizer_state"), g("activations"))
         _check_counts(values, f"moments.{point}")
-        if len(m) > 5:
+        if not m.keys() <= _MOMENT_KEY_SET:
             if len(m) > 64 or any(len(k) > 64 for k in m):
                 raise Bad("moments: too many or too long keys")
             _check_counts(tuple(m.values()), f"moments.{point}")
         out[point] = Moment(*values)
     return out
+
+
+def _highwater(v: Any) -> Highwater | None:
+    if v is None:
+        return None
+    if type(v) is not dict:
+        raise Bad("highwater: not an object")
+    g = v.get
+    values = (g("parameters"), g("gradients"), g("optimizer_state"), g("activations"))
+    _check_counts(values, "highwater")
+    if not v.keys() <= _HIGHWATER_KEYS:  # a newer writer's extra category: a byte count like the rest
+        if len(v) > 64 or any(len(k) > 64 for k in v):
+            raise Bad("highwater: too many or too long keys")
+        _check_counts(tuple(v.values()), "highwater")
+    return Highwater(*values)
+
+
+def _names(v: Any, what: str) -> tuple[str, ...] | None:
+    """A list of class names (``model_kinds``, ``optimizer``): bounded strings, bounded count."""
+    if v is None:
+        return None
+    if type(v) is not list or len(v) > 256 or any(type(x) is not str or len(x) > 256 for x in v):
+        raise Bad(f"{what}: not a list of names")
+    return tuple(v)
 
 
 _INT_TYPES: Final = frozenset({int})
@@ -201,12 +231,14 @@ _STEP_COUNTS: Final = (
     "reserved",
     "peak",
     "activations_step",
+    "measured_step",
     "tracked",
     "fragmentation_bytes",
     "inactive_split_bytes",
     "device_used",
     "device_total",
     "sample_every",
+    "model_kinds_more",
 )
 
 
@@ -229,6 +261,7 @@ def _step(d: Mapping[str, Any], schema: int) -> StepRecord:
         categories=_categories(g("categories")),
         peak_point=short_str(g("peak_point"), "peak_point", 64),
         activations_step=g("activations_step"),
+        measured_step=g("measured_step"),
         tracked=g("tracked"),
         fragmentation_bytes=g("fragmentation_bytes"),
         fragmentation_pct=pct(g("fragmentation_pct"), "fragmentation_pct"),
@@ -237,7 +270,11 @@ def _step(d: Mapping[str, Any], schema: int) -> StepRecord:
         device_total=g("device_total"),
         large_tensors=_large_tensors(g("large_tensors")),
         moments=_moments(g("moments")),
+        highwater=_highwater(g("highwater")),
         sample_every=g("sample_every"),
+        model_kinds=_names(g("model_kinds"), "model_kinds"),
+        model_kinds_more=g("model_kinds_more"),
+        optimizer=_names(g("optimizer"), "optimizer"),
         doc=d,
     )
 

@@ -15,11 +15,16 @@ CATEGORIES: Final = ("parameters", "gradients", "optimizer_state", "activations"
 
 RECORD_TYPES: Final = ("step", "stage", "oom", "warning", "exit")
 
+# The moments a step record's ``peak_point`` names (docs/run-format.md).
+PEAK_POINTS: Final = ("forward_end", "optimizer_step", "manual_step", "backward_end")
+HIGHWATER_CATEGORIES: Final = CATEGORIES[:4]
+
 META_FILE: Final = "meta.json"
 OUTPUT_LOG: Final = "output.log"
 TENSORBOARD_DIR: Final = "tensorboard"
 RANK_FILE_PREFIX: Final = "rank"
 RANK_FILE_SUFFIX: Final = ".jsonl"
+PROC_FILE_PREFIX: Final = "proc"  # proc<pid>.jsonl: a process of the run without a rank of its own
 
 # Environment variables through which `memtop train` configures the hook in the child.
 ENV_RUN_DIR: Final = "MEMTOP_RUN_DIR"

@@ -15,10 +15,11 @@ from pathlib import Path
 from typing import TypeVar, cast
 
 from memtop.runs.decode import MAX_LINE, Skip, SkipCounter, decode_line
-from memtop.runs.format import RANK_FILE_PREFIX, RANK_FILE_SUFFIX, SCHEMA_VERSION
+from memtop.runs.format import SCHEMA_VERSION
+from memtop.runs.recordfiles import file_label, record_files
 from memtop.runs.records import ExitRecord, OomRecord, Record, RunMeta, StageRecord, StepRecord, WarningRecord
 from memtop.runs.rundir import load_meta
-from memtop.runs.safeio import Unreadable, list_dir, open_regular
+from memtop.runs.safeio import Unreadable, open_regular
 
 __all__ = [
     "ExitRecord",
@@ -29,9 +30,11 @@ __all__ = [
     "StageRecord",
     "StepRecord",
     "WarningRecord",
+    "file_label",
     "load_run",
     "parse_line",
     "rank_files",
+    "read_file",
 ]
 
 R = TypeVar("R", StepRecord, StageRecord, OomRecord, WarningRecord, ExitRecord)
@@ -44,19 +47,10 @@ def parse_line(line: str | bytes) -> Record | None:
 
 
 def rank_files(run_dir: Path) -> dict[int, Path]:
-    """``{rank: path}`` for every ``rank<N>.jsonl`` in the run directory (none if unlistable)."""
-    found: dict[int, Path] = {}
-    try:
-        entries = list_dir(run_dir)
-    except Unreadable:
-        return found
-    for p in entries:
-        name = p.name
-        if name.startswith(RANK_FILE_PREFIX) and name.endswith(RANK_FILE_SUFFIX):
-            middle = name[len(RANK_FILE_PREFIX) : -len(RANK_FILE_SUFFIX)]
-            if middle.isdigit() and len(middle) < 10:
-                found[int(middle)] = p
-    return dict(sorted(found.items()))
+    """``{key: path}`` for every record file: ``rank<N>.jsonl`` under ``N``, then each
+    ``proc<pid>.jsonl`` under a key of its own (:mod:`memtop.runs.recordfiles`; show a key with
+    ``file_label``). Empty if the directory cannot be listed."""
+    return record_files(run_dir)
 
 
 class RankTail:
@@ -142,7 +136,7 @@ class RunData:
 
     path: Path
     meta: RunMeta | None
-    records: dict[int, list[Record]] = field(default_factory=dict)
+    records: dict[int, list[Record]] = field(default_factory=dict)  # by file key: rank, then processes
     bad_lines: int = 0
     warnings: list[str] = field(default_factory=list)
     skipped: SkipCounter = field(default_factory=SkipCounter)
@@ -199,24 +193,31 @@ def meta_warnings(run_dir: Path, meta: RunMeta | None, why: str | None) -> list[
 _CHUNK = 16 * 1024 * 1024
 
 
+def read_file(path: Path) -> tuple[list[Record], SkipCounter, str | None]:
+    """Every record of one record file, the lines skipped by reason, and the one-line note when
+    the file could not be read (not a regular file, no permission). Never raises."""
+    tail = RankTail(path)
+    recs: list[Record] = []
+    while True:  # in chunks: the file's bytes are never all in memory at once
+        before = tail.offset
+        recs += tail.poll(max_bytes=_CHUNK)
+        if tail.error or tail.offset == before:
+            break
+    recs += tail.poll(max_bytes=_CHUNK, final=True)
+    return recs, tail.skipped, tail.error
+
+
 def load_run(run_dir: Path) -> RunData:
     """Read meta and every rank file, decoding every line; never raises for bad content."""
     meta, why = load_meta(run_dir)
     data = RunData(path=run_dir, meta=meta)
     data.warnings.extend(meta_warnings(run_dir, meta, why))
-    for rank, path in rank_files(run_dir).items():
-        tail = RankTail(path)
-        recs: list[Record] = []
-        while True:  # in chunks: the file's bytes are never all in memory at once
-            before = tail.offset
-            recs += tail.poll(max_bytes=_CHUNK)
-            if tail.error or tail.offset == before:
-                break
-        recs += tail.poll(max_bytes=_CHUNK, final=True)
-        if tail.error:
-            data.warnings.append(tail.error)
+    for key, path in rank_files(run_dir).items():
+        recs, skipped, error = read_file(path)
+        if error:
+            data.warnings.append(error)
             continue
-        data.records[rank] = recs
-        data.count_skips(tail.skipped)
+        data.records[key] = recs
+        data.count_skips(skipped)
     data.finish_warnings()
     return data

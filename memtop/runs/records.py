@@ -73,6 +73,16 @@ class Moment(NamedTuple):
     activations: int | None = None
 
 
+class Highwater(NamedTuple):
+    """Each category's largest value over the moments of one step (``highwater``), next to the
+    composition at the peak moment (``categories``); ``None`` where not written (older runs)."""
+
+    parameters: int | None = None
+    gradients: int | None = None
+    optimizer_state: int | None = None
+    activations: int | None = None
+
+
 class LargeTensor(NamedTuple):
     name: str
     category: str
@@ -99,8 +109,9 @@ class StepRecord(_Doc):
     reserved: int | None = None
     peak: int | None = None
     categories: Categories = Categories()
-    peak_point: str | None = None
+    peak_point: str | None = None  # one of PEAK_POINTS (a newer writer may add one: kept)
     activations_step: int | None = None
+    measured_step: int | None = None
     tracked: int | None = None
     fragmentation_bytes: int | None = None
     fragmentation_pct: float | None = None
@@ -109,7 +120,11 @@ class StepRecord(_Doc):
     device_total: int | None = None
     large_tensors: tuple[LargeTensor, ...] = ()
     moments: Mapping[str, Moment] = field(default_factory=dict, hash=False)
+    highwater: Highwater | None = None
     sample_every: int | None = None
+    model_kinds: tuple[str, ...] | None = None  # first step record only: module class names
+    model_kinds_more: int | None = None
+    optimizer: tuple[str, ...] | None = None  # first step record only: the class and its bases
     doc: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property

@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from memtop.errors import MemtopError
-from memtop.runs.format import META_FILE, RANK_FILE_PREFIX, RANK_FILE_SUFFIX, SCHEMA_VERSION
+from memtop.runs.format import META_FILE, SCHEMA_VERSION
 from memtop.runs.meta_decode import MAX_META, meta_from_dict, sanitize_meta
+from memtop.runs.recordfiles import file_key
 from memtop.runs.records import RunMeta
 from memtop.runs.safeio import Unreadable, exists, is_dir, list_dir, read_bounded
 from memtop.version import __version__
@@ -135,14 +136,14 @@ def update_meta(run_dir: Path, **changes: Any) -> dict[str, Any]:
 
 
 def is_run_dir(path: Path) -> bool:
-    """A listable directory holding meta.json or a rank file (never raises)."""
+    """A listable directory holding meta.json or a record file (never raises)."""
     if not is_dir(path):
         return False
     try:
         entries = list_dir(path)
     except Unreadable:
         return False
-    return any(p.name == META_FILE or (p.name.startswith(RANK_FILE_PREFIX) and p.name.endswith(RANK_FILE_SUFFIX)) for p in entries)
+    return any(p.name == META_FILE or file_key(p.name) is not None for p in entries)
 
 
 def scan_runs(runs_dir: Path) -> tuple[list[Path], list[str]]:

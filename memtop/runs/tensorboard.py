@@ -17,6 +17,7 @@ from typing import Any, TypeGuard
 
 from memtop.runs import format as fmt
 from memtop.runs.reader import RankTail, StepRecord, rank_files
+from memtop.runs.recordfiles import file_stem
 
 _MB = float(fmt.MB)
 
@@ -82,7 +83,8 @@ class EventWriter:
 
 
 class RunFollower:
-    """Tails a run's rank files and writes their steps to ``<run>/tensorboard/rank<N>/``."""
+    """Tails a run's record files and writes their steps to ``<run>/tensorboard/rank<N>/`` (a
+    ``proc<pid>.jsonl``'s to ``tensorboard/proc<pid>/``)."""
 
     def __init__(self, run_dir: Path, interval: float = 1.0) -> None:
         self.run_dir = run_dir
@@ -106,7 +108,7 @@ class RunFollower:
                     continue
                 writer = self._writers.get(rank)
                 if writer is None:
-                    writer = self._writers[rank] = EventWriter(self.run_dir / fmt.TENSORBOARD_DIR / f"rank{rank}")
+                    writer = self._writers[rank] = EventWriter(self.run_dir / fmt.TENSORBOARD_DIR / file_stem(rank))
                 writer.add_step(rec.doc)  # validated by the decoder
                 written += 1
         return written

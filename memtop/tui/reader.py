@@ -23,6 +23,7 @@ from typing import Protocol
 
 from memtop.runs.format import CATEGORIES, META_FILE, OUTPUT_LOG
 from memtop.runs.reader import RankTail, Record, RunData, parse_line, rank_files
+from memtop.runs.recordfiles import file_label
 from memtop.runs.records import (
     Categories,
     ExitRecord,
@@ -500,7 +501,7 @@ class FileRunReader:
         lasts += [p.last_time for p, _ in self._previews.values() if p.last_time is not None]
         warnings: list[str] = [e for rank in sorted(unread) if (e := self._tails[rank].error)]
         for rank, state in sorted(self._ranks.items()):
-            prefix = f"rank {rank}: " if len(self._ranks) > 1 else ""
+            prefix = f"{file_label(rank)}: " if len(self._ranks) > 1 else ""
             warnings.extend(prefix + w for w in state.warnings)
         return RunSnapshot(
             run_dir=str(self.run_dir),

@@ -1,16 +1,19 @@
 """Checks over a run directory's records: the CUDA identities, step continuity, the figures.
 
-Plain functions over the JSON lines as written (no memtop reader), so that a bug in memtop's own
-reader cannot hide a bad record.
+Each line goes through memtop's one decode step (:func:`memtop.runs.reader.read_file`); the
+identities are then checked on the validated JSON of each record, and every line the decoder
+skipped is a violation with its reason, so that the reader cannot hide a bad record.
 """
 
 from __future__ import annotations
 
-import json
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from memtop.runs.reader import rank_files, read_file
+from memtop.runs.rundir import load_meta
 
 CATEGORIES = ("parameters", "gradients", "optimizer_state", "activations", "other")
 MAX_VIOLATIONS_LISTED = 20
@@ -18,31 +21,21 @@ MAX_VIOLATIONS_LISTED = 20
 
 @dataclass
 class Records:
-    """Every parsed line of a rank file, and how many lines were not JSON objects."""
+    """Every record of a record file (its validated JSON), and the lines the decoder skipped."""
 
     items: list[dict[str, Any]] = field(default_factory=list)
     bad_lines: int = 0
+    skipped: str = ""  # the decoder's reasons, "2 unreadable line(s) skipped: 2 not JSON ..."
 
     def of_type(self, kind: str) -> list[dict[str, Any]]:
         return [r for r in self.items if r.get("type") == kind]
 
 
 def read_records(path: Path) -> Records:
-    out = Records()
-    if not path.is_file():
-        return out
-    for line in path.read_text(errors="replace").splitlines():
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except ValueError:
-            out.bad_lines += 1
-            continue
-        if isinstance(obj, dict):
-            out.items.append(obj)
-        else:
-            out.bad_lines += 1
+    recs, skipped, error = read_file(path)
+    out = Records(items=[r.as_json() for r in recs], bad_lines=sum(skipped.values()), skipped=skipped.describe() if skipped else "")
+    if error:
+        out.skipped = error
     return out
 
 
@@ -123,15 +116,17 @@ def check_run(run_dir: Path | None, expect_steps: int | None = None) -> RunCheck
     out = RunCheck(run_dir)
     if run_dir is None:
         return out
-    rank_files = sorted(run_dir.glob("rank*.jsonl"))
-    if not rank_files:
+    files = rank_files(run_dir)  # rank<N>.jsonl, then proc<pid>.jsonl
+    if not files:
         out.violations.append("no rank*.jsonl file")
         return out
     steps: list[dict[str, Any]] = []
-    for path in rank_files:
+    for path in files.values():
         records = read_records(path)
         if records.bad_lines:
-            out.violations.append(f"{path.name}: {records.bad_lines} lines are not JSON objects")
+            out.violations.append(f"{path.name}: {records.bad_lines} lines are not JSON objects or not valid records ({records.skipped})")
+        elif records.skipped:  # not readable at all (not a regular file, no permission)
+            out.violations.append(records.skipped)
         rank_steps = records.of_type("step")
         numbers = [r.get("step") for r in rank_steps]
         if numbers != list(range(1, len(numbers) + 1)):
@@ -184,8 +179,5 @@ def find_run_dir(runs_dir: Path, name: str) -> Path | None:
 def read_meta(run_dir: Path | None) -> dict[str, Any]:
     if run_dir is None:
         return {}
-    try:
-        meta = json.loads((run_dir / "meta.json").read_text())
-    except (OSError, ValueError):
-        return {}
-    return meta if isinstance(meta, dict) else {}
+    meta, _ = load_meta(run_dir)  # decoded and validated like every reader's meta.json
+    return meta.as_json() if meta is not None else {}

@@ -7,6 +7,7 @@ import shlex
 from rich.style import Style
 from rich.text import Text
 
+from memtop.runs.recordfiles import count_label
 from memtop.tui.fmt import fmt_bytes, fmt_count, fmt_duration, fmt_step_time, shorten
 from memtop.tui.snapshot import Ending, RunSnapshot
 from memtop.tui.widgets.panel import TextPanel
@@ -113,7 +114,7 @@ class RunHeader(TextPanel):
         if rank is not None and rank.step_rate is not None:
             parts.append((fmt_step_time(rank.step_rate), ""))
         if len(snap.ranks) > 1:
-            parts.append((f"{len(snap.ranks)} ranks", ""))
+            parts.append((count_label(r.rank for r in snap.ranks), ""))
         if snap.behind:
             pct = f" {snap.progress:.0%}" if snap.progress is not None else "…"
             parts.append((f"reading the run{pct}", "italic #ffb347"))

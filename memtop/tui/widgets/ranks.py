@@ -6,6 +6,7 @@ from rich.text import Text
 from textual.message import Message
 from textual.widgets import DataTable
 
+from memtop.runs.recordfiles import short_label
 from memtop.tui.fmt import fmt_bytes, fmt_count, fmt_pct, fmt_step_time
 from memtop.tui.snapshot import RankSnapshot, RunSnapshot
 from memtop.tui.widgets.bars import LEVEL_HIGH, level_color
@@ -43,7 +44,7 @@ class RankTable(DataTable[Text]):
         elif r.exit is not None:
             state = Text(f"exit: {r.exit.reason}", style="dim")
         return [
-            Text(str(r.rank), style="bold"),
+            Text(short_label(r.rank), style="bold"),
             Text(r.device),
             Text(fmt_count(last.step) if last else "–", justify="right"),
             Text(fmt_bytes(last.allocated) if last else "–", justify="right"),
