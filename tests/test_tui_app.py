@@ -80,21 +80,23 @@ def test_log_toggle_and_help(tmp_path: Path) -> None:
 
     async def body(pilot: Any) -> None:
         await wait_for_data(pilot, app)
-        log = app.query_one("#log", LogPanel)
-        assert log.display and "loss 2.0" in screen_text(app)
+        # the log panel lives on the main screen: query that screen, and wait for each change
+        # rather than assume one pause is enough on a loaded machine
+        main = app.screen_stack[0]
+
+        def log_shown() -> bool:
+            return bool(main.query_one("#log", LogPanel).display)
+
+        await wait_until(pilot, lambda: log_shown() and "loss 2.0" in screen_text(app), what="log with the child's output")
         await pilot.press("l")
-        await pilot.pause()
-        assert not app.query_one("#log", LogPanel).display
+        await wait_until(pilot, lambda: not log_shown(), what="log hidden")
         await pilot.press("l")
-        await pilot.pause()
-        assert app.query_one("#log", LogPanel).display
+        await wait_until(pilot, log_shown, what="log shown again")
         await pilot.press("question_mark")
-        await pilot.pause()
-        assert isinstance(app.screen, HelpScreen)
+        await wait_until(pilot, lambda: isinstance(app.screen, HelpScreen), what="help screen")
         assert "pause / resume the display" in screen_text(app)
         await pilot.press("x")
-        await pilot.pause()
-        assert not isinstance(app.screen, HelpScreen)
+        await wait_until(pilot, lambda: not isinstance(app.screen, HelpScreen), what="help closed")
 
     run_app(app, body)
 
