@@ -59,7 +59,7 @@ def build(run: RunData, series: dict[int, RankSeries] | None = None, detect_flag
             "fits, medians and the timeline use an evenly spaced sample of the steps"
         )
     if not facts.series and facts.oom is None:
-        warnings.append("no step records yet" + (" (the run is still starting)" if facts.info.status == "running" else ""))
+        warnings.append(_no_steps_warning(facts.info.status))
     if facts.info.status == "running":
         warnings.append("the run is still going: this report covers the records written so far")
     warnings.extend(facts.notes)
@@ -77,6 +77,20 @@ def build(run: RunData, series: dict[int, RankSeries] | None = None, detect_flag
         warnings=warnings,
         unmeasured=unmeasured,
     )
+
+
+def _no_steps_warning(status: str) -> str:
+    """Why a run has no step record: still starting, or a loop that never called optimizer.step()."""
+    if status == "running":
+        return "no step records yet (the run is still starting)"
+    if status == "finished":
+        # e.g. pytorch/examples word_language_model: `p.data.add_(p.grad, alpha=-lr)`, no torch optimizer
+        return (
+            "no step records: the script finished without calling a torch optimizer's step(), which is where "
+            "memtop marks steps (and where --max-steps counts); in a loop with a hand-written update, wrap it in "
+            "`with memtop.profile(model) as prof:` and call `prof.step()` once per iteration"
+        )
+    return "no step records"
 
 
 # --- JSON ------------------------------------------------------------------------------------------

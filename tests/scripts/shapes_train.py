@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-SHAPES = ("gan", "distill", "ema", "reentrant", "compile", "hf", "lightning")
+SHAPES = ("gan", "distill", "ema", "reentrant", "compile", "hf", "lightning", "manual")
 
 
 def mlp(d_in: int, d_hidden: int, d_out: int) -> nn.Sequential:
@@ -218,9 +218,46 @@ def run_lightning(steps: int, batch: int) -> tuple[list[nn.Module], list[torch.o
     return [lit], [opt], steps
 
 
+class RNNLM(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.encoder = nn.Embedding(100, 32)
+        self.rnn = nn.LSTM(32, 32, 2)
+        self.decoder = nn.Linear(32, 100)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decoder(self.rnn(self.encoder(x))[0])
+
+
+def run_manual(steps: int, batch: int, explicit: bool = False) -> tuple[list[nn.Module], list[torch.optim.Optimizer], int]:
+    """pytorch/examples word_language_model's default: no torch optimizer, `p.data.add_(p.grad, alpha=-lr)`."""
+    model = RNNLM()
+    prof = None
+    if explicit:
+        import memtop
+
+        prof = memtop.profile(model)
+        prof.__enter__()
+    for i in range(steps):
+        data = torch.randint(0, 100, (10, batch))
+        model.zero_grad()
+        out = model(data)
+        loss = nn.functional.cross_entropy(out.flatten(0, 1), data.flatten())
+        loss.backward()
+        nn.utils.clip_grad_norm_(model.parameters(), 0.25)
+        for p in model.parameters():
+            p.data.add_(p.grad, alpha=-20.0)
+        if prof is not None:
+            prof.step()
+        print(f"iter {i} loss {loss.item():.4f}", flush=True)
+    if prof is not None:
+        prof.__exit__(None, None, None)
+    return [model], [], steps
+
+
 RUNNERS = {
     "gan": run_gan, "distill": run_distill, "ema": run_ema, "reentrant": run_reentrant,
-    "compile": run_compile, "hf": run_hf, "lightning": run_lightning,
+    "compile": run_compile, "hf": run_hf, "lightning": run_lightning, "manual": run_manual,
 }
 
 
@@ -230,9 +267,13 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=4)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--dump-truth", default=None)
+    p.add_argument("--explicit", action="store_true", help="manual: mark steps with memtop.profile / prof.step()")
     args = p.parse_args()
     torch.manual_seed(0)
-    models, opts, calls = RUNNERS[args.shape](args.steps, args.batch_size)
+    if args.shape == "manual":
+        models, opts, calls = run_manual(args.steps, args.batch_size, args.explicit)
+    else:
+        models, opts, calls = RUNNERS[args.shape](args.steps, args.batch_size)
     if args.dump_truth:
         truth = {"parameters": model_bytes(models), "optimizer_state": state_bytes(opts), "optimizer_steps": calls}
         with open(args.dump_truth, "w") as f:

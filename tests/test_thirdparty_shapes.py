@@ -1,0 +1,102 @@
+"""`memtop train` on training loops in the shapes users' code has (tests/scripts/shapes_train.py).
+
+The script writes its own ground truth (unique storages of every model's parameters and buffers,
+every optimizer-state tensor, its count of optimizer.step() calls), computed without memtop. The
+findings these tests pin are written up in docs/validation/third-party.md.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from torch import nn
+
+from tests.conftest import SCRIPTS, only_run, read_records, run_memtop
+
+SHAPES = str(SCRIPTS / "shapes_train.py")
+EVERY = {"MEMTOP_ACTIVATIONS": "every"}
+
+pytestmark = pytest.mark.slow
+
+
+def train(tmp_path: Path, shape: str, *extra: str) -> tuple[Path, dict[str, Any], list[dict[str, Any]]]:
+    truth_file = tmp_path / "truth.json"
+    out = run_memtop(
+        "train", "--no-tui", "--runs-dir", str(tmp_path / "runs"), "--", sys.executable, SHAPES,
+        "--shape", shape, "--steps", "3", "--dump-truth", str(truth_file), *extra, env=EVERY,
+    )
+    assert out.returncode == 0, out.stderr
+    run = only_run(tmp_path / "runs")
+    assert (run / "output.log").read_text().count("done") == 1  # the script ran exactly once
+    records = read_records(run) if (run / "rank0.jsonl").exists() else []  # no step: maybe no file at all
+    steps = [r for r in records if r["type"] == "step"]
+    return run, json.loads(truth_file.read_text()), steps
+
+
+@pytest.mark.parametrize("shape", ["gan", "compile", "hf", "lightning", "reentrant"])
+def test_parameters_and_optimizer_state_match_the_truth(tmp_path: Path, shape: str) -> None:
+    _, truth, steps = train(tmp_path, shape)
+    last = steps[-1]
+    # every forward moment and the optimizer-step moment see the same parameters and state
+    assert last["categories"]["parameters"] == truth["parameters"]
+    assert last["moments"]["optimizer_step"]["optimizer_state"] == truth["optimizer_state"]
+    # one record per iteration: with two optimizers (GAN) the first one to step marks the step
+    per_iteration = 2 if shape == "gan" else 1
+    assert len(steps) == truth["optimizer_steps"] // per_iteration == 3
+
+
+@pytest.mark.xfail(reason="open: models reached only from the script (frozen teacher, EMA copy) are not counted", strict=False)
+@pytest.mark.parametrize("shape", ["distill", "ema"])
+def test_frozen_teacher_and_ema_copy_are_parameters(tmp_path: Path, shape: str) -> None:
+    _, truth, steps = train(tmp_path, shape)
+    assert steps[-1]["categories"]["parameters"] == truth["parameters"]
+
+
+def _saved_bytes_of_reentrant_forward() -> int:
+    """Autograd's own saved tensors (a saved-tensors hook) for one forward of the reentrant model."""
+    spec = importlib.util.spec_from_file_location("shapes_train", SHAPES)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    model = mod.CheckpointedNet()
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    seen: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        st = t.untyped_storage()
+        if st.data_ptr() not in params:
+            seen[st.data_ptr()] = st.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        x = torch.randn(16, 64, requires_grad=True)
+        nn.functional.cross_entropy(model(x), torch.randint(0, 10, (16,)))
+    return sum(seen.values())
+
+
+@pytest.mark.xfail(
+    reason="open: the nested backward run by reentrant checkpointing's recomputation is taken for the end of forward",
+    strict=False,
+)
+def test_reentrant_checkpointing_activations_are_the_forward_saved_tensors(tmp_path: Path) -> None:
+    _, _, steps = train(tmp_path, "reentrant")
+    assert steps[-1]["moments"]["forward_end"]["activations"] == _saved_bytes_of_reentrant_forward()
+
+
+def test_loop_without_an_optimizer_is_explained_and_explicit_steps_work(tmp_path: Path) -> None:
+    # word_language_model's shape: a hand-written SGD update, no torch optimizer, so no step hook
+    run, truth, steps = train(tmp_path / "bare", "manual")
+    assert steps == [] and truth["optimizer_steps"] == 3
+    out = run_memtop("analyze", str(run))
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    assert "without calling a torch optimizer's step()" in out.stderr and "prof.step()" in out.stderr
+    # the remedy the message gives: memtop.profile(model) and prof.step()
+    _, truth, steps = train(tmp_path / "explicit", "manual", "--explicit")
+    assert [r["step"] for r in steps] == [1, 2, 3]
+    assert steps[-1]["categories"]["parameters"] == truth["parameters"]
