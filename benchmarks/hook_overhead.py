@@ -1,117 +1,137 @@
 """Step-time overhead of memtop's default hook, and of torch.profiler(profile_memory=True) for reference.
 
-Two figures: the A/B ratio of step times (what a user feels; noisy on a shared machine), and
-memtop's own CPU time per step as the hook measures it about itself (its callbacks on the
-training thread plus its record-writing thread), as a share of the baseline step.
+Two figures per workload: the A/B ratio of step times (what a user feels; noisy on a shared
+machine), and memtop's own CPU time per step as the hook measures it about itself (its callbacks
+on the training thread plus its record-writing thread: the exit record's ``hook_cpu_seconds``),
+as a share of the baseline step.
 
-One process, one workload (the transformer sample run), interleaved blocks: each round times a
-block of steps without any profiler, a block under memtop's hook, and a block under torch.profiler,
-in rotating order, so drift of the machine (other processes, thermal, allocator warm-up) hits all
-three alike. The figure is the median over rounds of (profiled block time / baseline block time).
+Workloads (CPU, one torch thread, AdamW): a model with many parameter tensors (an MLP of many
+small layers: ``--many-layers 150`` gives 302, ``500`` gives 1,002), one with few (a 4-layer MLP,
+8 tensors) and optionally a stack of transformer encoder layers, each at two step lengths (``--targets-ms 10 50``: the batch is scaled until the bare
+step takes about that long). One process, interleaved blocks: each round times a block of steps
+without any profiler, a block under memtop's hook and a block under torch.profiler, in rotating
+order, so drift of the machine (other processes, allocator warm-up) hits all three alike. Each
+ratio is the median over rounds of (profiled block time / baseline block time).
 
-    python benchmarks/hook_overhead.py [--rounds 15] [--steps 20] [--json out.json]
+    python benchmarks/hook_overhead.py [--rounds 8] [--steps 10] [--targets-ms 10 50] [--json out.json]
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
+import gc
 import json
 import os
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-
-REPO = Path(__file__).resolve().parent.parent
-
-
-def load_sample(name: str) -> Any:
-    spec = importlib.util.spec_from_file_location(name, REPO / "sample_runs" / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
+from torch import nn
 
 
-def make_step(sample_args: list[str]) -> tuple[Callable[[], None], str]:
-    tf = load_sample("transformer_finetune")
-    args = tf.build_parser().parse_args(sample_args)
-    device = torch.device("cpu")
-    torch.manual_seed(args.seed)
-    model = tf.build_model(args, device)
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
-    data = tf.BigramData(args.vocab_size, args.seed)
-    batches = [data.batch(args.batch_size, args.seq_len) for _ in range(8)]
-    amp = tf.autocast_dtype(args, device)
+@dataclass
+class Workload:
+    name: str
+    model: nn.Module
+    make_batch: Callable[[int], torch.Tensor]
+    batch: int
+
+    @property
+    def tensors(self) -> int:
+        return len(list(self.model.parameters()))
+
+
+def deep_mlp(layers: int) -> Workload:
+    """Many small layers: 2 tensors each, so ``layers=150`` gives 302 parameter tensors (a CPU
+    runs a 10 ms step of it; a transformer with as many tensors takes longer than that here)."""
+    torch.manual_seed(0)
+    blocks: list[nn.Module] = [nn.Linear(32, 64)]
+    for _ in range(layers - 2):
+        blocks += [nn.Linear(64, 64), nn.ReLU()]
+    blocks.append(nn.Linear(64, 32))
+    return Workload(f"deep mlp x{layers}", nn.Sequential(*blocks), lambda b: torch.randn(b, 32), 8)
+
+
+def encoder_stack(layers: int) -> Workload:
+    """Transformer encoder layers, 12 tensors each (``--encoder-layers``)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Linear(32, 64),
+        *[nn.TransformerEncoderLayer(64, 4, 128, dropout=0.0, batch_first=True) for _ in range(layers)],
+        nn.Linear(64, 32),
+    )
+    return Workload(f"encoder x{layers}", model, lambda b: torch.randn(b, 16, 32), 4)
+
+
+def small_mlp() -> Workload:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(128, 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU(), nn.Linear(256, 128))
+    return Workload("mlp x4", model, lambda b: torch.randn(b, 128), 64)
+
+
+def make_step(w: Workload) -> Callable[[], None]:
+    opt = torch.optim.AdamW(w.model.parameters(), lr=1e-4, foreach=True)
+    batches = [w.make_batch(w.batch) for _ in range(4)]
     i = [0]
 
     def step() -> None:
-        x, y = batches[i[0] % len(batches)]
+        x = batches[i[0] % len(batches)]
         i[0] += 1
-        loss, _ = tf.lm_loss(model, x, y, amp)
+        loss = w.model(x).pow(2).mean()
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
 
-    return step, " ".join(["transformer_finetune.py", *sample_args])
+    return step
 
 
-CPU_TIMES: dict[int, float] = {}
-
-
-def time_block(step: Callable[[], None], n: int) -> float:
-    """Wall seconds per step; the block's process CPU seconds per step go to CPU_TIMES[id]."""
+def time_block(step: Callable[[], None], n: int) -> tuple[float, float]:
+    """(wall seconds, process CPU seconds) per step."""
     c0 = time.process_time()
     t0 = time.perf_counter()
     for _ in range(n):
         step()
-    wall = (time.perf_counter() - t0) / n
-    CPU_TIMES[len(CPU_TIMES)] = (time.process_time() - c0) / n
-    return wall
+    return (time.perf_counter() - t0) / n, (time.process_time() - c0) / n
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--rounds", type=int, default=15)
-    p.add_argument("--steps", type=int, default=20, help="steps per block")
-    p.add_argument("--json", default=None, help="also write the figures here")
-    p.add_argument("--threads", type=int, default=1, help="torch threads (1 keeps timings steady on a shared machine)")
-    p.add_argument("--tensorboard-in-process", action="store_true", help="measure the explicit API's in-process TensorBoard thread too")
-    p.add_argument("sample_args", nargs="*", default=[], help="flags for transformer_finetune.py")
-    args = p.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    # as under `memtop train`: TensorBoard events are written by memtop's own process, not here
-    os.environ["MEMTOP_TENSORBOARD"] = "1" if args.tensorboard_in_process else "0"
+def calibrate(w: Workload, target_s: float) -> Callable[[], None]:
+    """Scale the batch until a bare step takes about ``target_s``."""
+    for _ in range(6):
+        step = make_step(w)
+        for _ in range(3):
+            step()
+        wall = statistics.median(time_block(step, 3)[0] for _ in range(3))
+        if abs(wall - target_s) <= 0.15 * target_s:
+            break
+        w.batch = max(1, round(w.batch * target_s / wall))
+    return make_step(w)
 
+
+def measure(w: Workload, target_ms: float, rounds: int, steps: int) -> dict[str, Any]:
     from memtop.profiler import hooks
     from memtop.profiler.api import standalone_session
     from memtop.profiler.config import HookConfig
 
-    step, workload = make_step(args.sample_args)
-    for _ in range(10):
-        step()  # warm-up: allocator, autograd caches, lazy optimizer state
-
+    step = calibrate(w, target_ms / 1e3)
     tmp = Path(tempfile.mkdtemp(prefix="memtop-bench-"))
     config = HookConfig.from_env()
     session = standalone_session(config, runs_dir=tmp, name="overhead")
-
-    own_cpu: list[float] = []  # memtop's own CPU seconds per step, one figure per block
-
     # The hook stays installed for the whole run and is switched off (session.disabled: each
     # callback returns at its first line) outside memtop's blocks, so the figure is the cost of
     # measuring, not of installing and removing hooks between blocks.
     hooks.set_session(session)
     hooks.install(config, lambda: session)
-    session.disabled = True
+    own_cpu: list[float] = []
 
-    def with_memtop(n: int) -> float:
+    def bare(n: int) -> tuple[float, float]:
+        return time_block(step, n)
+
+    def with_memtop(n: int) -> tuple[float, float]:
         session.disabled = False
         before = session.hook_cpu_seconds + session.writer_cpu_seconds
         try:
@@ -120,54 +140,81 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             session.disabled = True
             own_cpu.append((session.hook_cpu_seconds + session.writer_cpu_seconds - before) / n)
 
-    def with_torch_profiler(n: int) -> float:
+    def with_torch_profiler(n: int) -> tuple[float, float]:
         from torch.profiler import ProfilerActivity, profile
 
-        with profile(activities=[ProfilerActivity.CPU], profile_memory=True):
-            return time_block(step, n)
+        try:
+            with profile(activities=[ProfilerActivity.CPU], profile_memory=True):
+                return time_block(step, n)
+        finally:
+            # the profiler's results are Python objects in reference cycles: collect them here, or
+            # the next collection (in whichever block comes next) pays for them
+            gc.collect()
 
-    with_memtop(args.steps)  # first block pays for finding the optimizer and model among live objects
-    first_block_cpu = own_cpu.pop() * args.steps
-    runs: dict[str, list[float]] = {"baseline": [], "memtop": [], "torch.profiler": []}
-    cpu: dict[str, list[float]] = {"baseline": [], "memtop": [], "torch.profiler": []}
-    kinds: list[tuple[str, Callable[[int], float]]] = [
-        ("baseline", lambda n: time_block(step, n)),
-        ("memtop", with_memtop),
-        ("torch.profiler", with_torch_profiler),
-    ]
-    for r in range(args.rounds):
-        order = kinds[r % 3 :] + kinds[: r % 3]
-        for name, fn in order:
-            runs[name].append(fn(args.steps))
-            cpu[name].append(CPU_TIMES[len(CPU_TIMES) - 1])
+    with_memtop(steps)  # the first block pays for finding the optimizer and models among live objects
+    first_block_ms = own_cpu.pop() * steps * 1e3
+    kinds: list[tuple[str, Callable[[int], tuple[float, float]]]] = [("baseline", bare), ("memtop", with_memtop), ("torch.profiler", with_torch_profiler)]
+    wall: dict[str, list[float]] = {k: [] for k, _ in kinds}
+    cpu: dict[str, list[float]] = {k: [] for k, _ in kinds}
+    for r in range(rounds):
+        for name, fn in kinds[r % 3 :] + kinds[: r % 3]:
+            w_s, c_s = fn(steps)
+            wall[name].append(w_s)
+            cpu[name].append(c_s)
     hooks.uninstall()
     hooks.set_session(None)
     session.close()
 
-    base = runs["baseline"]
-    ratio = {name: statistics.median(v / b for v, b in zip(vals, base, strict=True)) for name, vals in runs.items() if name != "baseline"}
-    cpu_ratio = {name: statistics.median(v / b for v, b in zip(vals, cpu["baseline"], strict=True)) for name, vals in cpu.items() if name != "baseline"}
-    result = {
-        "workload": workload,
-        "torch": torch.__version__,
-        "threads": args.threads,
-        "rounds": args.rounds,
-        "steps_per_block": args.steps,
-        "baseline_step_ms_median": statistics.median(base) * 1e3,
-        "memtop_overhead_pct": (ratio["memtop"] - 1) * 100,
-        "torch_profiler_overhead_pct": (ratio["torch.profiler"] - 1) * 100,
-        "memtop_cpu_overhead_pct": (cpu_ratio["memtop"] - 1) * 100,
-        "torch_profiler_cpu_overhead_pct": (cpu_ratio["torch.profiler"] - 1) * 100,
-        "memtop_own_cpu_ms_per_step_median": statistics.median(own_cpu) * 1e3,
-        "memtop_own_cpu_pct_of_step": statistics.median(own_cpu) / statistics.median(base) * 100,
-        "memtop_first_block_cpu_ms": first_block_cpu * 1e3,
+    def ratio(series: dict[str, list[float]], name: str) -> float:
+        return statistics.median(v / b for v, b in zip(series[name], series["baseline"], strict=True))
+
+    base_ms = statistics.median(wall["baseline"]) * 1e3
+    own_ms = statistics.median(own_cpu) * 1e3
+    return {
+        "workload": w.name,
+        "parameter_tensors": w.tensors,
+        "batch": w.batch,
+        "baseline_step_ms": round(base_ms, 2),
+        "memtop_wall_pct": round((ratio(wall, "memtop") - 1) * 100, 2),
+        "memtop_process_cpu_pct": round((ratio(cpu, "memtop") - 1) * 100, 2),
+        "memtop_hook_cpu_ms_per_step": round(own_ms, 4),
+        "memtop_hook_cpu_pct_of_step": round(own_ms / base_ms * 100, 3),
+        "torch_profiler_wall_pct": round((ratio(wall, "torch.profiler") - 1) * 100, 2),
+        "torch_profiler_vs_memtop_wall": round(ratio(wall, "torch.profiler") / ratio(wall, "memtop"), 3),
+        "memtop_first_block_cpu_ms": round(first_block_ms, 1),
+        "activation_walk_ms": round(session._act_cost * 1e3, 3),
         "activation_walk_every_k_steps": session.sample_every,
-        "activation_walk_ms": session._act_cost * 1e3,
     }
-    print(json.dumps(result, indent=2))
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--rounds", type=int, default=8)
+    p.add_argument("--steps", type=int, default=10, help="steps per block")
+    p.add_argument("--targets-ms", type=float, nargs="+", default=[10.0, 50.0], help="bare step lengths to scale the batch to")
+    p.add_argument("--many-layers", type=int, default=150, help="layers of the many-tensor MLP (2 tensors each)")
+    p.add_argument("--encoder-layers", type=int, default=0, help="also measure a stack of this many transformer encoder layers")
+    p.add_argument("--only", choices=["many", "few", "encoder"], default=None)
+    p.add_argument("--json", default=None, help="also write the figures here")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (1 keeps timings steady on a shared machine)")
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    os.environ["MEMTOP_TENSORBOARD"] = "0"  # as under `memtop train`: events are written by memtop's own process
+    results = []
+    for target in args.targets_ms:
+        builders: dict[str, Callable[[], Workload]] = {"many": lambda: deep_mlp(args.many_layers), "few": small_mlp}
+        if args.encoder_layers:
+            builders["encoder"] = lambda: encoder_stack(args.encoder_layers)
+        for key, build in builders.items():
+            if args.only in (None, key):
+                res = measure(build(), target, args.rounds, args.steps)
+                res["target_ms"] = target
+                print(json.dumps(res), flush=True)
+                results.append(res)
+    out = {"torch": torch.__version__, "threads": args.threads, "rounds": args.rounds, "steps_per_block": args.steps, "results": results}
     if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
-    return result
+        Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
+    return out
 
 
 if __name__ == "__main__":

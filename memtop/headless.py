@@ -54,7 +54,7 @@ class StatusLine:
             for rec in tail.poll(final=final):
                 kind = rec.get("type")
                 if kind == "step":
-                    self._last[rank] = rec
+                    self._last[rank] = rec.as_json()
                 elif kind == "oom":
                     self._events.append(f"[memtop] rank {rank}: OUT OF MEMORY at step {rec.get('step')}: requested {fmt_bytes(rec.get('requested_bytes'))}")
                 elif kind == "warning":

@@ -38,11 +38,11 @@ def child_environment(run_dir: Path, max_steps: int | None, base: dict[str, str]
     """The child's environment: our sitecustomize first on PYTHONPATH, the run directory, limits."""
     env = dict(os.environ if base is None else base)
     paths = [str(INJECT_DIR)]
-    package_root = Path(memtop.__file__).resolve().parent.parent
-    if "site-packages" not in package_root.parts and "dist-packages" not in package_root.parts:
-        paths.append(str(package_root))  # a source checkout: let another interpreter find memtop too
     if env.get("PYTHONPATH"):
         paths.append(env["PYTHONPATH"])
+    package_root = Path(memtop.__file__).resolve().parent.parent
+    if "site-packages" not in package_root.parts and "dist-packages" not in package_root.parts:
+        paths.append(str(package_root))  # a source checkout: another interpreter finds memtop too, after the user's own modules
     env["PYTHONPATH"] = os.pathsep.join(paths)
     env["MEMTOP_RUN_DIR"] = str(run_dir.resolve())
     env["MEMTOP_SUPERVISOR_PID"] = str(os.getpid())

@@ -12,10 +12,10 @@ from typing import Any
 from memtop.analyzers import fragmentation, leak
 from memtop.analyzers.flags import FlagEntry, apply_command_values, flags_from_json, split_command
 from memtop.analyzers.roles import roles
-from memtop.analyzers.series import RankSeries, as_int, rank_series
+from memtop.analyzers.series import RankSeries, rank_series
 from memtop.analyzers.summary import Peak, RunInfo, find_peak, large_tensors, run_info
 from memtop.runs.format import CATEGORIES
-from memtop.runs.reader import Record, RunData
+from memtop.runs.reader import OomRecord, RunData
 
 
 @dataclass
@@ -23,7 +23,7 @@ class Facts:
     info: RunInfo
     series: dict[int, RankSeries]
     peak: Peak | None
-    oom: Record | None
+    oom: OomRecord | None
     level: int  # the peak in bytes (allocator peak on CUDA, tracked on CPU)
     has_allocator: bool
     cats: dict[str, int]  # the composition at the peak; unmeasured figures as 0
@@ -72,7 +72,7 @@ def run_flags(run: RunData) -> list[FlagEntry]:
 
     Nothing is detected here: reading a run directory never looks at, or runs, the user's script.
     """
-    return flags_from_json((run.meta or {}).get("detected_flags"))
+    return flags_from_json(run.meta.get("detected_flags") if run.meta is not None else None)
 
 
 def gather(run: RunData, detect_flags_now: bool = False, series: dict[int, RankSeries] | None = None) -> Facts:
@@ -81,7 +81,7 @@ def gather(run: RunData, detect_flags_now: bool = False, series: dict[int, RankS
     series = series if series is not None else rank_series(run)
     info = run_info(run, series)
     peak = find_peak(series)
-    ooms = list(run.of_type("oom"))
+    ooms = list(run.of_class(OomRecord))
     oom = ooms[-1] if ooms else None
     notes: list[str] = []
     if peak is not None:
@@ -92,11 +92,9 @@ def gather(run: RunData, detect_flags_now: bool = False, series: dict[int, RankS
         large = peak.large_tensors
         total = peak.device_total or info.device_total
     elif oom is not None:
-        got = oom.get("categories")
-        raw: dict[str, Any] = got if isinstance(got, dict) else {}
-        cats = {c: (as_int(raw.get(c)) or 0) for c in CATEGORIES}
-        other_known = as_int(raw.get("other")) is not None
-        allocated = as_int(oom.get("allocated"))
+        cats = {c: (v or 0) for c, v in oom.categories.as_dict().items()}
+        other_known = oom.categories.other is not None
+        allocated = oom.allocated
         level = allocated if allocated is not None else sum(cats.values())
         has_alloc = allocated is not None
         large = large_tensors(oom)

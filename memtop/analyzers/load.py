@@ -6,8 +6,10 @@ exact (peak or tracked bytes, reserved bytes); only a bounded, evenly spaced sub
 is decoded in full, plus the lines that hold the maxima and the last one. The resulting
 :class:`RankSeries` are thinned (``sampled`` says so) but their peak, largest reserved, step count
 and cache-release count are exact. Non-step records (stages, OOM, warnings, exit) are always
-decoded. Bad lines are skipped and counted as in :func:`memtop.runs.reader.load_run` (in a sampled
-read, only decoded lines can be judged). This is the only module of the analyzers that does I/O.
+decoded. Every decoded line goes through :func:`memtop.runs.decode.decode_line`; bad lines are
+skipped and counted by reason as in :func:`memtop.runs.reader.load_run` (in a sampled read, only
+decoded lines can be judged; a line over 1 MiB is never copied). Files are opened through
+:mod:`memtop.runs.safeio` (regular files only). This is the only module of the analyzers that does I/O.
 """
 
 from __future__ import annotations
@@ -20,9 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from memtop.analyzers.series import RankSeries, build_series, count_releases
-from memtop.runs.format import SCHEMA_VERSION
-from memtop.runs.reader import Record, RunData, parse_line, rank_files
-from memtop.runs.rundir import read_meta
+from memtop.runs.decode import MAX_INT, MAX_LINE, Skip, SkipCounter, decode_line
+from memtop.runs.reader import Record, RunData, StepRecord, meta_warnings, rank_files
+from memtop.runs.rundir import load_meta
+from memtop.runs.safeio import Unreadable, open_regular
 
 MAX_DECODED_STEPS = 600
 
@@ -50,11 +53,16 @@ class _Lines:
     def step(self, k: int) -> bytes:
         return bytes(self.buf[self.step_starts[k] : self.step_ends[k]])
 
+    def decode_step(self, k: int) -> Record | Skip:
+        if self.step_ends[k] - self.step_starts[k] > MAX_LINE:
+            return Skip("too_long")
+        return decode_line(self.step(k))
+
 
 @contextmanager
 def _mapped(path: Path) -> Iterator[Buffer]:
-    """The file's bytes without copying them (an empty file gives b"")."""
-    with open(path, "rb") as fh:
+    """The regular file's bytes without copying them (an empty file gives b""); Unreadable else."""
+    with open_regular(path) as fh:
         try:
             mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
         except (ValueError, OSError):  # empty file, or a filesystem that cannot map
@@ -85,16 +93,17 @@ def _split(buf: Buffer) -> _Lines:
         if buf[pos : pos + 14] in heads:
             starts.append(pos)
             ends.append(end)
-        elif end > pos and buf[pos:end].strip():
+        elif end > pos and (end - pos > MAX_LINE or buf[pos:end].strip()):
             other.append((pos, end))
         pos = end + 1
     return _Lines(buf, starts, ends, other)
 
 
 def _values(found: list[bytes]) -> list[int | None]:
-    if b"null" not in found:
+    """Scanned figures; ``null`` and out-of-range ones (over 2**63, as the decoder judges) are None."""
+    if b"null" not in found and max(map(len, found), default=0) < 19:
         return list(map(int, found))
-    return [None if v == b"null" else int(v) for v in found]
+    return [None if v == b"null" or len(v) > 19 or int(v) > MAX_INT else int(v) for v in found]
 
 
 class _Blobs:
@@ -134,10 +143,6 @@ def _column(blobs: _Blobs, key: str) -> list[int | None] | None:
     return None
 
 
-def _int_or_none(v: object) -> int | None:
-    return v if isinstance(v, int) and not isinstance(v, bool) else None
-
-
 def _scan_columns(lines: _Lines) -> tuple[list[int | None], list[int | None]]:
     """(level, reserved) of every step line: level = peak where measured, else tracked."""
     n = len(lines.step_starts)
@@ -157,9 +162,9 @@ def _scan_columns(lines: _Lines) -> tuple[list[int | None], list[int | None]]:
         level = [p if p is not None else t for p, t in zip(peak, tracked, strict=True)] if peak and tracked else (tracked or peak)
     reserved = _column(blobs, "reserved")
     if level is None:  # an unusual layout: decode every step line (correct, just slower)
-        recs = [parse_line(lines.step(k)) for k in range(n)]
-        level = [None if r is None else (_int_or_none(r.get("peak")) or _int_or_none(r.get("tracked"))) for r in recs]
-        reserved = [None if r is None else _int_or_none(r.get("reserved")) for r in recs]
+        recs = [lines.decode_step(k) for k in range(n)]
+        level = [r.level if isinstance(r, StepRecord) else None for r in recs]
+        reserved = [r.reserved if isinstance(r, StepRecord) else None for r in recs]
     return level, reserved if reserved is not None else [None] * n
 
 
@@ -185,9 +190,9 @@ def _picks(n: int, limit: int, level: list[int | None], reserved: list[int | Non
 
 @dataclass
 class _Rank:
-    steps: list[Record]
+    steps: list[StepRecord]
     others: list[Record]
-    bad: int
+    skipped: SkipCounter
     sampled: bool
     releases: int | None
     step_lines: int
@@ -197,28 +202,29 @@ def _load_rank(buf: Buffer, limit: int) -> _Rank:
     lines = _split(buf)
     n = len(lines.step_starts)
     level, reserved = _scan_columns(lines)
-    bad = 0
+    skipped = SkipCounter()
     others: list[Record] = []
-    steps: list[Record] = []
+    steps: list[StepRecord] = []
     for s, e in lines.other:
-        rec = parse_line(bytes(buf[s:e]))
-        if rec is None:
-            bad += 1
-        elif rec.get("type") == "step":
-            steps.append(rec)  # a step record in an unusual layout
+        got = Skip("too_long") if e - s > MAX_LINE else decode_line(bytes(buf[s:e]))
+        if isinstance(got, Skip):
+            if got.reason != "blank":
+                skipped[got.reason] += 1
+        elif isinstance(got, StepRecord):
+            steps.append(got)  # a step record in an unusual layout
         else:
-            others.append(rec)
+            others.append(got)
     picks = _picks(n, limit, level, reserved)
     top = _argmax(level)
-    decoded: list[Record] = []
+    decoded: list[StepRecord] = []
     top_failed = False
     for k in picks:
-        rec = parse_line(lines.step(k))
-        if rec is None:
-            bad += 1
+        got = lines.decode_step(k)
+        if not isinstance(got, StepRecord):
+            skipped[got.reason if isinstance(got, Skip) else "bad_value"] += 1
             top_failed = top_failed or k == top
         else:
-            decoded.append(rec)
+            decoded.append(got)
     if top_failed:
         # the largest line does not decode (a truncated last line): take the largest that does
         remaining = list(level)
@@ -227,16 +233,16 @@ def _load_rank(buf: Buffer, limit: int) -> _Rank:
             remaining[j] = None
             if j in tried:
                 continue
-            rec = parse_line(lines.step(j))
-            if rec is not None:
-                decoded.append(rec)
+            got = lines.decode_step(j)
+            if isinstance(got, StepRecord):
+                decoded.append(got)
                 break
-            bad += 1
+            skipped[got.reason if isinstance(got, Skip) else "bad_value"] += 1
     sampled = len(picks) < n
     return _Rank(
         steps=[*decoded, *steps],
         others=others,
-        bad=bad,
+        skipped=skipped,
         sampled=sampled,
         releases=count_releases(reserved) if sampled else None,
         step_lines=n + len(steps),
@@ -248,22 +254,22 @@ def load_for_analysis(run_dir: Path, limit: int = MAX_DECODED_STEPS) -> tuple[Ru
 
     Never raises for bad content; unreadable files become warnings.
     """
-    meta = read_meta(run_dir)
+    meta, why = load_meta(run_dir)
     run = RunData(path=run_dir, meta=meta)
-    if meta is None:
-        run.warnings.append(f"{run_dir}: meta.json is missing or unreadable; figures come from the rank files alone")
-    elif meta.get("schema") != SCHEMA_VERSION:
-        run.warnings.append(f"{run_dir}: unknown schema version {meta.get('schema')!r} (this memtop reads {SCHEMA_VERSION}); reading leniently")
+    run.warnings.extend(meta_warnings(run_dir, meta, why))
     series: dict[int, RankSeries] = {}
     for rank, path in rank_files(run_dir).items():
         try:
             with _mapped(path) as buf:
                 got = _load_rank(buf, limit)
+        except Unreadable as exc:
+            run.warnings.append(f"{path.name}: {exc.why}: skipped")
+            continue
         except OSError as exc:
             run.warnings.append(f"{path.name}: cannot be read ({exc.strerror or exc})")
             continue
         run.records[rank] = [*got.others, *got.steps]
-        run.bad_lines += got.bad
+        run.count_skips(got.skipped)
         s = build_series(rank, got.steps)
         if s is not None:
             s.sampled = got.sampled
@@ -271,6 +277,5 @@ def load_for_analysis(run_dir: Path, limit: int = MAX_DECODED_STEPS) -> tuple[Ru
                 s.cache_releases = got.releases
             s.total_steps = got.step_lines if got.sampled else len(s.steps)
             series[rank] = s
-    if run.bad_lines:
-        run.warnings.append(f"{run.bad_lines} unreadable line(s) skipped (truncated or garbage)")
+    run.finish_warnings()
     return run, series

@@ -1,17 +1,18 @@
 """Step records turned into per-rank columns, the shape every analyzer works on.
 
-Records are read leniently, so any field may be missing or of the wrong type; here each one
-becomes an ``int``/``float`` or ``None`` once, and the analyzers never look at raw dicts again.
+Records arrive typed and validated (:mod:`memtop.runs.decode`): every figure already is an
+``int``/``float`` or ``None``, so this module only lays them out as columns.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from memtop.runs.format import CATEGORIES
-from memtop.runs.reader import Record, RunData
+from memtop.runs.reader import Record, RunData, StepRecord
 
 TRACKED_CATEGORIES = ("parameters", "gradients", "optimizer_state", "activations")
 
@@ -54,7 +55,7 @@ class RankSeries:
     inactive_split_bytes: list[int | None] = field(default_factory=list)
     device_used: list[int | None] = field(default_factory=list)
     device_total: list[int | None] = field(default_factory=list)
-    records: list[Record] = field(default_factory=list)
+    records: list[StepRecord] = field(default_factory=list)
     sampled: bool = False  # True when only a subset of the steps was decoded (long runs)
     total_steps: int = 0  # step records in the file (all of them, also when sampled)
     cache_releases: int | None = None  # exact count over all steps when sampled (else computed)
@@ -83,42 +84,34 @@ class RankSeries:
         return None
 
 
-def _append(s: RankSeries, rec: Record) -> None:
-    step = rec.get("step")
-    if isinstance(step, bool) or not isinstance(step, int):
-        return
-    cats = rec.get("categories")
-    cats = cats if isinstance(cats, dict) else {}
-    values = {c: as_int(cats.get(c)) for c in CATEGORIES}
-    tracked = as_int(rec.get("tracked"))
-    if tracked is None:
-        tracked = sum(v or 0 for c, v in values.items() if c in TRACKED_CATEGORIES)
-    s.steps.append(step)
-    s.time.append(as_float(rec.get("time")))
-    s.step_time.append(as_float(rec.get("step_time")))
-    s.allocated.append(as_int(rec.get("allocated")))
-    s.reserved.append(as_int(rec.get("reserved")))
-    s.peak.append(as_int(rec.get("peak")))
+def _append(s: RankSeries, rec: StepRecord) -> None:
+    cats = rec.categories
+    tracked = rec.tracked if rec.tracked is not None else cats.tracked()
+    s.steps.append(rec.step)
+    s.time.append(rec.time)
+    s.step_time.append(rec.step_time)
+    s.allocated.append(rec.allocated)
+    s.reserved.append(rec.reserved)
+    s.peak.append(rec.peak)
     s.tracked.append(tracked)
     for c in CATEGORIES:
-        s.categories[c].append(values[c])
-    s.fragmentation_bytes.append(as_int(rec.get("fragmentation_bytes")))
-    s.fragmentation_pct.append(as_float(rec.get("fragmentation_pct")))
-    s.inactive_split_bytes.append(as_int(rec.get("inactive_split_bytes")))
-    s.device_used.append(as_int(rec.get("device_used")))
-    s.device_total.append(as_int(rec.get("device_total")))
+        s.categories[c].append(getattr(cats, c))
+    s.fragmentation_bytes.append(rec.fragmentation_bytes)
+    s.fragmentation_pct.append(rec.fragmentation_pct)
+    s.inactive_split_bytes.append(rec.inactive_split_bytes)
+    s.device_used.append(rec.device_used)
+    s.device_total.append(rec.device_total)
     s.records.append(rec)
-    dev = rec.get("device")
-    if isinstance(dev, str):
-        s.device = dev
+    if rec.device is not None:
+        s.device = rec.device
 
 
-def build_series(rank: int, records: list[Record]) -> RankSeries | None:
+def build_series(rank: int, records: Sequence[Record]) -> RankSeries | None:
     """One rank's series from its step records (other types are ignored); None without steps.
 
     Records are put in step order; a step written twice (a restarted writer) keeps the last.
     """
-    steps = [r for r in records if r.get("type") == "step"]
+    steps = [r for r in records if isinstance(r, StepRecord)]
     if not steps:
         return None
     s = RankSeries(rank=rank)
@@ -152,22 +145,10 @@ def count_releases(reserved: list[int | None], drop: float = 0.8) -> int:
     return releases
 
 
-def _dedupe_sorted(steps: list[Record]) -> list[Record]:
-    in_order = True
-    last = -1
-    for r in steps:
-        st = r.get("step")
-        if not isinstance(st, int) or isinstance(st, bool) or st <= last:
-            in_order = False
-            break
-        last = st
-    if in_order:
+def _dedupe_sorted(steps: list[StepRecord]) -> list[StepRecord]:
+    if all(a.step < b.step for a, b in zip(steps, steps[1:], strict=False)):
         return steps
-    by_step: dict[int, Record] = {}
-    for r in steps:
-        st = r.get("step")
-        if isinstance(st, int) and not isinstance(st, bool):
-            by_step[st] = r
+    by_step = {r.step: r for r in steps}
     return [by_step[k] for k in sorted(by_step)]
 
 

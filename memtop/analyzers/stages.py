@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from memtop.analyzers.series import as_float, as_int
-from memtop.runs.reader import RunData
+from memtop.runs.reader import RunData, StageRecord
 
 
 @dataclass(frozen=True)
@@ -25,14 +24,11 @@ def analyze(run: RunData) -> list[StageRow]:
     """One row per stage name, in order of first appearance."""
     acc: dict[str, dict[str, list[float]]] = {}
     measure: dict[str, str] = {}
-    for rec in run.of_type("stage"):
-        name = rec.get("name")
-        if not isinstance(name, str) or not name:
-            continue
+    for rec in run.of_class(StageRecord):
+        name = rec.name
         a = acc.setdefault(name, {"duration": [], "before": [], "after": [], "peak": [], "delta": []})
-        d = as_float(rec.get("duration"))
-        a["duration"].append(d if d is not None and d >= 0 else 0.0)
-        before, after, peak = as_int(rec.get("before")), as_int(rec.get("after")), as_int(rec.get("peak"))
+        a["duration"].append(rec.duration or 0.0)
+        before, after, peak = rec.before, rec.after, rec.peak
         if before is not None:
             a["before"].append(before)
         if after is not None:
@@ -41,8 +37,7 @@ def analyze(run: RunData) -> list[StageRow]:
             a["peak"].append(peak)
         if before is not None and after is not None:
             a["delta"].append(after - before)
-        m = rec.get("measure")
-        measure.setdefault(name, m if isinstance(m, str) else "unknown")
+        measure.setdefault(name, rec.measure or "unknown")
     rows = []
     for name, a in acc.items():
         n = len(a["duration"])

@@ -5,9 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from memtop.analyzers.series import RankSeries, as_float, as_int, median, present, quantile
+from memtop.analyzers.series import RankSeries, median, present, quantile
 from memtop.runs.format import CATEGORIES
-from memtop.runs.reader import Record, RunData
+from memtop.runs.reader import ExitRecord, OomRecord, Record, RunData, StepRecord
+from memtop.runs.records import RunMeta
 from memtop.runs.status import run_status
 
 CPU_UNMEASURED = (
@@ -102,39 +103,34 @@ class Timeline:
     points: dict[str, list[Any]] = field(default_factory=dict)
 
 
-def _device_from_meta(meta: dict[str, Any] | None) -> tuple[str | None, str, int | None]:
-    devices = (meta or {}).get("devices")
-    if isinstance(devices, list) and devices and isinstance(devices[0], dict):
-        d = devices[0]
-        kind = d.get("kind") if d.get("kind") in ("cuda", "cpu") else "unknown"
-        name = d.get("name") if isinstance(d.get("name"), str) else None
-        return name, str(kind), as_int(d.get("total_bytes"))
+def _device_from_meta(meta: RunMeta | None) -> tuple[str | None, str, int | None]:
+    if meta is not None and meta.devices:
+        d = meta.devices[0]
+        return d.name, d.kind, d.total_bytes
     return None, "unknown", None
 
 
 def run_info(run: RunData, series: dict[int, RankSeries]) -> RunInfo:
-    meta = run.meta or {}
-    name, kind, total = _device_from_meta(run.meta)
+    meta = run.meta
+    name, kind, total = _device_from_meta(meta)
     if series:
         any_s = next(iter(series.values()))
         if kind == "unknown":
             kind = "cuda" if any_s.device.startswith("cuda") else ("cpu" if any_s.device == "cpu" else kind)
         total = total if total is not None else any_s.total()
     longest = max(series.values(), key=lambda s: s.total_steps) if series else None
-    command = meta.get("command")
-    status = run_status(run.path, meta) if run.meta else None
+    status = run_status(run.path, dict(meta.doc)) if meta is not None else None
     if status is None:
         status = _status_from_records(run)
-    exit_code = meta.get("exit_code")
     return RunInfo(
         run_id=run.run_id,
         path=str(run.path),
-        command=[str(a) for a in command] if isinstance(command, list) else [],
-        cwd=meta.get("cwd") if isinstance(meta.get("cwd"), str) else None,
+        command=list(meta.command) if meta is not None else [],
+        cwd=meta.cwd if meta is not None else None,
         status=status,
-        exit_code=exit_code if isinstance(exit_code, int) and not isinstance(exit_code, bool) else None,
-        started_at=as_float(meta.get("started_at")),
-        ended_at=as_float(meta.get("ended_at")),
+        exit_code=meta.exit_code if meta is not None else None,
+        started_at=meta.started_at if meta is not None else None,
+        ended_at=meta.ended_at if meta is not None else None,
         device_name=name,
         device_kind=kind,
         device_total=total,
@@ -146,12 +142,11 @@ def run_info(run: RunData, series: dict[int, RankSeries]) -> RunInfo:
 
 
 def _status_from_records(run: RunData) -> str:
-    if any(True for _ in run.of_type("oom")):
+    if any(True for _ in run.of_class(OomRecord)):
         return "oom"
-    exits = list(run.of_type("exit"))
+    exits = list(run.of_class(ExitRecord))
     if exits:
-        reason = exits[-1].get("reason")
-        return "finished" if reason in ("normal", "max_steps") else "failed"
+        return "finished" if exits[-1].reason in ("normal", "max_steps") else "failed"
     return "unknown"
 
 
@@ -195,34 +190,16 @@ def find_peak(series: dict[int, RankSeries]) -> Peak | None:
         reserved=s.reserved[i],
         device_used=s.device_used[i],
         device_total=s.device_total[i] if s.device_total[i] is not None else s.total(),
-        peak_point=rec.get("peak_point") if isinstance(rec.get("peak_point"), str) else None,
+        peak_point=rec.peak_point,
         large_tensors=large_tensors(rec),
     )
 
 
 def large_tensors(rec: Record) -> list[dict[str, Any]]:
-    """The record's large tensors, keeping only well-formed entries."""
-    out: list[dict[str, Any]] = []
-    raw = rec.get("large_tensors")
-    if not isinstance(raw, list):
-        return out
-    for t in raw:
-        if not isinstance(t, dict) or not isinstance(t.get("name"), str):
-            continue
-        b = as_int(t.get("bytes"))
-        if b is None:
-            continue
-        shape = t.get("shape")
-        out.append(
-            {
-                "name": t["name"],
-                "category": t.get("category") if isinstance(t.get("category"), str) else "unknown",
-                "bytes": b,
-                "shape": [int(x) for x in shape if isinstance(x, int)] if isinstance(shape, list) else [],
-                "dtype": t.get("dtype") if isinstance(t.get("dtype"), str) else "unknown",
-            }
-        )
-    return out
+    """The record's large tensors as JSON-shaped dicts (validated by the decoder)."""
+    if isinstance(rec, (StepRecord, OomRecord)):
+        return [t.as_dict() for t in rec.large_tensors]
+    return []
 
 
 def _stats(name: str, values: list[int | None] | list[int] | list[float | None]) -> SeriesStats | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 from memtop.analyzers.cmdline import join
@@ -11,7 +12,8 @@ from memtop.analyzers.summary import find_peak, run_info
 from memtop.commands import add_common_options
 from memtop.commands._common import runs_dir, stdout_is_tty, terminal_width, write
 from memtop.errors import MemtopError
-from memtop.runs.rundir import list_runs
+from memtop.runs.rundir import check_listable, scan_runs
+from memtop.runs.safeio import is_dir
 from memtop.units import fmt_bytes
 
 NAME = "runs"
@@ -34,11 +36,15 @@ def _name(run_id: str) -> str:
 
 def run(args: argparse.Namespace) -> int:
     root = runs_dir(args)
-    if not root.is_dir():
+    if not is_dir(root):
         raise MemtopError(f"no runs directory at {root} (run `memtop train` first, or pass --runs-dir)")
     if args.limit is not None and args.limit < 1:
         raise MemtopError("--limit must be at least 1")
-    paths = list_runs(root)[: args.limit]
+    check_listable(root)
+    found, notes = scan_runs(root)
+    for note in notes:  # an unreadable directory, a symlink loop: one line each, the rest is listed
+        sys.stderr.write(f"memtop: note: {note}\n")
+    paths = found[: args.limit]
     rows: list[dict[str, Any]] = []
     for path in paths:
         data, series = load_for_analysis(path, limit=_PEAK_SAMPLE)

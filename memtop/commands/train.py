@@ -331,10 +331,11 @@ def _start_tensorboard(run_dir: Path) -> Any:
 def _records_contain(run_dir: Path, needle: bytes) -> bool:
     """Whether any rank file holds ``needle`` (e.g. a record type), read once at the end of a run."""
     from memtop.runs.reader import rank_files
+    from memtop.runs.safeio import open_regular
 
     for path in rank_files(run_dir).values():
         try:
-            with open(path, "rb") as fh:
+            with open_regular(path) as fh:  # regular files only: never blocks on a FIFO
                 if needle in fh.read():
                     return True
         except OSError:

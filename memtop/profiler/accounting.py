@@ -85,10 +85,22 @@ def add_tensor(
         total.large.append(TensorInfo(name, category, nbytes, tuple(t.shape), str(t.dtype)))
 
 
+class ChangeFlag:
+    """Set by weak-reference callbacks when a watched tensor dies (a parameter replaced, as
+    densification does): the cheap signal for an exact recount, at no per-step cost."""
+
+    def __init__(self) -> None:
+        self.value = False
+
+    def __call__(self, _ref: object) -> None:
+        self.value = True
+
+
 class ParamRegistry:
     """The parameters of the optimizers being watched, with names, held only by weak reference."""
 
     def __init__(self) -> None:
+        self.changed = ChangeFlag()
         self._params: list[weakref.ref[torch.Tensor]] = []
         self._ids: set[int] = set()
         self.names: dict[int, str] = {}
@@ -102,7 +114,7 @@ class ParamRegistry:
         for p in params:
             if id(p) not in self._ids:
                 self._ids.add(id(p))
-                self._params.append(weakref.ref(p))
+                self._params.append(weakref.ref(p, self.changed))
 
     def live(self) -> Iterator[torch.Tensor]:
         dead = False
@@ -145,12 +157,14 @@ class GradSlot:
     large: bool
 
 
-def grad_slots(params: Iterable[tuple[str, torch.Tensor]], device: torch.device, threshold: int) -> list[GradSlot]:
+def grad_slots(
+    params: Iterable[tuple[str, torch.Tensor]], device: torch.device, threshold: int, on_death: ChangeFlag | None = None
+) -> list[GradSlot]:
     slots = []
     for name, p in params:
         if on_device(p, device):
             nb = p.numel() * p.element_size()
-            slots.append(GradSlot(weakref.ref(p), nb, name + ".grad", nb >= threshold))
+            slots.append(GradSlot(weakref.ref(p, on_death), nb, name + ".grad", nb >= threshold))
     return slots
 
 

@@ -9,6 +9,7 @@ kept after the walk.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -71,10 +72,53 @@ def _checkpoint_inputs(saved: object, frames_seen: set[int]) -> tuple[list[torch
     return [], None
 
 
+def _base_refs(t: torch.Tensor) -> tuple[torch.Tensor | None, int]:
+    """The view's base tensor and its Python reference count, as seen from inside this function."""
+    base = t._base
+    if base is None:
+        return None, 0
+    return base, sys.getrefcount(base)
+
+
+# the count of a base that nothing in Python holds (its wrapper made afresh by ``_base``)
+_UNHELD_BASE_REFS = _base_refs(torch.empty(2)[1:])[1]
+
+
+def resident_view_bytes(t: torch.Tensor) -> int | None:
+    """Bytes of a saved view of a tensor the program holds anyway, else None.
+
+    A batch sliced from a dataset kept whole in one tensor (or a window of a large cache) shares
+    that tensor's storage; the graph adds only the view's own elements, since the storage lives on
+    without it. A view whose base autograd made in this forward pass, or that nothing in Python
+    still holds, keeps its whole storage alive only through the graph: None (count the storage).
+    """
+    if not t._is_view():
+        return None
+    base, refs = _base_refs(t)
+    if base is None or base.grad_fn is not None or refs <= _UNHELD_BASE_REFS:
+        return None
+    return t.numel() * t.element_size()
+
+
 @dataclass
 class GraphWalk:
     total: CategoryTotal = field(default_factory=CategoryTotal)
     nodes: int = 0
+    # (sequence number of the node, storage key, bytes) of tensors saved by nodes older than
+    # ``older_than``: they were alive at an earlier moment of the step too (see sequence_nr)
+    older: list[tuple[int, StorageKey, int]] = field(default_factory=list)
+
+
+def sequence_nr(node: object) -> int | None:
+    """Autograd numbers nodes in creation order (per thread). A node that is alive now and older
+    than an earlier moment's root existed at that moment, with the tensors it saved: that is how a
+    graph no longer reachable from the backward roots (a GAN's generator graph, held by ``fake``
+    while the discriminator's loss backprops from ``fake.detach()``) is added to that moment."""
+    fn = getattr(node, "_sequence_nr", None)
+    try:
+        return int(fn()) if fn is not None else None
+    except (RuntimeError, TypeError, ValueError):
+        return None
 
 
 def saved_tensors_of_graph(
@@ -83,12 +127,18 @@ def saved_tensors_of_graph(
     exclude: set[StorageKey],
     threshold: int,
     max_nodes: int = 2_000_000,
+    older_than: int | None = None,
 ) -> GraphWalk:
-    """Unique storages saved for backward in the graph under ``roots`` (minus ``exclude``)."""
+    """Unique storages saved for backward in the graph under ``roots`` (minus ``exclude``).
+
+    With ``older_than``, the tensors of nodes created before that sequence number are also listed
+    in ``older`` (the walk then reads each node's sequence number: only in a step's later walks).
+    """
     walk = GraphWalk()
     total = walk.total
     stack = [r for r in roots if r is not None]
     visited: set[int] = set()
+    views_seen: set[tuple[int, int, int]] = set()
     frames_seen: set[int] = set()
     keep_alive: list[object] = []  # node wrappers must outlive the walk so ids stay unique
     while stack:
@@ -102,7 +152,10 @@ def saved_tensors_of_graph(
         if walk.nodes > max_nodes:
             break
         node_type = type(node)
-        for attr in _saved_attrs(node_type):
+        attrs = _saved_attrs(node_type)
+        node_seq = sequence_nr(node) if older_than is not None and attrs else None
+        old_node = node_seq is not None and older_than is not None and node_seq < older_than
+        for attr in attrs:
             try:
                 raw = getattr(node, attr)
             except (RuntimeError, AttributeError):
@@ -129,10 +182,25 @@ def saved_tensors_of_graph(
                     if info is None:
                         continue
                     key, nbytes = info
-                    if key in total.keys or key in exclude:
+                    if key in exclude:
                         continue
-                    total.keys.add(key)
-                    total.bytes += nbytes
+                    if key in total.keys:
+                        if old_node and node_seq is not None:
+                            walk.older.append((node_seq, key, nbytes))
+                        continue
+                    view_bytes = resident_view_bytes(t)
+                    if view_bytes is not None:
+                        view_key = (key, t.data_ptr(), t.numel())
+                        if view_key in views_seen:
+                            continue
+                        views_seen.add(view_key)
+                        total.bytes += view_bytes
+                        nbytes = view_bytes
+                    else:
+                        total.keys.add(key)
+                        total.bytes += nbytes
+                        if old_node and node_seq is not None:
+                            walk.older.append((node_seq, key, nbytes))
                     if nbytes >= threshold:
                         name = "saved[checkpoint].input" if from_checkpoint else f"saved[{node_type.__name__}].{attr[len(_RAW_PREFIX) :]}"
                         total.large.append(TensorInfo(name, "activations", nbytes, tuple(t.shape), str(t.dtype)))

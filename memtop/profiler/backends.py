@@ -14,6 +14,11 @@ from typing import Protocol
 
 import torch
 
+try:
+    _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+except (ValueError, OSError, AttributeError):
+    _PAGE_SIZE = 4096
+
 
 @dataclass(frozen=True)
 class AllocatorState:
@@ -42,11 +47,18 @@ class Backend(Protocol):
         ...
 
 
+_statm: dict[int, int] = {}  # pid -> fd of its /proc/self/statm, opened once: a pread is far cheaper than open+read+close
+
+
 def _rss_bytes() -> int | None:
     try:
-        with open("/proc/self/statm", encoding="ascii") as fh:
-            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
+        pid = os.getpid()  # a forked child must not read its parent's file
+        fd = _statm.get(pid)
+        if fd is None:
+            _statm.clear()
+            fd = _statm[pid] = os.open("/proc/self/statm", os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        return int(os.pread(fd, 128, 0).split()[1]) * _PAGE_SIZE
+    except (OSError, ValueError, IndexError, AttributeError):
         pass
     try:
         import psutil

@@ -115,14 +115,35 @@ def _on_backward(t_outputs: Any) -> None:
         session.on_backward(t_outputs)
 
 
+@guarded
+def _on_backward_end() -> None:
+    session = _session
+    if session is not None:
+        session.on_backward_end()
+
+
 _engine_original: Callable[..., Any] | None = None  # never cleared: a stale wrapper still works
+_backward_running = [0]  # outermost engine calls now running (any thread)
 
 
 def _engine_run_backward_wrapper(t_outputs: Any, *args: Any, **kwargs: Any) -> Any:
+    """Only an outermost engine call ends a forward pass: a call made while a backward runs
+    (reentrant checkpointing recomputes a segment and backprops through it, on CUDA from the
+    engine's device thread) is not one."""
     original = _engine_original
     assert original is not None
+    if _backward_running[0]:
+        return original(t_outputs, *args, **kwargs)
     _on_backward(t_outputs)
-    return original(t_outputs, *args, **kwargs)
+    _backward_running[0] += 1
+    try:
+        result = original(t_outputs, *args, **kwargs)
+    finally:
+        _backward_running[0] -= 1
+    session = _session
+    if session is not None and not session.optimizer_steps_seen and not session.disabled:
+        _on_backward_end()  # only needed until an optimizer step is seen (steps from backward passes)
+    return result
 
 
 def _parse_requested(message: str) -> int | None:

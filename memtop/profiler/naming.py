@@ -1,9 +1,11 @@
-"""Find the model(s) behind an optimizer's parameters and give tensors their real names.
+"""Find the models in the process and give tensors their real names.
 
-Zero-code mode has only the optimizer: the models are found once, at the first step, among the
-live ``nn.Module`` objects (the roots that own the optimizer's parameters), and each root is named
-after the variable that holds it in the training loop's frame (``model``, ``net``…), else
-``model``. Only weak references are kept.
+The models are every live root ``nn.Module`` holding tensors (not only the ones the optimizer
+owns: frozen teachers, EMA copies and half-precision models behind fp32 master weights hold
+memory too), found by one scan of the collector's objects at the first step and again when a new
+optimizer shows up, plus modules bound to the main script's globals later on. Each root is named
+after the main script's global that holds it (``model``, ``teacher``…), else ``model`` for the
+optimizer's model and its class name for the others. Only weak references are kept.
 """
 
 from __future__ import annotations
@@ -17,26 +19,51 @@ import torch
 from torch import nn
 
 
-def find_root_modules(param_ids: set[int]) -> list[nn.Module]:
-    """Root modules (not a child of another module) that own any of ``param_ids``."""
-    module_type = nn.Module
-    # type() rather than isinstance(): isinstance consults __class__, which some lazy proxies warn on
-    modules = [o for o in gc.get_objects() if issubclass(type(o), module_type)]
+def _root_modules(modules: list[nn.Module]) -> list[nn.Module]:
     children: set[int] = set()
     for m in modules:
         for c in m._modules.values():
             if c is not None:
                 children.add(id(c))
-    roots = []
-    for m in modules:
-        if id(m) in children:
-            continue
-        try:
-            if any(id(p) in param_ids for p in m.parameters()):
-                roots.append(m)
-        except RuntimeError:
-            continue
-    return roots
+    return [m for m in modules if id(m) not in children]
+
+
+def _has_tensors(m: nn.Module) -> bool:
+    try:
+        return next(iter(m.parameters()), None) is not None or next(iter(m.buffers()), None) is not None
+    except RuntimeError:
+        return False
+
+
+def scan_live() -> tuple[list[torch.optim.Optimizer], list[nn.Module]]:
+    """Every live optimizer, and every live root module that holds parameters or buffers.
+
+    Models no optimizer owns hold memory too (a frozen teacher, an EMA copy, the half-precision
+    model behind fp32 master weights), so every root module counts. Unreachable garbage that the
+    collector has not freed yet would be counted as live, so one collection runs first. Called
+    once at the start and when a new optimizer or model shows up; keeps nothing.
+    """
+    gc.collect()
+    module_type, opt_type = nn.Module, torch.optim.Optimizer
+    modules: list[nn.Module] = []
+    optimizers: list[torch.optim.Optimizer] = []
+    # type() rather than isinstance(): isinstance consults __class__, which some lazy proxies warn on
+    for o in gc.get_objects():
+        t = type(o)
+        if issubclass(t, module_type):
+            modules.append(o)  # type: ignore[arg-type]
+        elif issubclass(t, opt_type):
+            optimizers.append(o)  # type: ignore[arg-type]
+    return optimizers, [m for m in _root_modules(modules) if _has_tensors(m)]
+
+
+def main_modules() -> list[nn.Module]:
+    """Modules bound to the main script's globals (cheap: one dict), to catch models made later."""
+    main = sys.modules.get("__main__")
+    namespace = getattr(main, "__dict__", None)
+    if not isinstance(namespace, dict):
+        return []
+    return [v for v in list(namespace.values()) if isinstance(v, nn.Module)]
 
 
 def live_graph_roots() -> list[object]:
@@ -101,6 +128,9 @@ class ModelRegistry:
     def set_roots(self, roots: list[tuple[str, nn.Module]]) -> None:
         names = unique_names(n for n, _ in roots)
         self._roots = [(n, weakref.ref(m)) for n, (_, m) in zip(names, roots, strict=True)]
+
+    def has(self, module: nn.Module) -> bool:
+        return any(r() is module for _, r in self._roots)
 
     def add_root(self, name: str, module: nn.Module) -> None:
         if any(r() is module for _, r in self._roots):

@@ -30,13 +30,14 @@ from memtop.profiler.accounting import (
     grad_slots,
     optimizer_params,
 )
-from memtop.profiler.activations import backward_roots, saved_tensors_of_graph
+from memtop.profiler.activations import backward_roots, saved_tensors_of_graph, sequence_nr
 from memtop.profiler.backends import Backend, backend_for, peak_rss_bytes, rss_bytes
 from memtop.profiler.config import HookConfig
-from memtop.profiler.writers import BackgroundJsonlWriter, TensorBoardWriter
+from memtop.profiler.writers import RankFileWriter, TensorBoardWriter
 from memtop.runs import format as fmt
 
-PARAM_RECOUNT_EVERY = 200
+PARAM_RECOUNT_EVERY = 200  # at least this many steps between periodic exact recounts (a safety net
+RECOUNT_BUDGET = 0.001  # behind the change signals), and more where a recount would cost over 0.1% of step time
 
 
 @dataclass
@@ -58,10 +59,19 @@ class Composition:
         return self.allocated if self.allocated is not None else self.tracked
 
 
+CATEGORIES = ("parameters", "gradients", "optimizer_state", "activations")
+RESCAN_AT_MOST_EVERY = 100  # steps between scans of live objects (a script that makes an optimizer per step)
+PRIMARY_SETTLES_AFTER = 8  # optimizer steps after which the optimizer that ends steps is fixed
+BACKWARD_STEPS_AFTER = 2  # backward passes without an optimizer step before steps come from backward
+BACKWARD_STEPS_WITH_OPTIMIZER = 64  # the same where an optimizer exists (gradient accumulation)
+
+
 @dataclass
 class _StepState:
     best: Composition | None = None
     moments: dict[str, Composition] = field(default_factory=dict)
+    highwater: dict[str, int] = field(default_factory=dict)
+    walked: list[tuple[int, Composition]] = field(default_factory=list)  # (root sequence number, forward end)
     backward_calls: int = 0
     started: float = field(default_factory=time.perf_counter)
 
@@ -78,26 +88,44 @@ class Session:
         self.models = naming.ModelRegistry()
         self._optimizers: list[tuple[str, weakref.ref[torch.optim.Optimizer]]] = []
         self._primary: int | None = None  # id() of the optimizer whose step ends a memtop step
+        self._others_now: list[int] = []  # other optimizers that stepped since the primary's last step
+        self._others_before: list[int] = []  # … and between its two steps before
+        self._primary_settled = False
         self._names_resolved = False
         self._discovered = False
+        self._rescan = True  # look for models among live objects at the next recount
+        self._scanned_at: int | None = None  # the step of the last scan
+        self._manual_steps_seen = 0
+        self._backward_ends = 0  # outermost backward passes since the last optimizer or manual step
+        self.backward_steps = False  # no optimizer steps: one step per backward pass
+        self._state_signature: tuple[tuple[int, int, int], ...] = ()
+        self._static_checked = -1  # the step whose first moment compared the optimizers' shapes
+        self._recount_every = PARAM_RECOUNT_EVERY
+        self._recount_cost = 0.0  # CPU seconds of the last exact recount of parameters (and of state)
+        self._state_recount_cost = 0.0
         self._device: torch.device | None = None
+        self._device_str: str | None = None
         self._backend: Backend | None = None
-        self._writer: BackgroundJsonlWriter | None = None
+        self._writer: RankFileWriter | None = None
         self._tb: TensorBoardWriter | None = None
         self._state = _StepState()
         self._last_record_time: float | None = None
         self._param_total: CategoryTotal | None = None
         self._param_total_step = -1
-        self._last_state_total = CategoryTotal()
-        self._state_cache: tuple[tuple[tuple[int, int, int], ...], int, CategoryTotal] | None = None
+        self._state_cache: tuple[int, CategoryTotal] | None = None
         self._grad_slots: list[GradSlot] = []
         self._fwd_grads = CategoryTotal()
         self._last_large: tuple[list[TensorInfo], list[dict[str, object]]] = ([], [])
         self._act_bytes = 0
         self._act_large: list[TensorInfo] = []
         self._act_step: int | None = None
-        self._act_cost = 0.0  # CPU seconds of a typical graph walk
-        self._walk_costs: list[float] = []
+        self._act_cost = 0.0  # CPU seconds of a measured step's per-tensor work (typical)
+        self._measure_cpu = 0.0  # … of this step so far
+        self._decided_for = -1  # the step whose `_measure_this` is decided
+        self._measure_this = True
+        self._measured_step: int | None = None  # the last step that measured per-tensor figures
+        self._end_grads = CategoryTotal()
+        self._walk_costs: list[float] = []  # CPU seconds of the last measured steps' per-tensor work
         self._step_time_avg: float | None = None
         self._step_times: list[float] = []
         self.sample_every = 1
@@ -122,6 +150,7 @@ class Session:
         self.params.update(optimizer_params(opt))
         self._names_resolved = False
         self._param_total = None
+        self._rescan = self._discovered  # a new optimizer after the first scan: its model may be new too
 
     def watch_model(self, model: torch.nn.Module, name: str = "model") -> None:
         self.models.add_root(name, model)
@@ -137,12 +166,37 @@ class Session:
         return out
 
     def _discover(self) -> bool:
-        """Zero-code: find the optimizers once if no step told us yet. True when something is watched."""
-        if not self._optimizers and not self.models and not self._discovered:
+        """Find the optimizers and models among live objects once. True when something is watched."""
+        if not self._discovered:
             self._discovered = True
-            for opt in naming.find_optimizers():
-                self.watch_optimizer(opt)
+            self._scan()
         return bool(self._optimizers or self.models)
+
+    def _scan(self) -> None:
+        """Every live optimizer and root module (one pass over the collector's objects)."""
+        self._rescan = False
+        self._scanned_at = self.step
+        optimizers, modules = naming.scan_live()
+        for opt in optimizers:
+            self.watch_optimizer(opt)
+        self._rescan = False  # watch_optimizer asked for a scan: this is it
+        self._adopt(modules)
+
+    def _adopt(self, modules: list[torch.nn.Module]) -> None:
+        """Watch modules not watched yet: the optimizer's own models first, so their names win."""
+        new = [m for m in modules if not self.models.has(m)]
+        if not new:
+            return
+        owned = {id(p) for p in self.params.live()}
+
+        def owns(m: torch.nn.Module) -> bool:
+            return any(id(p) in owned for p in m.parameters())
+
+        new.sort(key=lambda m: not owns(m))
+        for m in new:
+            self.models.add_root(naming.variable_name_for(m, "model" if owns(m) else type(m).__name__), m)
+        self._names_resolved = False
+        self._param_total = None
 
     @property
     def device(self) -> torch.device:
@@ -173,47 +227,48 @@ class Session:
         return self._backend
 
     def _ensure_names(self) -> None:
+        if self._rescan and (self._scanned_at is None or self.step - self._scanned_at >= RESCAN_AT_MOST_EVERY):
+            self._discovered = True
+            self._scan()
+        self._adopt(naming.main_modules())  # a model made after the scan (an EMA copy)
         if self._names_resolved:
             return
         self._names_resolved = True
-        if not self.models:
-            ids = {id(p) for p in self.params.live()}
-            roots = naming.find_root_modules(ids) if ids else []
-            named = [(naming.variable_name_for(m, "model"), m) for m in roots]
-            self.models.set_roots(named)
         self.params.names = self.models.param_names()
         self.params.resolver = self.models.param_names
 
-    def _open(self) -> BackgroundJsonlWriter:
+    def _open(self) -> RankFileWriter:
         if self._writer is None:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             if self.config.tensorboard:
                 self._tb = TensorBoardWriter(self.run_dir / fmt.TENSORBOARD_DIR / f"rank{self.rank}")
             tb = self._tb
             on_written = (lambda rec: tb.add_step(rec) if rec.get("type") == "step" else None) if tb is not None else None
-            self._writer = BackgroundJsonlWriter(self.run_dir / fmt.rank_file_name(self.rank), on_written)
+            # the file itself is claimed at the first record: rank<N>.jsonl or proc<pid>.jsonl
+            self._writer = RankFileWriter(self.run_dir, self.rank, on_written)
         return self._writer
 
     def _base(self, kind: str) -> dict[str, Any]:
         return {"type": kind, "schema": fmt.SCHEMA_VERSION, "rank": self.rank, "time": time.time()}
 
     def write(self, record: dict[str, Any]) -> None:
-        """Write now (in order after queued step records): for records that must survive a crash."""
+        """Write now, errors to the caller: for records that must survive a crash (oom, stage, warning)."""
         if self.closed:
             return
         self._open().write_now(record)
 
     def put(self, record: dict[str, Any]) -> None:
-        """Queue a step record; the writer thread serializes and flushes it within milliseconds."""
+        """Write a step record now (in the kernel before the next step starts); a write error drops it."""
         if self.closed:
             return
         self._open().put(record)
 
     # ------------------------------------------------------------------ accounting
     def _count_parameters(self) -> CategoryTotal:
-        if self._param_total is not None and self.step - self._param_total_step < PARAM_RECOUNT_EVERY:
+        if self._param_total is not None and self.step - self._param_total_step < self._recount_every:
             return self._param_total
-        self._ensure_names()
+        self._ensure_names()  # (the first time: a scan of live objects, not part of a periodic recount's cost)
+        t0 = time.thread_time()
         self.params.generation += 1
         for _, opt in self.optimizers():
             self.params.update(optimizer_params(opt))  # parameters added or replaced since
@@ -226,6 +281,7 @@ class Session:
         self._param_total = total
         self._param_total_step = self.step
         self._build_grad_slots()
+        self._recount_cost = time.thread_time() - t0
         return total
 
     def _count_gradients(self) -> CategoryTotal:
@@ -251,24 +307,45 @@ class Session:
                 if p.requires_grad and id(p) not in seen:
                     seen.add(id(p))
                     named.append((self.params.name_of(p), p))
-        self._grad_slots = grad_slots(named, self.device, self.config.large_tensor_bytes)
+        self._grad_slots = grad_slots(named, self.device, self.config.large_tensor_bytes, self.params.changed)
 
-    def _count_state(self, params: CategoryTotal) -> CategoryTotal:
-        """Optimizer state, recounted when its shape (tensors per optimizer) changes or every 200 steps.
+    def _count_static(self) -> tuple[CategoryTotal, CategoryTotal]:
+        """Parameters and optimizer state, recounted on a change signal and periodically.
 
-        Optimizers update their state in place, so between recounts the figure is exact; a state
-        replaced wholesale (a loaded checkpoint) is picked up at the next recount.
+        Change signals, at a cost independent of the number of tensors: a watched parameter died
+        (weak-reference callback: replaced by densification or re-wrapping), checked at every
+        moment; an optimizer's shape changed (tensors in its state, parameters in its groups),
+        checked at a step's first moment and after every optimizer step. Optimizers update their
+        state in place, so between recounts the figure is exact; a state replaced wholesale (a
+        loaded checkpoint) is picked up at the next periodic recount (every 200 steps or more,
+        spaced to cost at most 0.1% of step time).
         """
+        changed = self.params.changed
+        if not changed.value and self._static_checked == self.step and self._param_total is not None and self._state_cache is not None:
+            return self._param_total, self._state_cache[1]  # this step's first moment checked the optimizers
+        self._static_checked = self.step
         opts = self.optimizers()
         signature = tuple((id(o), len(o.state), sum(len(g["params"]) for g in o.param_groups)) for _, o in opts)
+        if changed.value or signature != self._state_signature:
+            changed.value = False
+            self._state_signature = signature
+            self._param_total = None
+            self._state_cache = None
+            if self._decided_for == self.step + 1 and not self._measure_this:
+                self._measure_this = True  # carried gradients are stale now: measure the rest of this step
+                self._measured_step = self.step + 1
+        params = self._count_parameters()
+        return params, self._count_state(params, opts)
+
+    def _count_state(self, params: CategoryTotal, opts: list[tuple[str, torch.optim.Optimizer]]) -> CategoryTotal:
         cached = self._state_cache
-        if cached is not None and cached[0] == signature and self.step - cached[1] < PARAM_RECOUNT_EVERY:
-            return cached[2]
-        if cached is not None and cached[0] != signature:
-            self._param_total = None  # the optimizer's parameters changed: recount them too
+        if cached is not None and self.step - cached[0] < self._recount_every:
+            return cached[1]
         # storages already counted as parameters are not state (the set is built only on a recount)
+        t0 = time.thread_time()
         total = count_optimizer_state(opts, self.params, self.device, params.keys, self.config.large_tensor_bytes)
-        self._state_cache = (signature, self.step, total)
+        self._state_cache = (self.step, total)
+        self._state_recount_cost = time.thread_time() - t0
         return total
 
     # ------------------------------------------------------------------ events
@@ -282,39 +359,68 @@ class Session:
         if not roots:
             return
         self._state.backward_calls += 1
-        params = self._count_parameters()
-        state = self._last_state_total
-        if self._should_walk():
+        params, state = self._count_static()
+        older: list[tuple[int, int, int]] = []
+        walked_now = self._measuring() and self.config.activations != "off"
+        if self._measuring():
+            t0 = time.thread_time()  # CPU time: work descheduled on a busy machine is not costly work
             grads = self._count_gradients()
             self._fwd_grads = grads
-            exclude = params.keys | state.keys
-            t0 = time.thread_time()  # CPU time: a walk descheduled on a busy machine is not a costly walk
-            walk = saved_tensors_of_graph(roots, self.device, exclude, self.config.large_tensor_bytes)
-            self._walk_costs.append(time.thread_time() - t0)
-            del self._walk_costs[:-5]
-            # the median of the last walks: one that met a garbage-collector pass is not typical
-            self._act_cost = sorted(self._walk_costs)[len(self._walk_costs) // 2]
-            acts = walk.total
-            if self._act_step != self.step + 1 or acts.bytes >= self._act_bytes:
-                self._act_bytes = acts.bytes
-                self._act_large = acts.large
-            self._act_step = self.step + 1
+            if walked_now:
+                exclude = params.keys | state.keys
+                walked = self._state.walked
+                older_than = max(seq for seq, _ in walked) if walked else None
+                walk = saved_tensors_of_graph(roots, self.device, exclude, self.config.large_tensor_bytes, older_than=older_than)
+                acts = walk.total
+                older = walk.older
+                if self._act_step != self.step + 1 or acts.bytes >= self._act_bytes:
+                    self._act_bytes = acts.bytes
+                    self._act_large = acts.large
+                self._act_step = self.step + 1
+            else:
+                acts = CategoryTotal()
+            self._measure_cpu += time.thread_time() - t0
         else:
-            # between walks the forward-end figures are carried from the last walked step, as the
-            # record's activations_step says; the allocator's own figure is always read now
-            acts = CategoryTotal(bytes=self._act_bytes, large=list(self._act_large))
+            # between measured steps the per-tensor figures are carried from the last measured
+            # step, as the record's activations_step says; the allocator's figure is read now
+            acts = CategoryTotal(bytes=self._act_bytes, large=self._act_large)
             grads = self._fwd_grads
         comp = Composition("forward_end", self.backend.allocated(), params, grads, state, acts)
         self._consider(comp)
+        if walked_now:
+            if older:
+                self._add_older(older)
+            seqs = [seq for seq in map(sequence_nr, roots) if seq is not None]
+            if seqs:
+                self._state.walked.append((max(seqs), comp))
 
-    def _should_walk(self) -> bool:
-        mode = self.config.activations
-        if mode == "off":
-            return False
-        if mode == "every" or self._act_step is None:
-            return True
+    def _add_older(self, older: list[tuple[int, int, int]]) -> None:
+        """Tensors found now that were alive at an earlier forward end of this step join it."""
+        for root_seq, comp in self._state.walked:
+            acts = comp.activations
+            grew = False
+            for seq, key, nbytes in older:
+                if seq < root_seq and key not in acts.keys:
+                    acts.keys.add(key)
+                    acts.bytes += nbytes
+                    grew = True
+            if grew:
+                self._consider(comp)
+                if acts.bytes > self._act_bytes:
+                    self._act_bytes = acts.bytes
+
+    def _measuring(self) -> bool:
+        """Whether this step measures the figures that cost Python work per tensor (the graph walk,
+        gradient slots): every ``sample_every``-th step, decided at the step's first moment, and
+        any step where a change signal fired."""
         next_step = self.step + 1
-        return next_step == self._act_step or next_step - self._act_step >= self.sample_every
+        if self._decided_for != next_step:
+            self._decided_for = next_step
+            last = self._measured_step
+            self._measure_this = self.config.activations == "every" or last is None or next_step - last >= self.sample_every
+            if self._measure_this:
+                self._measured_step = next_step
+        return self._measure_this
 
     def _consider(self, comp: Composition) -> None:
         state = self._state
@@ -324,6 +430,10 @@ class Session:
         seen = state.moments.get(comp.point)
         if seen is None or comp.weight() > seen.weight():
             state.moments[comp.point] = comp
+        hw = state.highwater
+        for name, total in zip(CATEGORIES, (comp.parameters, comp.gradients, comp.optimizer_state, comp.activations), strict=True):
+            if total.bytes > hw.get(name, -1):
+                hw[name] = total.bytes
 
     def on_optimizer_step(self, opt: torch.optim.Optimizer) -> None:
         """An optimizer finished its step (global post-hook)."""
@@ -333,26 +443,81 @@ class Session:
         if self._primary is None:
             self._primary = id(opt)
         self._consider_step_end("optimizer_step")
-        if id(opt) == self._primary:
-            self.optimizer_steps_seen += 1
-            self._finish_step()
+        self.backward_steps = False
+        self._backward_ends = 0
+        if id(opt) != self._primary:
+            if id(opt) not in self._others_now:
+                self._others_now.append(id(opt))
+            return
+        # Several optimizers stepping in turn (a GAN's D then G): the step ends after the last of
+        # them, once it has stepped between the primary's last two steps. Decided once, within
+        # the first steps: an optimizer that steps now and then never ends the steps.
+        regular = [o for o in self._others_now if o in self._others_before]
+        self._others_before, self._others_now = self._others_now, []
+        if regular and not self._primary_settled:
+            self._primary = regular[-1]
+            self._primary_settled = True
+            return
+        if self.optimizer_steps_seen >= PRIMARY_SETTLES_AFTER:
+            self._primary_settled = True
+        self.optimizer_steps_seen += 1
+        self._finish_step()
 
     def on_manual_step(self) -> None:
         """``prof.step()``: ends a step only where no optimizer step is seen (inference, custom optimizers)."""
         if self.disabled or self.optimizer_steps_seen:
             return
+        self._manual_steps_seen += 1
+        self.backward_steps = False
         self._consider_step_end("manual_step")
         self._finish_step()
 
+    def on_backward_end(self) -> None:
+        """An outermost backward pass returned. Where no optimizer step and no ``prof.step()`` marks
+        the steps (weights updated by hand), each backward pass ends one step, said once in a warning."""
+        if self.disabled or self.optimizer_steps_seen or self._manual_steps_seen or not self._discover():
+            return
+        self._backward_ends += 1
+        if not self.backward_steps:
+            if self._backward_ends < BACKWARD_STEPS_AFTER:
+                return
+            if self._backward_ends < BACKWARD_STEPS_WITH_OPTIMIZER and self._optimizer_exists():
+                return  # gradient accumulation before the first optimizer step
+            self.backward_steps = True
+            self._warn_once(
+                "backward_steps",
+                f"no optimizer step after {self._backward_ends} backward passes (weights updated by hand?): "
+                "memtop counts one step per backward pass; call prof.step() from memtop.profile() to mark steps yourself",
+            )
+        self._consider_step_end("backward_end")
+        self._finish_step()
+
+    def _optimizer_exists(self) -> bool:
+        if self._optimizers:
+            return True
+        for opt in naming.find_optimizers():  # built after the first forward pass: watch it now
+            self.watch_optimizer(opt)
+        return bool(self._optimizers)
+
     def _consider_step_end(self, point: str) -> None:
         """The composition after the step: parameters, gradients and state all live, activations freed."""
-        params = self._count_parameters()
-        grads = self._count_gradients()
-        state = self._count_state(params)
-        self._last_state_total = state
+        self._static_checked = -1  # the optimizer may have changed shape (its state is made at its first step)
+        params, state = self._count_static()
+        if self._measuring():
+            t0 = time.thread_time()
+            grads = self._end_grads = self._count_gradients()
+            self._measure_cpu += time.thread_time() - t0
+        else:
+            grads = self._end_grads
         self._consider(Composition(point, self.backend.allocated(), params, grads, state, CategoryTotal()))
 
     def _finish_step(self) -> None:
+        if self._measure_cpu > 0:
+            self._walk_costs.append(self._measure_cpu)
+            del self._walk_costs[:-5]
+            # the median of the last measured steps: one that met a garbage-collector pass is not typical
+            self._act_cost = sorted(self._walk_costs)[len(self._walk_costs) // 2]
+            self._measure_cpu = 0.0
         self.step += 1
         now = time.time()
         backend = self.backend
@@ -390,7 +555,7 @@ class Session:
             {
                 "step": self.step,
                 "time": now,
-                "device": str(self.device),
+                "device": self._device_name(),
                 "step_time": step_time,
                 "allocated": alloc_state.allocated,
                 "reserved": alloc_state.reserved,
@@ -398,6 +563,7 @@ class Session:
                 "categories": cats,
                 "peak_point": comp.point,
                 "activations_step": self._act_step,
+                "measured_step": self._measured_step,
                 "tracked": tracked,
                 "fragmentation_bytes": frag_bytes,
                 "fragmentation_pct": frag_pct,
@@ -406,6 +572,7 @@ class Session:
                 "device_total": total,
                 "large_tensors": self._large_tensors(comp),
                 "moments": {point: _moment(c) for point, c in self._state.moments.items()},
+                "highwater": dict(self._state.highwater),
                 "sample_every": self.sample_every,
             }
         )
@@ -416,12 +583,20 @@ class Session:
             self.close()
             raise SystemExit(0)
 
+    def _device_name(self) -> str:
+        name = self._device_str
+        if name is None or self._device is None:
+            name = self._device_str = str(self.device)
+        return name
+
     def _adapt_sampling(self) -> None:
-        """Walk the autograd graph only as often as fits the overhead budget."""
-        if self.config.activations != "auto" or not self._step_time_avg or self._act_cost <= 0:
+        """Measure the per-tensor figures only as often as fits the overhead budget."""
+        if self.config.activations == "every" or not self._step_time_avg or self._act_cost <= 0:
             return
         budget = self.config.overhead_budget * self._step_time_avg
         self.sample_every = max(1, min(1000, math.ceil(self._act_cost / budget))) if budget > 0 else 1
+        recount = self._recount_cost + self._state_recount_cost
+        self._recount_every = max(PARAM_RECOUNT_EVERY, math.ceil(recount / (RECOUNT_BUDGET * self._step_time_avg)))
 
     def _large_tensors(self, comp: Composition) -> list[dict[str, object]]:
         """The largest tensors, largest first; the same list object as last step when unchanged
@@ -483,9 +658,8 @@ class Session:
         self._last_oom_time = now
         self._param_total = None
         self._state_cache = None
-        params = self._count_parameters()
+        params, state = self._count_static()
         grads = self._count_gradients()
-        state = self._count_state(params)
         roots = naming.live_graph_roots()
         acts = saved_tensors_of_graph(roots, self.device, params.keys | grads.keys | state.keys, self.config.large_tensor_bytes).total
         alloc = self.backend.state()
@@ -503,7 +677,7 @@ class Session:
                 "message": message[:2000],
                 "requested_bytes": requested,
                 "step": self.step,
-                "device": str(self.device),
+                "device": self._device_name(),
                 "categories": cats,
                 "allocated": alloc.allocated,
                 "reserved": alloc.reserved,

@@ -1,109 +1,158 @@
-"""Where records go: the rank's JSONL file (flushed per record) and TensorBoard (off-thread)."""
+"""Where records go: this process's record file (written per record) and TensorBoard (off-thread)."""
 
 from __future__ import annotations
 
-import collections
 import json
 import os
 import queue
 import threading
-import time
+import weakref
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from memtop.profiler import rankfile
 
-class JsonlWriter:
-    """Appends one JSON object per line and flushes it, so a crash loses nothing written."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._fh = open(path, "a", encoding="utf-8", buffering=1024 * 64)  # noqa: SIM115 - lives as long as the run
-        self._lock = threading.Lock()
+class RecordEncoder:
+    """One record -> one JSON line (bytes), reusing the serialized large-tensor list while it is unchanged."""
+
+    def __init__(self) -> None:
         self._large: tuple[object, str] = (None, "[]")
+        self._json = json.JSONEncoder(separators=(",", ":"), allow_nan=False, default=str)
 
-    def write(self, record: dict[str, Any]) -> None:
+    def encode(self, record: dict[str, Any]) -> bytes:
+        """The record's line; ``large_tensors``, if any, ends up as the record's last key."""
         large = record.get("large_tensors")
         if isinstance(large, list) and large:
             # step records repeat the same large-tensor list for long stretches: serialize it once
             if large is not self._large[0]:
-                self._large = (large, json.dumps(large, separators=(",", ":"), allow_nan=False, default=str))
-            rest = {k: v for k, v in record.items() if k != "large_tensors"}
-            head = json.dumps(rest, separators=(",", ":"), allow_nan=False, default=str)
-            line = f'{head[:-1]},"large_tensors":{self._large[1]}}}'
+                self._large = (large, self._json.encode(large))
+            del record["large_tensors"]
+            try:
+                head = self._json.encode(record)
+            finally:
+                record["large_tensors"] = large
+            line = f'{head[:-1]},"large_tensors":{self._large[1]}}}\n'
         else:
-            line = json.dumps(record, separators=(",", ":"), allow_nan=False, default=str)
+            line = self._json.encode(record) + "\n"
+        return line.encode("utf-8")
+
+
+_process_id = os.getpid()
+_writers: weakref.WeakSet[RankFileWriter] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    """A forked child: its own pid, and fresh locks (another thread of the parent may have held one)."""
+    global _process_id
+    _process_id = os.getpid()
+    for writer in list(_writers):
+        writer._lock = threading.RLock()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+class RankFileWriter:
+    """This process's record file: each record is serialized and ``os.write()``n at once.
+
+    The file is opened with ``O_APPEND`` and written without a user-space buffer, so a record is
+    in the kernel (the page cache) when :meth:`write` returns: a crash of the process (SIGSEGV,
+    SIGKILL, the OOM killer) loses at most the step in flight. The cost is the serialization and
+    one system call per record, on the training thread (figures in docs/performance.md).
+
+    The file is claimed lazily, at the first record, with ``O_EXCL`` (:mod:`memtop.profiler.rankfile`):
+    one file per process, never shared. A forked child that writes claims a file of its own; a
+    process whose ``torch.distributed`` rank becomes known later moves its file to that rank's name.
+    """
+
+    def __init__(self, run_dir: Path, rank: int, on_written: Callable[[dict[str, Any]], None] | None = None) -> None:
+        self.run_dir = run_dir
+        self.rank = rank
+        self._on_written = on_written
+        self._encoder = RecordEncoder()
+        self._lock = threading.RLock()  # RLock: a signal handler may write the exit record mid-write
+        self._fd: int | None = None
+        self._pid = -1
+        self._settled = False  # the name comes from torch.distributed: never moved again
+        self.path: Path | None = None
+        self.failed_writes = 0
+        self._torn = False  # the last write stopped mid-line (disk full)
+        self._closed = False
+        self.cpu_seconds = 0.0  # CPU time off the training thread: none, records are written where they are made
+        _writers.add(self)
+
+    def _open(self) -> int:
+        if self._fd is not None and self._pid == _process_id:
+            return self._fd
+        # first record, or a forked child that inherited its parent's file: claim one of our own
+        self._fd = None
+        dist_rank = rankfile.distributed_rank()
+        if dist_rank is not None:
+            self.rank, self._settled = dist_rank, True
+        fd, self.path = rankfile.claim(self.run_dir, self.rank)
+        self._fd, self._pid, self._torn = fd, _process_id, False
+        return fd
+
+    def _settle(self) -> None:
+        """torch.distributed initialized after the file was opened: take the rank's name if free."""
+        dist_rank = rankfile.distributed_rank()
+        if dist_rank is None or self.path is None:
+            return
+        self._settled = True
+        moved = rankfile.move_to_rank(self.path, dist_rank)
+        if moved is not None:
+            self.path, self.rank = moved, dist_rank
+
+    def write(self, record: dict[str, Any]) -> None:
+        """Serialize and write one record now; it is in the kernel when this returns."""
         with self._lock:
-            self._fh.write(line + "\n")
-            self._fh.flush()
+            if self._closed:
+                raise ValueError("the record file is closed")
+            fd = self._open()
+            if not self._settled:
+                self._settle()
+            record["rank"] = self.rank
+            data = self._encoder.encode(record)
+            if self._torn:
+                data = b"\n" + data  # end the line a failed write left half written: this record stays whole
+            size, was_torn = len(data), self._torn
+            try:
+                while data:
+                    data = data[os.write(fd, data) :]
+            except OSError:
+                self._torn = was_torn if len(data) == size else True
+                raise
+            self._torn = False
+        if self._on_written is not None:
+            self._on_written(record)
+
+    def put(self, record: dict[str, Any]) -> None:
+        """Write a step record; a full disk or a closed file costs the record, never the training."""
+        try:
+            self.write(record)
+        except (OSError, ValueError):
+            self.failed_writes += 1
+
+    def write_now(self, record: dict[str, Any]) -> None:
+        """Write a record that must survive a crash (oom, warning, exit): errors reach the caller."""
+        self.write(record)
 
     def close(self) -> None:
         with self._lock:
+            self._closed = True
+            fd, self._fd = self._fd, None
+            if fd is None or self._pid != _process_id:
+                return  # never opened, or the parent's file inherited through fork: not ours to close
             try:
-                self._fh.flush()
-                os.fsync(self._fh.fileno())
-            except (OSError, ValueError):
+                os.fsync(fd)
+            except OSError:
                 pass
-            self._fh.close()
-
-
-class BackgroundJsonlWriter:
-    """A :class:`JsonlWriter` drained by a thread every ``interval`` seconds.
-
-    The training thread only appends the record to a deque (no lock, no wake-up): waking a
-    writer thread per record costs the training thread a GIL hand-off each step, measured at
-    several times the cost of the serialization itself. The thread writes and flushes whatever
-    accumulated, mostly while the training thread is inside torch ops with the GIL released.
-    Records that matter at a crash (oom, warning, exit) use :meth:`write_now`, which writes the
-    queued ones first so the file stays in order.
-    """
-
-    def __init__(self, path: Path, on_written: Any = None, interval: float = 0.2) -> None:
-        self._writer = JsonlWriter(path)
-        self._on_written = on_written
-        self._interval = interval
-        self._pending: collections.deque[dict[str, Any]] = collections.deque()
-        self._order = threading.Lock()
-        self._stop = threading.Event()
-        self.cpu_seconds = 0.0  # this thread's CPU time: part of memtop's cost to the process
-        self._thread = threading.Thread(target=self._run, name="memtop-records", daemon=True)
-        self._thread.start()
-
-    @property
-    def path(self) -> Path:
-        return self._writer.path
-
-    def put(self, record: dict[str, Any]) -> None:
-        self._pending.append(record)
-
-    def _drain(self) -> None:
-        with self._order:
-            while self._pending:
-                record = self._pending.popleft()
-                try:
-                    self._writer.write(record)
-                    if self._on_written is not None:
-                        self._on_written(record)
-                except (OSError, ValueError):
-                    pass  # disk full or closed: training goes on; the file has what it could take
-
-    def _run(self) -> None:
-        while not self._stop.wait(self._interval):
-            if self._pending:
-                t0 = time.thread_time()
-                self._drain()
-                self.cpu_seconds += time.thread_time() - t0
-
-    def write_now(self, record: dict[str, Any]) -> None:
-        self._drain()
-        with self._order:
-            self._writer.write(record)
-
-    def close(self, timeout: float = 10.0) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout)
-        self._drain()
-        self._writer.close()
+            try:
+                os.close(fd)
+            except OSError:
+                pass
 
 
 class TensorBoardWriter:

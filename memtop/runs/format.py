@@ -1,11 +1,13 @@
 """Names and shapes of run format v1 (see docs/run-format.md).
 
-This module is the single source of the record keys; writers and readers import them from here.
+This module holds the format's names (files, environment variables, TensorBoard tags); the
+record keys and their types are spelled once, in :mod:`memtop.runs.records`, and validated once,
+in :mod:`memtop.runs.decode`.
 """
 
 from __future__ import annotations
 
-from typing import Any, Final, TypedDict
+from typing import Final
 
 SCHEMA_VERSION: Final = 1
 
@@ -47,44 +49,3 @@ MB: Final = 1024 * 1024
 
 def rank_file_name(rank: int) -> str:
     return f"{RANK_FILE_PREFIX}{rank}{RANK_FILE_SUFFIX}"
-
-
-class LargeTensor(TypedDict):
-    name: str
-    category: str
-    bytes: int
-    shape: list[int]
-    dtype: str
-
-
-class Categories(TypedDict):
-    parameters: int
-    gradients: int
-    optimizer_state: int
-    activations: int
-    other: int | None
-
-
-class StepRecord(TypedDict, total=False):
-    type: str
-    step: int
-    time: float
-    rank: int
-    device: str
-    step_time: float | None
-    allocated: int | None
-    reserved: int | None
-    peak: int | None
-    categories: Categories
-    peak_point: str
-    activations_step: int | None
-    fragmentation_bytes: int | None
-    fragmentation_pct: float | None
-    inactive_split_bytes: int | None
-    device_used: int | None
-    device_total: int | None
-    large_tensors: list[LargeTensor]
-    sample_every: int
-
-
-Record = dict[str, Any]

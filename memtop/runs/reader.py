@@ -1,141 +1,222 @@
 """Read run records leniently: whole runs for analysis, and incremental tails for live views.
 
 A run may be still being written (last line incomplete), may have crashed (truncated line), or
-may contain garbage; none of that raises. Unreadable lines are counted, not fatal.
+may contain garbage; none of that raises. Each line goes through :func:`memtop.runs.decode.decode_line`
+once: it becomes a typed record or a skip counted by reason. Files are opened through
+:mod:`memtop.runs.safeio` (regular files only, never blocking), and a line is at most 1 MiB.
 """
 
 from __future__ import annotations
 
-import json
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TypeVar, cast
 
+from memtop.runs.decode import MAX_LINE, Skip, SkipCounter, decode_line
 from memtop.runs.format import RANK_FILE_PREFIX, RANK_FILE_SUFFIX, SCHEMA_VERSION
-from memtop.runs.rundir import read_meta
+from memtop.runs.records import ExitRecord, OomRecord, Record, RunMeta, StageRecord, StepRecord, WarningRecord
+from memtop.runs.rundir import load_meta
+from memtop.runs.safeio import Unreadable, list_dir, open_regular
 
-Record = dict[str, Any]
+__all__ = [
+    "ExitRecord",
+    "OomRecord",
+    "RankTail",
+    "Record",
+    "RunData",
+    "StageRecord",
+    "StepRecord",
+    "WarningRecord",
+    "load_run",
+    "parse_line",
+    "rank_files",
+]
+
+R = TypeVar("R", StepRecord, StageRecord, OomRecord, WarningRecord, ExitRecord)
 
 
 def parse_line(line: str | bytes) -> Record | None:
-    """One JSONL line -> record dict, or None when it is not a valid record."""
-    if isinstance(line, bytes):
-        try:
-            line = line.decode("utf-8")
-        except UnicodeDecodeError:
-            return None
-    line = line.strip()
-    if not line:
-        return None
-    try:
-        obj = json.loads(line)
-    except (ValueError, RecursionError):
-        return None
-    if not isinstance(obj, dict) or not isinstance(obj.get("type"), str):
-        return None
-    return obj
+    """One JSONL line -> a typed record, or None when it is not a valid record."""
+    got = decode_line(line)
+    return None if isinstance(got, Skip) else got
 
 
 def rank_files(run_dir: Path) -> dict[int, Path]:
-    """``{rank: path}`` for every ``rank<N>.jsonl`` in the run directory."""
+    """``{rank: path}`` for every ``rank<N>.jsonl`` in the run directory (none if unlistable)."""
     found: dict[int, Path] = {}
     try:
-        entries = list(run_dir.iterdir())
-    except OSError:
+        entries = list_dir(run_dir)
+    except Unreadable:
         return found
     for p in entries:
         name = p.name
         if name.startswith(RANK_FILE_PREFIX) and name.endswith(RANK_FILE_SUFFIX):
             middle = name[len(RANK_FILE_PREFIX) : -len(RANK_FILE_SUFFIX)]
-            if middle.isdigit():
+            if middle.isdigit() and len(middle) < 10:
                 found[int(middle)] = p
     return dict(sorted(found.items()))
 
 
 class RankTail:
-    """Incrementally reads new complete lines of one rank file (remembers its byte offset).
+    """Incrementally reads new complete lines of one rank file: the one run follower.
 
-    A trailing line without a newline is held back until it is completed, so a record being
-    written is never half-read; :meth:`poll` with ``final=True`` also takes such a last line.
+    Remembers its byte offset; a trailing line without a newline is held back until it is
+    completed, so a record being written is never half-read (:meth:`poll` with ``final=True``
+    also takes such a last line). A file that shrank (truncated) or was replaced (rotated: another
+    inode) is read again from its start. A line over 1 MiB is skipped and counted, and never held
+    in memory whole. A path that is not a regular file is reported once in ``error``.
     """
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.offset = 0
         self._partial = b""
-        self.bad_lines = 0
+        self._overlong = False  # inside a line over MAX_LINE: drop bytes up to its newline
+        self._ino: int | None = None
+        self.skipped = SkipCounter()
+        self.restarts = 0
+        self.error: str | None = None
+
+    @property
+    def bad_lines(self) -> int:
+        return sum(self.skipped.values())
 
     def poll(self, max_bytes: int = 64 * 1024 * 1024, final: bool = False) -> list[Record]:
         try:
-            with open(self.path, "rb") as fh:
+            with open_regular(self.path) as fh:
+                st = os.fstat(fh.fileno())
+                if self._ino is not None and (st.st_ino != self._ino or st.st_size < self.offset):
+                    self._restart()
+                self._ino = st.st_ino
                 fh.seek(self.offset)
                 chunk = fh.read(max_bytes)
-        except OSError:
+        except Unreadable as exc:
+            self.error = f"{self.path.name}: {exc.why}: skipped"
             return []
+        except OSError as exc:
+            self.error = f"{self.path.name}: {exc.strerror or exc}: skipped"
+            return []
+        self.error = None
         self.offset += len(chunk)
-        data = self._partial + chunk
+        return self._lines(chunk, final)
+
+    def _restart(self) -> None:
+        self.offset = 0
+        self._partial = b""
+        self._overlong = False
+        self.restarts += 1
+
+    def _lines(self, chunk: bytes, final: bool) -> list[Record]:
+        if self._overlong:
+            nl = chunk.find(b"\n")
+            if nl < 0:
+                return []
+            chunk = chunk[nl + 1 :]
+            self._overlong = False
+        data = self._partial + chunk if self._partial else chunk
         lines = data.split(b"\n")
         self._partial = lines.pop()
+        if len(self._partial) > MAX_LINE:
+            self.skipped["too_long"] += 1
+            self._partial = b""
+            self._overlong = True
         if final and self._partial:
             lines.append(self._partial)
             self._partial = b""
         out: list[Record] = []
         for raw in lines:
-            if not raw.strip():
-                continue
-            rec = parse_line(raw)
-            if rec is None:
-                self.bad_lines += 1
+            got = decode_line(raw)
+            if isinstance(got, Skip):
+                if got.reason != "blank":
+                    self.skipped[got.reason] += 1
             else:
-                out.append(rec)
+                out.append(got)
         return out
 
 
 @dataclass
 class RunData:
-    """Everything read from one run directory."""
+    """Everything read from one run directory, as typed records."""
 
     path: Path
-    meta: dict[str, Any] | None
+    meta: RunMeta | None
     records: dict[int, list[Record]] = field(default_factory=dict)
     bad_lines: int = 0
     warnings: list[str] = field(default_factory=list)
+    skipped: SkipCounter = field(default_factory=SkipCounter)
 
     @property
     def run_id(self) -> str:
-        if self.meta and isinstance(self.meta.get("run_id"), str):
-            return str(self.meta["run_id"])
+        if self.meta is not None and self.meta.run_id:
+            return self.meta.run_id
         return self.path.name
 
-    def steps(self, rank: int | None = None) -> list[Record]:
+    def steps(self, rank: int | None = None) -> list[StepRecord]:
         ranks = [rank] if rank is not None else list(self.records)
-        out: list[Record] = []
+        out: list[StepRecord] = []
         for r in ranks:
-            out.extend(rec for rec in self.records.get(r, []) if rec.get("type") == "step")
+            out.extend(rec for rec in self.records.get(r, []) if isinstance(rec, StepRecord))
         return out
 
     def of_type(self, kind: str) -> Iterator[Record]:
         for recs in self.records.values():
             for rec in recs:
-                if rec.get("type") == kind:
+                if rec.type == kind:
                     yield rec
+
+    def of_class(self, cls: type[R]) -> Iterator[R]:
+        """The records of one class, typed (``run.of_class(OomRecord)``)."""
+        for recs in self.records.values():
+            for rec in recs:
+                if isinstance(rec, cls):
+                    yield cast(R, rec)
+
+    def count_skips(self, skipped: SkipCounter) -> None:
+        self.skipped.update(skipped)
+        self.bad_lines = sum(self.skipped.values())
+
+    def finish_warnings(self) -> None:
+        """Append the one warning about skipped lines (by reason), if any were skipped."""
+        if self.skipped:
+            self.warnings.append(self.skipped.describe())
+
+
+def meta_warnings(run_dir: Path, meta: RunMeta | None, why: str | None) -> list[str]:
+    """What to tell the user about meta.json: missing/unreadable, newer schema, dropped fields."""
+    if meta is None:
+        detail = f" ({why})" if why else ""
+        return [f"{run_dir}: meta.json is missing or unreadable{detail}; figures come from the rank files alone"]
+    out: list[str] = []
+    if meta.schema is not None and meta.schema != SCHEMA_VERSION:
+        out.append(f"{run_dir}: unknown schema version {meta.schema!r} (this memtop reads {SCHEMA_VERSION}); reading leniently")
+    if meta.dropped:
+        out.append(f"{run_dir}: meta.json: ignored unusable value(s) of {', '.join(meta.dropped[:8])}")
+    return out
+
+
+_CHUNK = 16 * 1024 * 1024
 
 
 def load_run(run_dir: Path) -> RunData:
-    """Read meta and every rank file; never raises for bad content (see ``warnings``)."""
-    meta = read_meta(run_dir)
+    """Read meta and every rank file, decoding every line; never raises for bad content."""
+    meta, why = load_meta(run_dir)
     data = RunData(path=run_dir, meta=meta)
-    if meta is None:
-        data.warnings.append(f"{run_dir}: meta.json is missing or unreadable; figures come from the rank files alone")
-    else:
-        schema = meta.get("schema")
-        if schema != SCHEMA_VERSION:
-            data.warnings.append(f"{run_dir}: unknown schema version {schema!r} (this memtop reads {SCHEMA_VERSION}); reading leniently")
+    data.warnings.extend(meta_warnings(run_dir, meta, why))
     for rank, path in rank_files(run_dir).items():
         tail = RankTail(path)
-        data.records[rank] = tail.poll(max_bytes=-1, final=True)  # -1: the whole file
-        data.bad_lines += tail.bad_lines
-    if data.bad_lines:
-        data.warnings.append(f"{data.bad_lines} unreadable line(s) skipped (truncated or garbage)")
+        recs: list[Record] = []
+        while True:  # in chunks: the file's bytes are never all in memory at once
+            before = tail.offset
+            recs += tail.poll(max_bytes=_CHUNK)
+            if tail.error or tail.offset == before:
+                break
+        recs += tail.poll(max_bytes=_CHUNK, final=True)
+        if tail.error:
+            data.warnings.append(tail.error)
+            continue
+        data.records[rank] = recs
+        data.count_skips(tail.skipped)
+    data.finish_warnings()
     return data

@@ -13,6 +13,9 @@ from typing import Any
 
 from memtop.errors import MemtopError
 from memtop.runs.format import META_FILE, RANK_FILE_PREFIX, RANK_FILE_SUFFIX, SCHEMA_VERSION
+from memtop.runs.meta_decode import MAX_META, meta_from_dict, sanitize_meta
+from memtop.runs.records import RunMeta
+from memtop.runs.safeio import Unreadable, exists, is_dir, list_dir, read_bounded
 from memtop.version import __version__
 
 DEFAULT_RUNS_DIR = "memtop_runs"
@@ -91,14 +94,37 @@ def write_meta(run_dir: Path, meta: dict[str, Any]) -> None:
     os.replace(tmp, target)
 
 
-def read_meta(run_dir: Path) -> dict[str, Any] | None:
-    """Return meta.json as a dict, or None when it is missing or unreadable."""
+def _read_meta(run_dir: Path) -> tuple[dict[str, Any] | None, tuple[str, ...], str | None]:
+    """(sanitized meta dict or None, dropped keys, why it is None)."""
     try:
-        with open(run_dir / META_FILE, encoding="utf-8") as fh:
-            data = json.load(fh)
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
+        raw = read_bounded(run_dir / META_FILE, MAX_META)
+    except Unreadable as exc:
+        return None, (), exc.why
+    try:
+        obj = json.loads(raw)
+    except RecursionError:
+        return None, (), "nested too deeply"
+    except ValueError:
+        return None, (), "not JSON"
+    got = sanitize_meta(obj)
+    if got is None:
+        return None, (), "not a JSON object"
+    return got[0], tuple(got[1]), None
+
+
+def read_meta(run_dir: Path) -> dict[str, Any] | None:
+    """meta.json as a dict (every value validated as in :mod:`memtop.runs.decode`; bad ones are
+    None), or None when it is missing or unreadable. For code that updates meta.json; readers use
+    :func:`load_meta`."""
+    return _read_meta(run_dir)[0]
+
+
+def load_meta(run_dir: Path) -> tuple[RunMeta | None, str | None]:
+    """(the typed meta.json, or None and why it could not be read)."""
+    doc, dropped, why = _read_meta(run_dir)
+    if doc is None:
+        return None, why
+    return meta_from_dict(doc, dropped), None
 
 
 def update_meta(run_dir: Path, **changes: Any) -> dict[str, Any]:
@@ -109,51 +135,98 @@ def update_meta(run_dir: Path, **changes: Any) -> dict[str, Any]:
 
 
 def is_run_dir(path: Path) -> bool:
-    if not path.is_dir():
+    """A listable directory holding meta.json or a rank file (never raises)."""
+    if not is_dir(path):
         return False
-    if (path / META_FILE).exists():
-        return True
-    return any(p.name.startswith(RANK_FILE_PREFIX) and p.name.endswith(RANK_FILE_SUFFIX) for p in path.iterdir())
+    try:
+        entries = list_dir(path)
+    except Unreadable:
+        return False
+    return any(p.name == META_FILE or (p.name.startswith(RANK_FILE_PREFIX) and p.name.endswith(RANK_FILE_SUFFIX)) for p in entries)
 
 
-def list_runs(runs_dir: Path) -> list[Path]:
-    """Run directories under ``runs_dir``, newest first (by start time, then by name)."""
-    if not runs_dir.is_dir():
-        return []
-    runs = [p for p in runs_dir.iterdir() if is_run_dir(p)]
+def scan_runs(runs_dir: Path) -> tuple[list[Path], list[str]]:
+    """(run directories under ``runs_dir``, newest first by start time then name; one note per
+    entry that looks like a run but cannot be read: an unreadable directory, a symlink loop)."""
+    if not is_dir(runs_dir):
+        return [], []
+    try:
+        entries = list_dir(runs_dir)
+    except Unreadable as exc:
+        return [], [str(exc)]
+    runs: list[Path] = []
+    notes: list[str] = []
+    for p in entries:
+        if p.name.startswith("."):
+            continue
+        if is_dir(p):
+            try:
+                list_dir(p)
+            except Unreadable as exc:
+                notes.append(f"skipped {exc}")
+                continue
+            if is_run_dir(p):
+                runs.append(p)
+        elif not exists(p) and os.path.islink(p):
+            notes.append(f"skipped {p}: a broken symlink or a symlink loop")
 
     def key(p: Path) -> tuple[float, str]:
-        meta = read_meta(p)
-        started = meta.get("started_at") if meta else None
-        if not isinstance(started, (int, float)):
+        meta = load_meta(p)[0]
+        started = meta.started_at if meta else None
+        if started is None:
             try:
                 started = p.stat().st_mtime
             except OSError:
                 started = 0.0
         return (float(started), p.name)
 
-    return sorted(runs, key=key, reverse=True)
+    return sorted(runs, key=key, reverse=True), notes
+
+
+def check_listable(runs_dir: Path) -> None:
+    """MemtopError (exit 2) when the runs directory itself cannot be listed."""
+    try:
+        list_dir(runs_dir)
+    except Unreadable as exc:
+        raise MemtopError(f"cannot read runs directory {exc}") from None
+
+
+def list_runs(runs_dir: Path) -> list[Path]:
+    """Run directories under ``runs_dir``, newest first (by start time, then by name)."""
+    return scan_runs(runs_dir)[0]
 
 
 def resolve_run(spec: str | None, runs_dir: Path | None = None) -> Path:
     """Turn ``latest``, a run id or a path into a run directory, or raise MemtopError."""
     runs_dir = runs_dir if runs_dir is not None else default_runs_dir()
     if spec is None or spec == "latest":
-        if not runs_dir.is_dir():
+        if not is_dir(runs_dir):
             raise MemtopError(f"no runs directory at {runs_dir} (run `memtop train` first, or pass --runs-dir)")
+        check_listable(runs_dir)
         runs = list_runs(runs_dir)
         if not runs:
             raise MemtopError(f"no runs in {runs_dir}")
         return runs[0]
+    if len(spec) > 4096 or "\0" in spec:
+        raise MemtopError("the run name is not a usable path")
     as_path = Path(spec)
-    if as_path.is_dir():
+    if is_dir(as_path):
+        try:
+            list_dir(as_path)
+        except Unreadable as exc:
+            raise MemtopError(f"cannot read run {exc}") from None
         if is_run_dir(as_path):
             return as_path
         raise MemtopError(f"{spec} is not a memtop run directory (no meta.json or rank*.jsonl)")
     candidate = runs_dir / spec
-    if candidate.is_dir() and is_run_dir(candidate):
-        return candidate
-    if runs_dir.is_dir():
+    if is_dir(candidate):
+        try:
+            list_dir(candidate)
+        except Unreadable as exc:
+            raise MemtopError(f"cannot read run {exc}") from None
+        if is_run_dir(candidate):
+            return candidate
+    if is_dir(runs_dir):
         matches = [p for p in list_runs(runs_dir) if p.name.endswith(spec) or p.name.startswith(spec)]
         if len(matches) == 1:
             return matches[0]

@@ -11,11 +11,12 @@ from __future__ import annotations
 import math
 import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeGuard
 
 from memtop.runs import format as fmt
-from memtop.runs.reader import RankTail, rank_files
+from memtop.runs.reader import RankTail, StepRecord, rank_files
 
 _MB = float(fmt.MB)
 
@@ -24,7 +25,7 @@ def _number(v: object) -> TypeGuard[float]:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
-def scalars_for(rec: dict[str, Any]) -> dict[str, float]:
+def scalars_for(rec: Mapping[str, Any]) -> dict[str, float]:
     """The spec's TensorBoard tags for one step record (null or non-finite figures are left out)."""
     out: dict[str, float] = {}
     cats = rec.get("categories")
@@ -55,7 +56,7 @@ class EventWriter:
         logdir.mkdir(parents=True, exist_ok=True)
         self._writer = EventFileWriter(str(logdir), flush_secs=int(max(1, flush_secs)))
 
-    def add_step(self, rec: dict[str, Any]) -> None:
+    def add_step(self, rec: Mapping[str, Any]) -> None:
         step = rec.get("step")
         if isinstance(step, int):
             wall = rec.get("time")
@@ -101,12 +102,12 @@ class RunFollower:
         for rank, path in rank_files(self.run_dir).items():
             tail = self._tails.setdefault(rank, RankTail(path))
             for rec in tail.poll(final=final):
-                if rec.get("type") != "step":
+                if not isinstance(rec, StepRecord):
                     continue
                 writer = self._writers.get(rank)
                 if writer is None:
                     writer = self._writers[rank] = EventWriter(self.run_dir / fmt.TENSORBOARD_DIR / f"rank{rank}")
-                writer.add_step(rec)
+                writer.add_step(rec.doc)  # validated by the decoder
                 written += 1
         return written
 

@@ -2,7 +2,8 @@
 
 :class:`RunReader` is the interface (tests hand the app a fake one); :class:`FileRunReader` tails
 ``rank<N>.jsonl`` with :class:`memtop.runs.reader.RankTail`, re-reads ``meta.json`` when it changes
-and keeps the last lines of ``output.log``. It is called from the poller thread only, never from
+and keeps the last lines of ``output.log`` (every file opened through :mod:`memtop.runs.safeio`:
+regular files only, never blocking). It is called from the poller thread only, never from
 the UI thread. Memory stays bounded however long the run: the timeline is decimated
 (:mod:`memtop.tui.history`) and only a window of raw records is kept for the advisor.
 """
@@ -18,11 +19,22 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 from memtop.runs.format import CATEGORIES, META_FILE, OUTPUT_LOG
 from memtop.runs.reader import RankTail, Record, RunData, parse_line, rank_files
-from memtop.runs.rundir import read_meta
+from memtop.runs.records import (
+    Categories,
+    ExitRecord,
+    LargeTensor,
+    OomRecord,
+    RunMeta,
+    StageRecord,
+    StepRecord,
+    WarningRecord,
+)
+from memtop.runs.rundir import load_meta
+from memtop.runs.safeio import open_regular
 from memtop.runs.status import LOST, run_status
 from memtop.tui.history import DecimatedSeries
 from memtop.tui.snapshot import (
@@ -56,97 +68,57 @@ class RunReader(Protocol):
 
 
 # ---------------------------------------------------------------------------------------------
-# Typed access to lenient records (a record from disk may hold anything).
+# Views of typed records (validated by memtop.runs.decode: every figure is an int/float or None).
 
 
-def _int(value: Any) -> int | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    return None
+def _categories(cats: Categories) -> tuple[tuple[str, int | None], ...]:
+    return tuple((name, getattr(cats, name)) for name in CATEGORIES)
 
 
-def _float(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    return float(value)
-
-
-def _str(value: Any, default: str = "") -> str:
-    return value if isinstance(value, str) else default
-
-
-def _categories(value: Any) -> tuple[tuple[str, int | None], ...]:
-    cats = value if isinstance(value, dict) else {}
-    return tuple((name, _int(cats.get(name))) for name in CATEGORIES)
-
-
-def _tensors(value: Any) -> tuple[TensorRow, ...]:
-    rows: list[TensorRow] = []
-    if not isinstance(value, list):
-        return ()
-    for item in value:
-        if not isinstance(item, dict):
-            continue
-        size = _int(item.get("bytes"))
-        if size is None:
-            continue
-        shape = item.get("shape")
-        dims = tuple(d for d in (_int(x) for x in shape) if d is not None) if isinstance(shape, list) else ()
-        rows.append(
-            TensorRow(
-                name=_str(item.get("name"), "?"),
-                category=_str(item.get("category"), "?"),
-                bytes=size,
-                shape=dims,
-                dtype=_str(item.get("dtype")).removeprefix("torch."),
-            )
-        )
+def _tensors(items: tuple[LargeTensor, ...]) -> tuple[TensorRow, ...]:
+    rows = [TensorRow(name=t.name, category=t.category, bytes=t.bytes, shape=t.shape, dtype=t.dtype.removeprefix("torch.")) for t in items]
     rows.sort(key=lambda r: r.bytes, reverse=True)
     return tuple(rows)
 
 
-def step_view(rec: Record) -> StepView:
-    cats = _categories(rec.get("categories"))
-    tracked = _int(rec.get("tracked"))
+def step_view(rec: StepRecord) -> StepView:
+    cats = _categories(rec.categories)
+    tracked = rec.tracked
     if tracked is None:
         known = [v for k, v in cats if k != "other" and v is not None]
         tracked = sum(known) if known else None
     return StepView(
-        step=_int(rec.get("step")) or 0,
-        time=_float(rec.get("time")),
-        device=_str(rec.get("device"), "?"),
-        step_time=_float(rec.get("step_time")),
-        allocated=_int(rec.get("allocated")),
-        reserved=_int(rec.get("reserved")),
-        peak=_int(rec.get("peak")),
-        device_used=_int(rec.get("device_used")),
-        device_total=_int(rec.get("device_total")),
-        fragmentation_bytes=_int(rec.get("fragmentation_bytes")),
-        fragmentation_pct=_float(rec.get("fragmentation_pct")),
-        inactive_split_bytes=_int(rec.get("inactive_split_bytes")),
+        step=rec.step,
+        time=rec.time,
+        device=rec.device or "?",
+        step_time=rec.step_time,
+        allocated=rec.allocated,
+        reserved=rec.reserved,
+        peak=rec.peak,
+        device_used=rec.device_used,
+        device_total=rec.device_total,
+        fragmentation_bytes=rec.fragmentation_bytes,
+        fragmentation_pct=rec.fragmentation_pct,
+        inactive_split_bytes=rec.inactive_split_bytes,
         categories=cats,
-        peak_point=rec.get("peak_point") if isinstance(rec.get("peak_point"), str) else None,
+        peak_point=rec.peak_point,
         tracked=tracked,
-        activations_step=_int(rec.get("activations_step")),
-        sample_every=_int(rec.get("sample_every")),
-        large_tensors=_tensors(rec.get("large_tensors")),
+        activations_step=rec.activations_step,
+        sample_every=rec.sample_every,
+        large_tensors=_tensors(rec.large_tensors),
     )
 
 
-def oom_view(rec: Record) -> OomView:
+def oom_view(rec: OomRecord) -> OomView:
     return OomView(
-        step=_int(rec.get("step")),
-        message=_str(rec.get("message")),
-        requested_bytes=_int(rec.get("requested_bytes")),
-        allocated=_int(rec.get("allocated")),
-        reserved=_int(rec.get("reserved")),
-        device_free=_int(rec.get("device_free")),
-        categories=_categories(rec.get("categories")),
-        large_tensors=_tensors(rec.get("large_tensors")),
+        step=rec.step,
+        message=rec.message,
+        requested_bytes=rec.requested_bytes,
+        allocated=rec.allocated,
+        reserved=rec.reserved,
+        device_free=rec.device_free,
+        categories=_categories(rec.categories),
+        large_tensors=_tensors(rec.large_tensors),
     )
 
 
@@ -184,7 +156,7 @@ class RankState:
         self.rank = rank
         self.device = "?"
         self.steps_seen = 0
-        self.last_raw: Record | None = None
+        self.last_raw: StepRecord | None = None
         self.max_peak: int | None = None
         self.max_peak_step: int | None = None
         self.history = DecimatedSeries(HISTORY_FIELDS, capacity=history_points)
@@ -193,8 +165,8 @@ class RankState:
         self.first_steps: list[Record] = []
         self.recent_steps: deque[Record] = deque(maxlen=window)
         self.others: deque[Record] = deque(maxlen=other_window)
-        self.oom: Record | None = None
-        self.exit: Record | None = None
+        self.oom: OomRecord | None = None
+        self.exit: ExitRecord | None = None
         self.last_stage: str | None = None
         self.first_time: float | None = None
         self.last_time: float | None = None
@@ -203,53 +175,35 @@ class RankState:
 
     def ingest(self, rec: Record) -> None:
         self._cached = None
-        t = _float(rec.get("time"))
+        t = rec.time
         if t is not None:
             if self.first_time is None:
                 self.first_time = t
             self.last_time = t if self.last_time is None else max(self.last_time, t)
-        kind = rec.get("type")
-        if kind == "step":
+        if isinstance(rec, StepRecord):
             self._ingest_step(rec, t)
             return
         self.others.append(rec)
-        if kind == "oom":
+        if isinstance(rec, OomRecord):
             self.oom = rec
-        elif kind == "exit":
+        elif isinstance(rec, ExitRecord):
             self.exit = rec
-        elif kind == "stage":
-            self.last_stage = _str(rec.get("name")) or None
-        elif kind == "warning":
-            self.warnings.append(_str(rec.get("message"), "(warning without a message)"))
+        elif isinstance(rec, StageRecord):
+            self.last_stage = rec.name or None
+        elif isinstance(rec, WarningRecord):
+            self.warnings.append(rec.message or "(warning without a message)")
 
-    def _ingest_step(self, rec: Record, t: float | None) -> None:
-        step = _int(rec.get("step"))
-        if step is None:
-            return
+    def _ingest_step(self, rec: StepRecord, t: float | None) -> None:
+        step = rec.step
         self.steps_seen += 1
         self.last_raw = rec
-        self.device = _str(rec.get("device"), self.device)
-        peak = _int(rec.get("peak"))
+        self.device = rec.device or self.device
+        peak = rec.peak
         if peak is not None and (self.max_peak is None or peak > self.max_peak):
             self.max_peak, self.max_peak_step = peak, step
-        tracked = _int(rec.get("tracked"))
-        if tracked is None:
-            cats = rec.get("categories")
-            if isinstance(cats, dict):
-                vals = [_int(cats.get(c)) for c in CATEGORIES[:4]]
-                tracked = sum(v for v in vals if v is not None)
-        frag = _float(rec.get("fragmentation_pct"))
-        self.history.add(
-            step,
-            (
-                _int(rec.get("allocated")),
-                _int(rec.get("reserved")),
-                peak,
-                _int(rec.get("device_used")),
-                tracked,
-                frag,
-            ),
-        )
+        tracked = rec.tracked if rec.tracked is not None else rec.categories.tracked()
+        frag = rec.fragmentation_pct
+        self.history.add(step, (rec.allocated, rec.reserved, peak, rec.device_used, tracked, frag))
         if frag is not None:
             self.frag_points.append((step, frag))
         if t is not None:
@@ -265,7 +219,7 @@ class RankState:
             if s1 > s0 and t1 >= t0:
                 return (t1 - t0) / (s1 - s0)
         if self.last_raw is not None:
-            return _float(self.last_raw.get("step_time"))
+            return self.last_raw.step_time
         return None
 
     def snapshot(self) -> RankSnapshot:
@@ -282,11 +236,7 @@ class RankState:
                 frag_trend=_slope_per_100(self.frag_points),
                 step_rate=self.step_rate(),
                 oom=oom_view(self.oom) if self.oom is not None else None,
-                exit=ExitView(
-                    reason=_str(exit_rec.get("reason"), "normal"),
-                    exception=exit_rec.get("exception") if isinstance(exit_rec.get("exception"), str) else None,
-                    steps=_int(exit_rec.get("steps")),
-                )
+                exit=ExitView(reason=exit_rec.reason or "normal", exception=exit_rec.exception, steps=exit_rec.steps)
                 if exit_rec is not None
                 else None,
                 last_stage=self.last_stage,
@@ -295,19 +245,19 @@ class RankState:
 
     def window_records(self) -> list[Record]:
         recs = [*self.first_steps, *self.recent_steps, *self.others]
-        recs.sort(key=lambda r: _float(r.get("time")) or 0.0)
+        recs.sort(key=lambda r: r.time or 0.0)
         return recs
 
 
 def read_tail_records(path: Path, nbytes: int) -> tuple[list[Record], int]:
     """The complete records in the last ``nbytes`` of ``path``, and the file size they end at."""
     try:
-        with open(path, "rb") as fh:
+        with open_regular(path) as fh:
             size = os.fstat(fh.fileno()).st_size
             start = max(0, size - nbytes)
             fh.seek(start)
             data = fh.read(size - start)
-    except OSError:
+    except OSError:  # Unreadable included
         return [], 0
     lines = data.split(b"\n")
     if start > 0 and lines:
@@ -336,7 +286,7 @@ class LogTail:
 
     def poll(self, final: bool = False, max_bytes: int = 4 * 1024 * 1024) -> bool:
         try:
-            with open(self.path, "rb") as fh:
+            with open_regular(self.path) as fh:
                 self.exists = True
                 if self.offset is None:
                     size = os.fstat(fh.fileno()).st_size
@@ -373,7 +323,7 @@ class LogTail:
 @dataclass
 class _MetaCache:
     stamp: tuple[int, int] | None = None
-    data: dict[str, Any] | None = None
+    data: RunMeta | None = None
 
 
 class FileRunReader:
@@ -451,7 +401,7 @@ class FileRunReader:
         stamp = (st.st_mtime_ns, st.st_size)
         if stamp == self._meta.stamp:
             return False
-        data = read_meta(self.run_dir)
+        data = load_meta(self.run_dir)[0]
         if data is None:
             return False  # mid-replace or garbage; try again next poll
         self._meta = _MetaCache(stamp, data)
@@ -536,45 +486,34 @@ class FileRunReader:
         data.bad_lines = sum(t.bad_lines for t in self._tails.values())
         return data
 
-    def _writer_gone(self, meta: dict[str, Any]) -> bool:
-        return run_status(self.run_dir, meta) == LOST
+    def _writer_gone(self, meta: RunMeta) -> bool:
+        return run_status(self.run_dir, dict(meta.doc)) == LOST
 
     def _build(self) -> RunSnapshot:
-        meta = self._meta.data or {}
-        command = meta.get("command")
-        devices_raw = meta.get("devices")
-        devices: list[DeviceInfo] = []
-        if isinstance(devices_raw, list):
-            for d in devices_raw:
-                if isinstance(d, dict):
-                    devices.append(
-                        DeviceInfo(
-                            index=_int(d.get("index")),
-                            name=_str(d.get("name"), "?"),
-                            total_bytes=_int(d.get("total_bytes")),
-                            kind=_str(d.get("kind"), "cuda"),
-                        )
-                    )
-        ranks = tuple(self._rank_snapshot(rank, state) for rank, state in sorted(self._ranks.items()))
+        meta = self._meta.data or RunMeta()
+        devices = [DeviceInfo(index=d.index, name=d.name or "?", total_bytes=d.total_bytes, kind=d.kind if d.kind != "unknown" else "cuda") for d in meta.devices]
+        # a rank file that cannot be read (a FIFO, a device, no permission) is a warning, not a rank
+        unread = {rank for rank, tail in self._tails.items() if tail.error and not self._ranks[rank].steps_seen and not self._ranks[rank].others}
+        ranks = tuple(self._rank_snapshot(rank, state) for rank, state in sorted(self._ranks.items()) if rank not in unread)
         firsts = [s.first_time for s in self._ranks.values() if s.first_time is not None]
         lasts = [s.last_time for s in self._ranks.values() if s.last_time is not None]
         lasts += [p.last_time for p, _ in self._previews.values() if p.last_time is not None]
-        warnings: list[str] = []
+        warnings: list[str] = [e for rank in sorted(unread) if (e := self._tails[rank].error)]
         for rank, state in sorted(self._ranks.items()):
             prefix = f"rank {rank}: " if len(self._ranks) > 1 else ""
             warnings.extend(prefix + w for w in state.warnings)
         return RunSnapshot(
             run_dir=str(self.run_dir),
-            run_id=_str(meta.get("run_id"), self.run_dir.name),
-            command=tuple(str(c) for c in command) if isinstance(command, list) else (),
-            host=meta.get("host") if isinstance(meta.get("host"), str) else None,
+            run_id=meta.run_id or self.run_dir.name,
+            command=meta.command,
+            host=meta.host,
             devices=tuple(devices),
-            started_at=_float(meta.get("started_at")),
-            ended_at=_float(meta.get("ended_at")),
-            meta_status=meta.get("status") if isinstance(meta.get("status"), str) else None,
-            exit_code=_int(meta.get("exit_code")),
-            signal=_int(meta.get("signal")),
-            max_steps=_int(meta.get("max_steps")),
+            started_at=meta.started_at,
+            ended_at=meta.ended_at,
+            meta_status=meta.status,
+            exit_code=meta.exit_code,
+            signal=meta.signal,
+            max_steps=meta.max_steps,
             first_time=min(firsts) if firsts else None,
             last_time=max(lasts) if lasts else None,
             ranks=ranks,

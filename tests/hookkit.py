@@ -1,0 +1,52 @@
+"""Run a small training script the way `memtop train` runs it (the hook injected), without the dashboard."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+from memtop.launcher import child_environment
+
+
+def run_hooked(
+    script: str,
+    project: Path,
+    run_dir: Path,
+    *args: str,
+    timeout: float = 180,
+    extra_env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Write ``script`` to ``project/train.py`` and run it with the environment `memtop train` gives a child."""
+    project.mkdir(parents=True, exist_ok=True)
+    (project / "train.py").write_text(textwrap.dedent(script))
+    env = child_environment(run_dir, None)
+    env.pop("RANK", None)
+    env.update(extra_env or {})
+    return subprocess.run(
+        [sys.executable, "train.py", *args],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def read_lines(path: Path) -> list[dict[str, Any]]:
+    """Every line of a record file, each of which must be one complete JSON object."""
+    data = path.read_bytes()
+    assert data == b"" or data.endswith(b"\n"), f"{path.name} ends in a partial line"
+    return [json.loads(line) for line in data.decode("utf-8").splitlines()]
+
+
+def steps_of(records: list[dict[str, Any]]) -> list[int]:
+    return [r["step"] for r in records if r["type"] == "step"]
+
+
+def record_files(run_dir: Path) -> list[str]:
+    return sorted(p.name for p in run_dir.iterdir() if p.name.endswith(".jsonl"))
