@@ -87,14 +87,22 @@ def test_reentrant_checkpointing_activations_are_the_forward_saved_tensors(tmp_p
     assert steps[-1]["moments"]["forward_end"]["activations"] == _saved_bytes_of_reentrant_forward()
 
 
-def test_loop_without_an_optimizer_is_explained_and_explicit_steps_work(tmp_path: Path) -> None:
-    # word_language_model's shape: a hand-written SGD update, no torch optimizer, so no step hook
+def test_hand_written_update_is_stepped_per_backward_and_explicit_steps_work(tmp_path: Path) -> None:
+    # word_language_model's shape: a hand-written SGD update, no torch optimizer to mark the steps
     run, truth, steps = train(tmp_path / "bare", "manual")
-    assert steps == [] and truth["optimizer_steps"] == 3
-    out = run_memtop("analyze", str(run))
-    assert out.returncode == 1 and "Traceback" not in out.stderr
-    assert "without calling a torch optimizer's step()" in out.stderr and "prof.step()" in out.stderr
-    # the remedy the message gives: memtop.profile(model) and prof.step()
+    assert truth["optimizer_steps"] == 3 and steps
+    assert steps[-1]["categories"]["parameters"] == truth["parameters"]
+    warnings = [r["message"] for r in read_records(run) if r["type"] == "warning"]
+    assert any("prof.step()" in w for w in warnings), warnings
+    # the remedy the warning gives: memtop.profile(model) and prof.step()
     _, truth, steps = train(tmp_path / "explicit", "manual", "--explicit")
     assert [r["step"] for r in steps] == [1, 2, 3]
     assert steps[-1]["categories"]["parameters"] == truth["parameters"]
+
+
+def test_a_run_without_any_step_is_explained(tmp_path: Path) -> None:
+    run, _, steps = train(tmp_path, "inference")
+    assert steps == []
+    out = run_memtop("analyze", str(run))
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    assert "without an optimizer step or a backward pass" in out.stderr and "prof.step()" in out.stderr

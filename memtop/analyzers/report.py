@@ -84,10 +84,10 @@ def _no_steps_warning(status: str) -> str:
     if status == "running":
         return "no step records yet (the run is still starting)"
     if status == "finished":
-        # e.g. pytorch/examples word_language_model: `p.data.add_(p.grad, alpha=-lr)`, no torch optimizer
+        # an evaluation script, or a loop memtop could not tie to a model: nothing marked a step
         return (
-            "no step records: the script finished without calling a torch optimizer's step(), which is where "
-            "memtop marks steps (and where --max-steps counts); in a loop with a hand-written update, wrap it in "
+            "no step records: the script finished without an optimizer step or a backward pass memtop could "
+            "tie to a model (steps, and --max-steps, count those); to mark steps yourself, wrap the loop in "
             "`with memtop.profile(model) as prof:` and call `prof.step()` once per iteration"
         )
     return "no step records"

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-SHAPES = ("gan", "distill", "ema", "reentrant", "compile", "hf", "lightning", "manual")
+SHAPES = ("gan", "distill", "ema", "reentrant", "compile", "hf", "lightning", "manual", "inference")
 
 
 def mlp(d_in: int, d_hidden: int, d_out: int) -> nn.Sequential:
@@ -255,9 +255,19 @@ def run_manual(steps: int, batch: int, explicit: bool = False) -> tuple[list[nn.
     return [model], [], steps
 
 
+def run_inference(steps: int, batch: int) -> tuple[list[nn.Module], list[torch.optim.Optimizer], int]:
+    """An evaluation script: forward passes under no_grad, no backward and no optimizer."""
+    model = mlp(32, 64, 10).eval()
+    with torch.no_grad():
+        for i in range(steps):
+            print(f"batch {i} mean {model(torch.randn(batch, 32)).mean().item():.4f}", flush=True)
+    return [model], [], 0
+
+
 RUNNERS = {
     "gan": run_gan, "distill": run_distill, "ema": run_ema, "reentrant": run_reentrant,
     "compile": run_compile, "hf": run_hf, "lightning": run_lightning, "manual": run_manual,
+    "inference": run_inference,
 }
 
 
