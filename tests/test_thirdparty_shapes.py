@@ -94,6 +94,10 @@ def test_hand_written_update_is_stepped_per_backward_and_explicit_steps_work(tmp
     assert steps[-1]["categories"]["parameters"] == truth["parameters"]
     warnings = [r["message"] for r in read_records(run) if r["type"] == "warning"]
     assert any("prof.step()" in w for w in warnings), warnings
+    # the post-mortem says it too, not only the live status line
+    report = run_memtop("analyze", str(run), "--json")
+    assert report.returncode == 0, report.stderr
+    assert any(w.startswith("hook (rank 0): no optimizer step") for w in json.loads(report.stdout)["warnings"])
     # the remedy the warning gives: memtop.profile(model) and prof.step()
     _, truth, steps = train(tmp_path / "explicit", "manual", "--explicit")
     assert [r["step"] for r in steps] == [1, 2, 3]

@@ -19,7 +19,7 @@ from memtop.analyzers.fragmentation import FragmentationReport
 from memtop.analyzers.leak import LeakReport
 from memtop.analyzers.series import RankSeries
 from memtop.analyzers.summary import CPU_UNMEASURED, Peak, RunInfo, Timeline, timeline
-from memtop.runs.reader import RunData
+from memtop.runs.reader import RunData, WarningRecord
 
 REPORT_VERSION = 1
 
@@ -49,6 +49,10 @@ def build(run: RunData, series: dict[int, RankSeries] | None = None, detect_flag
     facts = gather(run, detect_flags_now=detect_flags, series=series)
     suggestions = suggestions_for(facts)
     warnings = list(run.warnings)
+    # the hook's own warnings (it turned itself off; steps counted per backward pass) change how
+    # every figure below reads: a post-mortem must say them, not only the live status line
+    for w in run.of_class(WarningRecord):
+        warnings.append(f"hook (rank {w.rank if w.rank is not None else 0}): {w.message}")
     unmeasured: list[str] = []
     if facts.peak is not None and facts.peak.measure == "tracked":
         unmeasured.append(CPU_UNMEASURED)
