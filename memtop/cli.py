@@ -40,11 +40,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     # `memtop train` takes the child's command verbatim after `--` or after the script name.
-    if argv[0] == "train":
-        from memtop.commands.train import split_child_command
-
-        own, child = split_child_command(argv[1:])
-        args = parser.parse_args(["train", *own])
+    if argv[0] in ("train", "fit"):
+        own, child = load(f"memtop.commands.{argv[0]}").split_child_command(argv[1:])
+        args = parser.parse_args([argv[0], *own])
         args.child = child
     else:
         args = parser.parse_args(argv)

@@ -18,6 +18,7 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("runs", "memtop.commands.runs", "list runs, newest first"),
     ("compare", "memtop.commands.compare", "compare two runs category by category"),
     ("export", "memtop.commands.export", "export a run to TensorBoard or CSV"),
+    ("fit", "memtop.commands.fit", "capacity planning: the largest batch, frames or resolution that fits, from short probe runs"),
 ]
 
 

@@ -22,7 +22,7 @@ NAME = "train"
 HELP = "launch a training command under the profiler"
 
 # Options of `memtop train` that take a value (needed to find where the child's command starts).
-_VALUE_OPTIONS = {"--runs-dir", "--name", "--max-steps", "--interval", "--refresh"}
+_VALUE_OPTIONS = {"--runs-dir", "--name", "--max-steps", "--interval", "--refresh", "--device-memory"}
 
 
 def split_child_command(argv: list[str]) -> tuple[list[str], list[str]]:
@@ -78,6 +78,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-steps", type=_positive_int, default=None, help="end the run cleanly after N optimizer steps")
     parser.add_argument("--interval", type=_positive_float, default=5.0, help="seconds between headless status lines (default 5)")
     parser.add_argument("--refresh", type=_positive_float, default=0.5, help="dashboard refresh in seconds (default 0.5)")
+    from memtop.commands._device_memory import size_arg
+
+    parser.add_argument("--device-memory", type=size_arg, default=None, metavar="SIZE", help="cap the process's CUDA memory (e.g. 24GB) to act as a smaller card")
 
 
 def _run_name(child: list[str], explicit: str | None) -> str:
@@ -143,16 +146,27 @@ def run(args: argparse.Namespace) -> int:
 
     child_argv: list[str] = list(getattr(args, "child", []) or [])
     check_command(child_argv)
+    devices = detect_devices()
+    if args.device_memory is not None:
+        from memtop.commands._device_memory import check_cap
+
+        check_cap(args.device_memory, devices)
     runs_dir = Path(args.runs_dir) if args.runs_dir else rundir.default_runs_dir()
     run_dir = rundir.create_run_dir(runs_dir, _run_name(child_argv, args.name))
-    meta = rundir.new_meta(run_dir, child_argv, detect_devices())
+    meta = rundir.new_meta(run_dir, child_argv, devices)
     meta["max_steps"] = args.max_steps
     meta["launcher"] = "memtop train"
+    if args.device_memory is not None:
+        meta["device_memory"] = args.device_memory
     meta_lock = threading.Lock()
     _write_first_meta(run_dir, meta, runs_dir)
 
     use_tui = not args.no_tui and sys.stdout.isatty() and sys.stdin.isatty()
     env = child_environment(run_dir, args.max_steps)
+    if args.device_memory is not None:
+        from memtop.profiler.device_cap import ENV_DEVICE_MEMORY
+
+        env[ENV_DEVICE_MEMORY] = str(args.device_memory)
     state = _RunState(run_dir, meta_lock)
     ender = RunEnder(lambda: _finalize(run_dir, state, interrupted=True))
     signals = SignalWatch(ender.on_signal).start()

@@ -122,6 +122,9 @@ def _on_torch_imported() -> None:
         config = HookConfig.from_env()
         if config.run_dir is None:
             return
+        from memtop.profiler.device_cap import apply_from_env
+
+        apply_from_env(sys.modules["torch"])  # memtop train --device-memory
         run_dir = config.run_dir
         hooks.install(config, lambda: Session(config, run_dir))
         # a forked child (os.fork, multiprocessing's fork start method) starts a session of its
