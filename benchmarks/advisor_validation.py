@@ -1,12 +1,17 @@
-"""Check the advisor's estimates by applying them: run, take the suggestion, run again, measure.
+"""Check the advisor's estimates by applying them: profile, take every suggestion, run again, measure.
 
-For each case a sample run is profiled with ``memtop train`` on this machine, the advisor is asked
-for its suggestions, the named rule's *own* new command line is run the same way, and the saving
-measured in the category the suggestion targets (at the peak step) is compared with the estimate.
+Each script (the sample runs, and small scripts in the shapes users have: a plain loop with and
+without an accumulation flag, an LSTM, a conv net, a nanoGPT-style configurator script, an HF
+Trainer-shaped and a Lightning-shaped script, under benchmarks/scripts/) is profiled with
+``memtop train --no-tui --max-steps N`` on this machine. For *every* quantified suggestion the
+advisor makes, the change is applied — the suggestion's own command line, or, for a code change,
+the same edit pre-written in the script behind ``VALIDATE_CODE_CHANGE`` — the run is profiled the
+same way, and the estimate is compared with the measured change of the step's peak (the allocator
+peak on CUDA, the tracked peak on CPU).
 
-    python benchmarks/advisor_validation.py [--steps N] [--out docs/validation/advisor-cpu.md] [CASE...]
+    python benchmarks/advisor_validation.py [--steps N] [--device auto|cpu|cuda] [--out FILE] [SCRIPT|RULE...]
 
-tests/test_advisor_validation.py runs the same cases (a few steps each).
+tests/test_advisor_validation.py runs a short form (a few steps, a few scripts).
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -27,120 +32,178 @@ sys.path.insert(0, str(REPO))
 from memtop.analyzers.advice import Suggestion, suggest  # noqa: E402
 from memtop.analyzers.cmdline import join  # noqa: E402
 from memtop.analyzers.series import rank_series  # noqa: E402
-from memtop.analyzers.summary import find_peak  # noqa: E402
+from memtop.analyzers.summary import Peak, find_peak  # noqa: E402
 from memtop.runs.reader import load_run  # noqa: E402
 from memtop.runs.rundir import list_runs  # noqa: E402
 
 TOLERANCE = 0.15
-MODEL_STATE = ("parameters", "gradients", "optimizer_state")
+SMALL = 0.01  # a measured change under 1% of the peak is compared in absolute terms (±1% of the peak)
+SKIPPED_RULES = ("leak",)  # a leak fix is a code change with no fixed form: validated by leak_case
+S = "benchmarks/scripts"
 
 
 @dataclass(frozen=True)
-class Case:
+class CodeChange:
+    """How to apply a code-change suggestion to this script: the command and environment of the
+    edited script (the edit is pre-written behind VALIDATE_CODE_CHANGE)."""
+
+    command: tuple[str, ...]
+    env: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class Script:
     name: str
-    command: list[str]  # the baseline child command (run from the repo root)
-    rule: str  # the suggestion to apply
-    required: bool = True  # False: reported, not held to the tolerance (a known deviation)
+    command: tuple[str, ...]  # the baseline child command
+    code_changes: dict[str, CodeChange] = field(default_factory=dict)
+    cwd: str = ""  # where it runs, relative to the repository root (nanoGPT runs from its own directory)
 
 
-CASES = [
-    Case("batch+accumulation", ["python", "sample_runs/transformer_finetune.py", "--batch-size", "8", "--seq-len", "64"], "batch_accumulation"),
-    Case("gradient checkpointing", ["python", "sample_runs/transformer_finetune.py", "--batch-size", "8", "--n-layers", "4"], "gradient_checkpointing"),
-    Case("bf16 autocast", ["python", "sample_runs/image_fit.py", "--resolution", "64"], "mixed_precision"),
-    Case("fp16 SH storage", ["python", "sample_runs/gaussian_splat.py", "--num-gaussians", "20000"], "half_precision"),
-    Case("fewer frames", ["python", "sample_runs/video_pipeline.py", "--max-frames", "8"], "frames"),
-    Case("lower resolution", ["python", "sample_runs/image_fit.py", "--resolution", "64"], "resolution", required=False),
-    Case("bf16 autocast (transformer)", ["python", "sample_runs/transformer_finetune.py", "--batch-size", "8", "--seq-len", "64"], "mixed_precision", required=False),
+PLAIN = ("python", f"{S}/plain_loop.py", "--batch-size", "2048")
+NOACCUM = ("python", f"{S}/plain_loop_noaccum.py", "--batch-size", "2048")
+NANO = ("python", "train.py", "--batch_size=8")
+HF = ("python", f"{S}/hf_trainer_style.py", "--per_device_train_batch_size", "8")
+SCRIPTS = [
+    Script("plain loop (accumulation flag)", PLAIN, {"mixed_precision": CodeChange(PLAIN, (("VALIDATE_CODE_CHANGE", "autocast"),))}),
+    Script(
+        "plain loop (no accumulation flag)",
+        NOACCUM,
+        {
+            "batch_accumulation": CodeChange(("python", f"{S}/plain_loop_noaccum.py", "--batch-size", "1024"), (("VALIDATE_CODE_CHANGE", "accumulate"),)),
+            "mixed_precision": CodeChange(NOACCUM, (("VALIDATE_CODE_CHANGE", "autocast"),)),
+        },
+    ),
+    Script("LSTM", ("python", f"{S}/lstm_lm.py", "--batch-size", "32")),
+    Script("conv net", ("python", f"{S}/convnet.py", "--batch-size", "32")),
+    # Where memtop cannot read the flags yet (configurator globals, HfArgumentParser bools), the
+    # change is applied with the script's own flag, as a user would after reading the code change.
+    Script(
+        "nanoGPT-style configurator",
+        NANO,
+        {
+            "mixed_precision": CodeChange((*NANO, "--dtype=bfloat16")),
+            "gradient_checkpointing": CodeChange((*NANO, "--gradient_checkpointing=True")),
+            "batch_accumulation": CodeChange(("python", "train.py", "--batch_size=4", "--gradient_accumulation_steps=2")),
+        },
+        cwd=f"{S}/nanogpt_style",
+    ),
+    Script("HF Trainer-style", HF, {"mixed_precision": CodeChange((*HF, "--bf16")), "gradient_checkpointing": CodeChange((*HF, "--gradient_checkpointing"))}),
+    Script("Lightning-style", ("python", f"{S}/lightning_style.py", "--batch_size", "32")),
+    Script("sample: transformer fine-tune", ("python", "sample_runs/transformer_finetune.py", "--batch-size", "8", "--seq-len", "64")),
+    Script("sample: transformer, checkpointing on", ("python", "sample_runs/transformer_finetune.py", "--batch-size", "8", "--n-layers", "4", "--gradient-checkpointing")),
+    Script("sample: image fit", ("python", "sample_runs/image_fit.py", "--resolution", "64")),
+    Script("sample: Gaussian splatting", ("python", "sample_runs/gaussian_splat.py", "--num-gaussians", "20000")),
+    Script("sample: video pipeline", ("python", "sample_runs/video_pipeline.py", "--max-frames", "8")),
 ]
+
+
+# Why a suggestion's estimate misses by more than the tolerance, where the cause is known.
+DEVIATIONS: dict[str, str] = {
+    "mixed_precision@sample: transformer fine-tune": (
+        "autocast casts a shared input once per matmul, so the input of the separate q/k/v projections becomes three "
+        "bf16 copies of one fp32 tensor (1.5× its bytes); those inputs (256 KiB each) are under the 1 MiB listing "
+        "threshold, so the estimate cannot see the sharing and is high. With a fused qkv projection (the nanoGPT- and "
+        "HF-style scripts) the estimate is within the tolerance."
+    ),
+    "lora@sample: transformer fine-tune": (
+        "with the base weights frozen, backward needs no weight gradient there, so the frozen linear layers stop saving "
+        "their inputs as well; the estimate counts only the gradients and optimizer state that go, so it is low "
+        "(conservative)."
+    ),
+    "costly_saving_off@sample: transformer, checkpointing on": (
+        "with checkpointing on, the hook measures only the kept block inputs (and, with the peak at the optimizer step, "
+        "lists no saved tensor to tell them from the loss/logits), so the activations without checkpointing are the "
+        "kept bytes × 8 (a transformer block's typical ratio); this block's ratio is ≈11 (a 4× MLP and attention "
+        "probabilities), and the loss/logits do not grow at all. Its confidence is low for that reason."
+    ),
+}
 
 
 @dataclass
 class Result:
-    case: Case
-    suggestion: Suggestion | None
-    baseline_bytes: int | None
-    after_bytes: int | None
+    script: Script
+    suggestion: Suggestion
+    applied: str  # "command", "code change", or why it was not applied
+    baseline: Peak | None
+    after: Peak | None
+    after_command: tuple[str, ...] = ()
+    after_env: tuple[tuple[str, str], ...] = ()
     error: str = ""
 
     @property
     def measured(self) -> int | None:
-        if self.baseline_bytes is None or self.after_bytes is None:
+        if self.baseline is None or self.after is None:
             return None
-        return self.baseline_bytes - self.after_bytes
+        return self.baseline.bytes - self.after.bytes
 
     @property
     def relative_error(self) -> float | None:
-        m = self.measured
-        if m is None or not m or self.suggestion is None or self.suggestion.saving_bytes is None:
+        m, e = self.measured, self.suggestion.saving_bytes
+        if m is None or e is None or not m:
             return None
-        return abs(self.suggestion.saving_bytes - m) / abs(m)
+        return abs(e - m) / abs(m)
 
     @property
     def ok(self) -> bool:
-        e = self.relative_error
-        return e is not None and e <= TOLERANCE
+        m, e = self.measured, self.suggestion.saving_bytes
+        if m is None or e is None or self.baseline is None:
+            return False
+        if abs(m) < SMALL * self.baseline.bytes:
+            return abs(e - m) <= SMALL * self.baseline.bytes
+        return abs(e - m) <= TOLERANCE * abs(m)
 
 
-def profile(command: list[str], runs_dir: Path, steps: int, name: str) -> Path:
+def profile(command: tuple[str, ...], runs_dir: Path, steps: int, name: str, env_extra: tuple[tuple[str, str], ...] = (), cwd: str = "") -> Path:
     """Run ``command`` under ``memtop train`` (headless) and return its run directory."""
     env = dict(os.environ)
     env.pop("MEMTOP_RUN_DIR", None)
     env["MEMTOP_ACTIVATIONS"] = "every"  # measure activations at every step: the peak is exact
+    env.update(dict(env_extra))
     # `python` in the commands is this interpreter (so the printed commands read as a user types them)
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     argv = [sys.executable, "-m", "memtop", "train", "--no-tui", "--runs-dir", str(runs_dir), "--name", name, "--max-steps", str(steps), "--", *command]
-    proc = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)
+    proc = subprocess.run(argv, cwd=REPO / cwd, env=env, capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)
     if proc.returncode != 0:
-        raise RuntimeError(f"{join(command)} failed ({proc.returncode}): {proc.stderr.strip()[-500:]}")
+        raise RuntimeError(f"{join(list(command))} failed ({proc.returncode}): {(proc.stderr or proc.stdout).strip()[-400:]}")
     runs = [p for p in list_runs(runs_dir) if p.name.endswith(name)]
     if not runs:
         raise RuntimeError(f"no run directory for {name}")
     return runs[0]
 
 
-def _value(composition: dict, category: str | None) -> int | None:
-    if category == "model_state":
-        return sum(composition.get(c) or 0 for c in MODEL_STATE)
-    v = composition.get(category) if category else None
-    return int(v) if isinstance(v, int) else None
+def peak_of(run_dir: Path) -> Peak | None:
+    return find_peak(rank_series(load_run(run_dir)))
 
 
-def peak_point(run_dir: Path) -> str | None:
-    peak = find_peak(rank_series(load_run(run_dir)))
-    return peak.peak_point if peak else None
+def _tag(text: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in text)[:40]
 
 
-def measure(run_dir: Path, category: str | None, point: str | None) -> int | None:
-    """The targeted category's largest value over the steps, at the moment the estimate was made.
-
-    Step records carry the composition at both moments of a step (``moments``); the estimate was
-    made at the baseline's peak moment, so the after-run is read at that same moment (its own peak
-    may move to the other one).
-    """
-    run = load_run(run_dir)
-    if category is None:
-        peak = find_peak(rank_series(run))
-        return peak.bytes if peak else None
-    best: int | None = None
-    for rec in run.steps():
-        moments = rec.get("moments") if isinstance(rec.get("moments"), dict) else {}
-        comp = moments.get(point) if point and isinstance(moments.get(point), dict) else rec.get("categories")
-        v = _value(comp or {}, category)
-        if v is not None and (best is None or v > best):
-            best = v
-    return best
+def baseline_suggestions(script: Script, workdir: Path, steps: int) -> tuple[Path, list[Suggestion]]:
+    base = profile(script.command, workdir, steps, f"{_tag(script.name)}-base", cwd=script.cwd)
+    return base, [s for s in suggest(load_run(base)) if s.saving_bytes is not None and s.rule not in SKIPPED_RULES]
 
 
-def run_case(case: Case, workdir: Path, steps: int) -> Result:
-    tag = case.name.replace(" ", "_").replace("(", "").replace(")", "").replace("+", "_")
-    base = profile(case.command, workdir, steps, f"{tag}-before")
-    found = [s for s in suggest(load_run(base)) if s.rule == case.rule]
-    if not found or found[0].command is None:
-        return Result(case, found[0] if found else None, None, None, error=f"no {case.rule} suggestion with a command line")
-    s = found[0]
-    after = profile(list(s.command), workdir, steps, f"{tag}-after")
-    point = peak_point(base)
-    return Result(case, s, measure(base, s.category, point), measure(after, s.category, point))
+def apply(script: Script, s: Suggestion, base: Path, workdir: Path, steps: int, i: int) -> Result:
+    baseline = peak_of(base)
+    if s.command is not None:
+        command, env, how = tuple(s.command), s.env, "command"
+    elif s.rule in script.code_changes:
+        cc = script.code_changes[s.rule]
+        command, env, how = cc.command, cc.env, "code change"
+    else:
+        return Result(script, s, "not applied: a code change this script has no pre-written form of", baseline, None)
+    try:
+        after = profile(command, workdir, steps, f"{_tag(script.name)}-{i}-{s.rule}", env, script.cwd)
+    except RuntimeError as exc:
+        return Result(script, s, how, baseline, None, command, env, error=str(exc))
+    return Result(script, s, how, baseline, peak_of(after), command, env)
+
+
+def run_script(script: Script, workdir: Path, steps: int, rules: set[str] | None = None) -> list[Result]:
+    """Every suggestion for this script applied (or only those of ``rules``)."""
+    base, sugs = baseline_suggestions(script, workdir, steps)
+    return [apply(script, s, base, workdir, steps, i) for i, s in enumerate(sugs) if not rules or s.rule in rules]
 
 
 @dataclass
@@ -157,62 +220,87 @@ def leak_case(workdir: Path, steps: int = 20) -> LeakResult:
     """The transformer with --leak (keeps every loss with its graph, and the logits) and without."""
     from memtop.analyzers.leak import analyze
 
-    base = ["python", "sample_runs/transformer_finetune.py", "--batch-size", "8", "--seq-len", "64"]
-    leaky = analyze(rank_series(load_run(profile([*base, "--leak"], workdir, steps, "leak-mode"))))
+    base = ("python", "sample_runs/transformer_finetune.py", "--batch-size", "8", "--seq-len", "64")
+    leaky = analyze(rank_series(load_run(profile((*base, "--leak"), workdir, steps, "leak-mode"))))
     normal = analyze(rank_series(load_run(profile(base, workdir, steps, "leak-normal"))))
-    return LeakResult(base, steps, leaky.verdict, leaky.bytes_per_step, leaky.growing_series, normal.verdict)
+    return LeakResult(list(base), steps, leaky.verdict, leaky.bytes_per_step, leaky.growing_series, normal.verdict)
 
 
 def _mib(n: int | None) -> str:
     return "n/a" if n is None else f"{n / 2**20:.2f} MiB"
 
 
-def to_markdown(results: list[Result], steps: int, seconds: float, leak: LeakResult | None = None) -> str:
+def _change(r: Result) -> str:
+    if r.applied == "command":
+        return f"`{join(list(r.after_command), dict(r.after_env))}`"
+    if r.applied == "code change":
+        env = " ".join(f"{k}={v}" for k, v in r.after_env)
+        return f"code change (applied as `{env} {join(list(r.after_command))}`)"
+    return r.applied
+
+
+def verdict(r: Result) -> str:
+    if r.error:
+        return "FAILED to run"
+    if r.after is None:
+        return "not applied"
+    return "yes" if r.ok else "NO"
+
+
+def to_markdown(results: list[Result], steps: int, seconds: float, device: str, leak: LeakResult | None = None) -> str:
     import torch
 
+    applied = [r for r in results if r.after is not None]
+    passed = [r for r in applied if r.ok]
     lines = [
-        "# Advisor estimates on CPU, checked by applying them",
+        f"# Advisor estimates on {device}, checked by applying every suggestion",
         "",
         f"Generated by `python benchmarks/advisor_validation.py --steps {steps}` ({time.strftime('%Y-%m-%d')}, "
-        f"{platform.processor() or platform.machine()}, torch {torch.__version__}, {seconds:.0f} s). Each case profiles "
-        "a sample run with `memtop train --no-tui --max-steps N` (activations measured at every step), takes the advisor's "
-        "suggestion for the named rule, runs *the suggestion's own command line* the same way, and compares the estimated "
-        "saving with the saving measured in the category the suggestion targets: its largest value over the steps, at the "
-        "moment of the step the estimate was made for (the baseline's peak moment, `forward_end` here). "
-        f"Pass: within {TOLERANCE:.0%} of the measured saving.",
+        f"{platform.processor() or platform.machine()}, torch {torch.__version__}, {seconds:.0f} s). Each script is "
+        "profiled with `memtop train --no-tui --max-steps N` (activations measured at every step); *every* quantified "
+        "suggestion the advisor makes is applied — its own command line, or for a code change the same edit pre-written "
+        "in the script behind `VALIDATE_CODE_CHANGE` — and profiled the same way. **Measured** is the change of the step's "
+        "peak over the run (the allocator peak on CUDA; on CPU, which has no allocator counter, the tracked peak: the "
+        "largest parameters + gradients + optimizer state + activations at either moment of a step). "
+        f"Pass: within {TOLERANCE:.0%} of the measured change (a change under {SMALL:.0%} of the peak: within {SMALL:.0%} of the peak). "
+        "A negative figure is memory the change costs (headroom, turning a saving off).",
         "",
-        "On CPU there is no allocator peak, so the figures are the tracked categories "
-        "(`model_state` = parameters + gradients + optimizer state).",
+        f"**{len(passed)} of {len(applied)} applied suggestions are within the tolerance**; "
+        f"{len(results) - len(applied)} could not be applied automatically.",
         "",
-        "| case | suggestion (new command) | category | estimated | measured | error | pass |",
+        "| script | suggestion | change applied | estimated | measured (peak before → after) | error | pass |",
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in results:
         s = r.suggestion
         err = f"{r.relative_error:.1%}" if r.relative_error is not None else "n/a"
-        change = f"`{s.change}`" if s else r.error
-        lines.append(
-            f"| {r.case.name} | {change} | {s.category if s else ''} | {_mib(s.saving_bytes if s else None)} | "
-            f"{_mib(r.measured)} (from {_mib(r.baseline_bytes)} to {_mib(r.after_bytes)}) | {err} | {'yes' if r.ok else ('NO' if r.case.required else 'no (reported only)')} |"
-        )
+        meas = f"{_mib(r.measured)} ({_mib(r.baseline.bytes if r.baseline else None)} → {_mib(r.after.bytes if r.after else None)})" if r.after else "n/a"
+        lines.append(f"| {r.script.name} | {s.rule}: {s.title} | {_change(r)} | {_mib(s.saving_bytes)} | {meas} | {err} | {verdict(r)} |")
     lines += ["", "Baseline commands:", ""]
-    lines += [f"- {r.case.name}: `memtop train --no-tui --max-steps {steps} -- {join(r.case.command)}`" for r in results]
-    lines += ["", "The assumptions behind each estimate, as the advisor states them:", ""]
-    lines += [f"- {r.case.name}: {r.suggestion.assumption}" for r in results if r.suggestion]
-    lines += [
-        "",
-        "Notes on the deviations:",
-        "",
-        "- *gradient checkpointing*: the hook counts the tensors autograd saved; under non-reentrant checkpointing the "
-        "kept block inputs sit in the checkpoint's holder objects, which the hook does not count, so the measured drop is "
-        "all of the blocks' activations while the estimate keeps ≈1/8 of them (the inputs that really stay alive).",
-        "- *bf16 autocast (transformer)*: autocast casts a shared input once per matmul, so the input of the separate "
-        "q/k/v projections becomes three bf16 copies of one fp32 tensor (1.5× its bytes); these inputs (256 KiB each) are "
-        "below the 1 MiB listing threshold, so the estimate cannot see that, and the estimate is 17% high. On the image-fitting MLP, "
-        "where every matmul has its own input, the estimate is within 1%.",
-        "- *fewer frames*: the decoder's activations (per clip, not per frame) do not shrink with the frames; they are "
-        "below the 1 MiB listing threshold, so the estimate assumes every saved byte scales.",
-    ]
+    seen: set[str] = set()
+    for r in results:
+        if r.script.name not in seen:
+            seen.add(r.script.name)
+            where = f"(in {r.script.cwd}) " if r.script.cwd else ""
+            lines.append(f"- {r.script.name}: {where}`memtop train --no-tui --max-steps {steps} -- {join(list(r.script.command))}`")
+    lines += ["", "What each estimate assumes, as the advisor states it:", ""]
+    lines += [f"- {r.script.name}, {r.suggestion.rule}: {r.suggestion.assumption}" for r in results if r.suggestion.assumption]
+    missed = [r for r in results if r.after is not None and not r.ok]
+    lines += ["", "## Not within the tolerance, and why", ""]
+    if not missed:
+        lines.append("Every applied suggestion is within the tolerance.")
+    for r in missed:
+        why = DEVIATIONS.get(f"{r.suggestion.rule}@{r.script.name}", "cause not yet understood.")
+        lines.append(f"- {r.script.name}, {r.suggestion.rule} (estimated {_mib(r.suggestion.saving_bytes)}, measured {_mib(r.measured)}): {why}")
+    skipped = [r for r in results if r.after is None and not r.error]
+    if skipped:
+        lines += ["", "Not applied (code changes without a pre-written form in the script; their estimates use the same "
+                  "arithmetic as the applied ones of the same rule): "
+                  + ", ".join(f"{r.script.name} {r.suggestion.rule}" for r in skipped) + "."]
+    failed = [r for r in results if r.error]
+    if failed:
+        lines += ["", "Runs that failed:", ""]
+        lines += [f"- {r.script.name}, {r.suggestion.rule}: {r.error}" for r in failed]
     if leak is not None:
         lines += [
             "",
@@ -230,29 +318,39 @@ def to_markdown(results: list[Result], steps: int, seconds: float, leak: LeakRes
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--steps", type=int, default=6)
+    ap.add_argument("--steps", type=int, default=4)
     ap.add_argument("--out", default=None, help="write the markdown table here")
-    ap.add_argument("cases", nargs="*", help="case names (default: all)")
+    ap.add_argument("--no-leak", action="store_true", help="skip the leak-detection check")
+    ap.add_argument(
+        "--device", choices=["auto", "cpu", "cuda"], default="auto",
+        help="cuda: only the sample runs (they pick CUDA themselves; the scripts in users' shapes are CPU-only)",
+    )
+    ap.add_argument("names", nargs="*", help="script names and/or rule names to restrict to (default: all)")
     args = ap.parse_args()
-    chosen = [c for c in CASES if not args.cases or c.name in args.cases or c.rule in args.cases]
+    names = set(args.names)
+    script_names = names & {s.name for s in SCRIPTS}
+    rules = names - script_names or None
+    pool = [s for s in SCRIPTS if s.name.startswith("sample:")] if args.device == "cuda" else SCRIPTS
+    chosen = [s for s in pool if not script_names or s.name in script_names]
     t0 = time.time()
-    results = []
+    results: list[Result] = []
     with tempfile.TemporaryDirectory(prefix="memtop-validate-") as tmp:
-        for case in chosen:
-            r = run_case(case, Path(tmp), args.steps)
-            results.append(r)
-            print(f"{case.name}: estimated {_mib(r.suggestion.saving_bytes if r.suggestion else None)}, measured {_mib(r.measured)}, "
-                  f"error {r.relative_error if r.relative_error is None else f'{r.relative_error:.1%}'} {r.error}", flush=True)
-        leak = leak_case(Path(tmp)) if not args.cases else None
+        for script in chosen:
+            for r in run_script(script, Path(tmp), args.steps, rules):
+                results.append(r)
+                print(f"{script.name} | {r.suggestion.rule}: estimated {_mib(r.suggestion.saving_bytes)}, measured {_mib(r.measured)} "
+                      f"[{verdict(r)}] {r.error[:200]}", flush=True)
+        leak = None if args.no_leak or names else leak_case(Path(tmp))
         if leak is not None:
             print(f"leak: {leak.leaky_verdict} ({leak.leaky_rate}), normal run: {leak.normal_verdict}", flush=True)
-    md = to_markdown(results, args.steps, time.time() - t0, leak)
+    device = "CUDA" if any(r.baseline is not None and r.baseline.measure == "allocator_peak" for r in results) else "CPU"
+    md = to_markdown(results, args.steps, time.time() - t0, device, leak)
     if args.out:
         Path(args.out).write_text(md, encoding="utf-8")
     else:
         print(md)
     leak_ok = leak is None or (leak.leaky_verdict == "leak" and leak.normal_verdict == "none")
-    return 0 if leak_ok and all(r.ok for r in results if r.case.required) else 1
+    return 0 if leak_ok and all(r.ok for r in results if r.after is not None) else 1
 
 
 if __name__ == "__main__":

@@ -72,7 +72,9 @@ def test_sorted_by_saving_and_shaped(tmp_path: Path) -> None:
 
 def test_batch_accumulation_keeps_the_effective_batch(tmp_path: Path) -> None:
     s = _by_rule(_advice(_run(tmp_path, TRANSFORMER_FLAGS, CMD)))["batch_accumulation"]
-    assert s.saving_bytes == 3 * GiB  # half of the 6 GiB of activations
+    # the step's peak (at the end of forward): half of the 6 GiB of activations and of the 512 MiB of
+    # inputs/temporaries; the gradients (2 GiB) are already alive there, so accumulation adds none
+    assert s.saving_bytes == 3 * GiB + 256 * MiB
     assert s.category == "activations"
     assert s.change == "python train.py --batch-size 4 --gradient-accumulation-steps 2"
     assert s.command == ("python", "train.py", "--batch-size", "4", "--gradient-accumulation-steps", "2")
@@ -113,8 +115,9 @@ def test_unknown_flags_say_so(tmp_path: Path) -> None:
 def test_checkpointing_estimate_and_flag(tmp_path: Path) -> None:
     s = _by_rule(_advice(_run(tmp_path, TRANSFORMER_FLAGS, CMD)))["gradient_checkpointing"]
     assert s.change == "python train.py --batch-size 8 --gradient-checkpointing"
-    # 6 GiB of activations, none of them loss tensors: 7/8 go
-    assert s.saving_bytes == int(6 * GiB * 7 / 8)
+    # 6 GiB of activations, none of them loss tensors: 7/8 go; on CUDA the block recomputed in
+    # backward (1/4 of them, 4 blocks) is alive at the allocator peak
+    assert s.saving_bytes == int(6 * GiB * 7 / 8) - int(6 * GiB / 4)
     assert "4 blocks (from --n-layers 4)" in s.assumption
 
 

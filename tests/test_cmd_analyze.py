@@ -13,7 +13,7 @@ from memtop.runs.rundir import update_meta
 
 # The documented, stable top-level and section keys of `memtop analyze --json` (docs/analyze.md).
 TOP_KEYS = {"report_version", "run", "warnings", "unmeasured", "peak", "timeline", "fragmentation", "leak", "oom", "stages", "ranks", "suggestions"}
-RUN_KEYS = {"id", "path", "command", "cwd", "status", "exit_code", "started_at", "ended_at", "duration_s", "device", "ranks", "steps", "first_step", "last_step", "sampled"}
+RUN_KEYS = {"id", "path", "command", "cwd", "status", "exit_code", "started_at", "ended_at", "duration_s", "device", "ranks", "steps", "first_step", "last_step", "sampled", "exception"}
 PEAK_KEYS = {"rank", "step", "bytes", "measure", "percent_of_device", "device_total_bytes", "peak_point", "allocated", "reserved", "tracked", "breakdown", "large_tensors"}
 FRAG_KEYS = {
     "measurable", "rank", "percent_last", "percent_mean", "percent_max", "pct_per_1k_steps", "trend", "bytes_at_peak_reserved",
@@ -27,7 +27,7 @@ LEAK_KEYS = {
 SUGGESTION_KEYS = {"rule", "title", "reason", "saving_bytes", "cost", "change", "confidence", "category", "command", "env", "assumption"}
 OOM_KEYS = {
     "step", "rank", "device", "message", "requested_bytes", "device_free", "device_total", "allocated", "reserved", "reserved_unused",
-    "held", "large_tensors", "shortfall_bytes", "fits_with", "smallest_batch", "explanation", "alternatives",
+    "held", "large_tensors", "shortfall_bytes", "fits_with", "smallest_batch", "explanation", "alternatives", "request_too_large", "request_flag",
 }
 
 

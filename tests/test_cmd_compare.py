@@ -20,7 +20,7 @@ def test_before_after_table(tmp_path: Path) -> None:
     assert " 0 B" in rows["parameters"] and "+0.0%" in rows["parameters"]
     data = json.loads(memtop("compare", "--json", "--runs-dir", str(tmp_path), "before", "after").stdout)
     by = {r["name"]: r for r in data["rows"]}
-    assert by["activations"] == {"name": "activations", "unit": "bytes", "a": 6 * GiB, "b": 3 * GiB, "diff": -3 * GiB, "diff_pct": -50.0}
+    assert by["activations"] == {"name": "activations", "unit": "bytes", "a": 6 * GiB, "b": 3 * GiB, "diff": -3 * GiB, "diff_pct": -50.0, "note": ""}
     assert by["step time (median)"]["a"] == 0.25 and by["step time (median)"]["b"] == 0.2
     assert by["fragmentation (mean)"]["a"] is not None
     assert set(data) == {"a", "b", "rows", "notes"}

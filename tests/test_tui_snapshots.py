@@ -18,6 +18,7 @@ import pytest
 from runfactory import GiB, MiB, make_run
 from tuikit import FIXED_NOW, FakeChild, wait_for_data, wait_until
 
+from memtop.analyzers.suggestion import Suggestion
 from memtop.runs.reader import RunData
 from memtop.tui.app import DashboardApp
 from memtop.tui.reader import FileRunReader
@@ -28,23 +29,19 @@ LARGE = (160, 48)
 SMALL = (80, 24)
 
 
-def canned_advice(run: RunData) -> list[dict[str, Any]]:
+def canned_advice(run: RunData) -> list[Suggestion]:
     """Two suggestions in the advisor's shape, independent of its rules."""
     meta = run.meta or {}
     command = list(meta.get("command") or ["python", "train.py"])
     return [
-        {
-            "rule": "gradient_checkpointing", "title": "turn on gradient checkpointing",
-            "reason": "activations are 58% of the peak", "saving_bytes": 7 * MiB,
-            "cost": "≈30% slower steps", "change": "in code: wrap each block in torch.utils.checkpoint",
-            "confidence": "medium", "command": None,
-        },
-        {
-            "rule": "resolution", "title": "halve --resolution",
-            "reason": "activations scale with the pixels", "saving_bytes": 5 * MiB,
-            "cost": "less detail learned", "change": " ".join([*command, "--resolution", "32"]),
-            "confidence": "medium", "command": [*command, "--resolution", "32"],
-        },
+        Suggestion(
+            "gradient_checkpointing", "turn on gradient checkpointing", "activations are 58% of the peak", 7 * MiB,
+            "≈30% slower steps", "in code: wrap each block in torch.utils.checkpoint", "medium",
+        ),
+        Suggestion(
+            "resolution", "halve --resolution", "activations scale with the pixels", 5 * MiB, "less detail learned",
+            " ".join([*command, "--resolution", "32"]), "medium", command=(*command, "--resolution", "32"),
+        ),
     ]
 
 

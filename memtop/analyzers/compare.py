@@ -25,10 +25,23 @@ class Row:
 
     @property
     def diff_pct(self) -> float | None:
+        """The change in percent of A; None where a percentage says nothing (from or to zero)."""
         d = self.diff
-        if d is None or not self.a:
+        if d is None or not self.a or not self.b:
             return None
         return 100.0 * d / self.a
+
+    @property
+    def note(self) -> str:
+        """``"gone"`` for a figure that went to zero (checkpointed activations), ``"new"`` for one
+        that came from zero; else empty."""
+        if self.a is None or self.b is None:
+            return ""
+        if self.a > 0 and self.b == 0:
+            return "gone"
+        if self.a == 0 and self.b > 0:
+            return "new"
+        return ""
 
 
 @dataclass(frozen=True)
@@ -94,6 +107,6 @@ def to_json(c: Comparison) -> dict[str, object]:
     return {
         "a": {"id": c.a.run_id, "path": c.a.path, "command": c.a.command, "status": c.a.status, "device_kind": c.a.device_kind, "peak_measure": c.measure_a},
         "b": {"id": c.b.run_id, "path": c.b.path, "command": c.b.command, "status": c.b.status, "device_kind": c.b.device_kind, "peak_measure": c.measure_b},
-        "rows": [{"name": r.name, "unit": r.unit, "a": r.a, "b": r.b, "diff": r.diff, "diff_pct": r.diff_pct} for r in c.rows],
+        "rows": [{"name": r.name, "unit": r.unit, "a": r.a, "b": r.b, "diff": r.diff, "diff_pct": r.diff_pct, "note": r.note} for r in c.rows],
         "notes": c.notes,
     }

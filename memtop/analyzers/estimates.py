@@ -17,13 +17,14 @@ from memtop.units import fmt_bytes, fmt_pct
 FP32 = ("torch.float32", "float32", "torch.float", "float")
 
 # Saved tensors that autocast turns into bf16/fp16: the inputs of matmuls, convolutions and
-# attention, and what elementwise activations save (they run on a matmul's half-precision output).
+# attention, and what the ops after them save, since they run on a half-precision output:
+# elementwise activations, batch norm and pooling (a conv net is half precision from its first
+# convolution on). Layer norm stays: in a transformer its input is the fp32 residual stream.
 _HALVED_NODES = re.compile(
     r"^saved\[(Addmm|Mm|Bmm|Baddbmm|Addbmm|Matmul|Linear|Convolution|Conv\w*|\w*Attention\w*|"
-    r"Gelu|Relu|Silu|Sin|Cos|Tanh|Sigmoid|Softplus|Elu|LeakyRelu|Hardswish|Mish|Glu)Backward\d*\]"
+    r"Gelu|Relu|Silu|Sin|Cos|Tanh|Sigmoid|Softplus|Elu|LeakyRelu|Hardswish|Mish|Glu|"
+    r"Native(Batch)?Norm|CudnnBatchNorm|MiopenBatchNorm|\w*BatchNorm\w*|\w*MaxPool\w*|\w*AvgPool\w*)Backward\d*\]"
 )
-# Ones that stay fp32 under autocast: losses, log-softmax, normalization inputs, embeddings.
-_FP32_NODES = re.compile(r"^saved\[(NllLoss|LogSoftmax|MseLoss|L1Loss|SmoothL1Loss|\w*CrossEntropy\w*|BinaryCrossEntropy\w*|Native\w*Norm|Embedding)\w*\]")
 # Saved tensors outside any repeated block: the loss and the logits feeding it.
 _OUTSIDE_BLOCKS = re.compile(r"^saved\[(NllLoss|LogSoftmax|\w*CrossEntropy\w*|MseLoss|L1Loss)\w*\]")
 
@@ -86,8 +87,9 @@ def block_count(f: Facts) -> tuple[int | None, str]:
     return None, ""
 
 
-def checkpoint_saving(f: Facts) -> tuple[int, str]:
-    """Bytes gradient checkpointing of every block takes off the activations at the end of forward.
+def checkpoint_saving(f: Facts) -> tuple[int, str, int]:
+    """(bytes checkpointing every block takes off the activations at the end of forward,
+    assumption, bytes one block's recomputation adds back in backward).
 
     The loss/logits tensors are outside the blocks and stay; of the blocks' saved tensors only each
     block's input stays (≈1/CHECKPOINT_KEPT_RATIO of them for transformer-like blocks). Backward
@@ -102,9 +104,25 @@ def checkpoint_saving(f: Facts) -> tuple[int, str]:
         + f"a block saves ≈{CHECKPOINT_KEPT_RATIO:g}× its input, so ≈1/{CHECKPOINT_KEPT_RATIO:g} of the blocks' {fmt_bytes(blocks_bytes)} stays"
     )
     blocks, source = block_count(f)
+    recompute = 0
     if blocks:
-        assumption += f"; {blocks} blocks (from {source}): recomputing one in backward briefly adds ≈{fmt_bytes(blocks_bytes / blocks)}"
-    return saving, assumption
+        recompute = int(blocks_bytes / blocks)
+        assumption += f"; {blocks} blocks (from {source}): recomputing one in backward briefly adds ≈{fmt_bytes(recompute)}"
+    return saving, assumption, recompute
+
+
+def uncheckpointed_activations(f: Facts) -> tuple[int, str]:
+    """(saved activations at the end of forward without checkpointing, assumption), from the
+    activations measured with it: the kept block inputs grow ≈CHECKPOINT_KEPT_RATIO×, the
+    loss/logits tensors outside the blocks stay as they are."""
+    a = f.activations
+    outside = sum(t["bytes"] for t in listed_activations(f) if _OUTSIDE_BLOCKS.match(t["name"]))
+    kept = max(0, a - outside)
+    grown = outside + int(kept * CHECKPOINT_KEPT_RATIO)
+    return grown, (
+        (f"the loss/logits tensors ({fmt_bytes(outside)}) stay; " if outside else "")
+        + f"without checkpointing a block keeps ≈{CHECKPOINT_KEPT_RATIO:g}× the input it keeps now ({fmt_bytes(kept)})"
+    )
 
 
 def scaling_share(f: Facts, sizes: set[int], what: str) -> tuple[float, str] | None:

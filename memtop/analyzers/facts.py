@@ -1,7 +1,9 @@
 """The measured figures the advisor reasons from, gathered once per run.
 
 The composition comes from the run's peak step (the rank with the most memory), or from the
-``oom`` record when the run died before its first step completed.
+``oom`` record when the run died before its first step completed. Both moments of the peak step
+(the end of the forward pass and the end of the optimizer step) are kept, so that an estimate can
+recompute the step's peak as the larger of the two after a change (:mod:`memtop.analyzers.whatif`).
 """
 
 from __future__ import annotations
@@ -11,11 +13,13 @@ from typing import Any
 
 from memtop.analyzers import fragmentation, leak
 from memtop.analyzers.flags import FlagEntry, apply_command_values, flags_from_json, split_command
+from memtop.analyzers.modelkind import ModelKind, model_kind
 from memtop.analyzers.roles import roles
-from memtop.analyzers.series import RankSeries, rank_series
+from memtop.analyzers.series import TRACKED_CATEGORIES as TRACKED
+from memtop.analyzers.series import RankSeries, as_int, rank_series
 from memtop.analyzers.summary import Peak, RunInfo, find_peak, large_tensors, run_info
 from memtop.runs.format import CATEGORIES
-from memtop.runs.reader import OomRecord, RunData
+from memtop.runs.reader import OomRecord, RunData, StepRecord
 
 
 @dataclass
@@ -37,11 +41,22 @@ class Facts:
     args: list[str]  # the script's own arguments
     frag: fragmentation.FragmentationReport
     leak: leak.LeakReport
+    moments: dict[str, dict[str, int]] = field(default_factory=dict)  # point -> the five categories
+    model: ModelKind = field(default_factory=ModelKind)
     notes: list[str] = field(default_factory=list)
 
     @property
     def activations(self) -> int:
-        return self.cats["activations"]
+        """The saved activations at the end of the forward pass, also when the peak was at the
+        optimizer step (where they are freed)."""
+        return max([self.cats["activations"], *(m["activations"] for m in self.moments.values())])
+
+    @property
+    def peak_point(self) -> str:
+        return self.peak.peak_point if self.peak is not None and self.peak.peak_point else "forward_end"
+
+    def moment(self, point: str) -> dict[str, int] | None:
+        return self.moments.get(point)
 
     @property
     def parameters(self) -> int:
@@ -107,6 +122,11 @@ def gather(run: RunData, detect_flags_now: bool = False, series: dict[int, RankS
         has_alloc = False
         large = []
         total = info.device_total
+    if peak is not None:
+        ps = series[peak.rank]
+        moments = peak_moments([ps.records[peak.index], ps.records[-1]], cats, level, peak.peak_point or "forward_end", has_alloc)
+    else:
+        moments = {"oom" if oom is not None else "forward_end": {**cats, "other": cats["other"] if other_known else 0}}
     used = [v for s in series.values() for v in s.device_used if v is not None]
     head, args = split_command(info.command) if info.command else ([], [])
     flags = apply_command_values(run_flags(run), args, follow_command_style=False)  # the syntax stored at launch stands
@@ -128,5 +148,40 @@ def gather(run: RunData, detect_flags_now: bool = False, series: dict[int, RankS
         args=args,
         frag=fragmentation.analyze(series),
         leak=leak.analyze(series),
+        moments=moments,
+        model=model_kind(series),
         notes=notes,
     )
+
+
+def peak_moments(recs: list[StepRecord], cats: dict[str, int], level: int, point: str, has_alloc: bool) -> dict[str, dict[str, int]]:
+    """The five categories at each moment of the peak step; they add up to that moment's level.
+
+    The peak moment is the peak record's composition (``other`` = the step's peak minus the tracked
+    bytes). Another moment is the larger of the peak step's and the last step's (the first step can
+    be the peak while its forward pass ran before the optimizer state existed); its ``other`` is its
+    allocated bytes minus its tracked ones (0 on CPU, where the level is the tracked bytes).
+    """
+    out: dict[str, dict[str, int]] = {}
+    for rec in recs:
+        raw = rec.get("moments")
+        if not isinstance(raw, dict):
+            continue
+        for name, m in raw.items():
+            if not isinstance(m, dict) or not isinstance(name, str):
+                continue
+            vals = {c: as_int(m.get(c)) or 0 for c in TRACKED}
+            alloc = as_int(m.get("allocated"))
+            vals["other"] = max(0, alloc - sum(vals.values())) if has_alloc and alloc is not None else 0
+            if name in out and level_of(out[name]) >= level_of(vals):
+                continue
+            out[name] = vals
+    best = {c: cats[c] for c in TRACKED}
+    best["other"] = max(0, level - sum(best.values()))
+    out[point] = best
+    return out
+
+
+def level_of(moment: dict[str, int]) -> int:
+    return sum(moment.values())
+

@@ -14,11 +14,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from memtop.analyzers import cmdline
-from memtop.analyzers.advice import Suggestion
 from memtop.analyzers.facts import Facts
 from memtop.analyzers.roles import int_value
 from memtop.analyzers.rules import ALLOC_ENV, EXPANDABLE
 from memtop.analyzers.series import as_int
+from memtop.analyzers.suggestion import Suggestion
 from memtop.analyzers.summary import large_tensors
 from memtop.runs.format import CATEGORIES
 from memtop.units import fmt_bytes
@@ -35,6 +35,7 @@ LEAST_INVASIVE = (
     "leak",
     "frames",
     "resolution",
+    "smaller_batch",
     "lora",
 )
 
@@ -79,6 +80,8 @@ class OomReport:
     smallest_batch: dict[str, Any] | None  # {"flag", "from", "to", "saving_bytes"} when computable
     explanation: str
     alternatives: list[str] = field(default_factory=list)
+    request_too_large: bool = False  # the request alone exceeds the device (or all it could ever free)
+    request_flag: dict[str, Any] | None = None  # {"flag", "value"}: the script flag that probably sets its size
 
 
 def explain(facts: Facts, suggestions: list[Suggestion]) -> OomReport | None:
@@ -102,6 +105,29 @@ def explain(facts: Facts, suggestions: list[Suggestion]) -> OomReport | None:
     ]
     unused = (reserved - allocated) if reserved is not None and allocated is not None else None
     shortfall = max(0, requested - free) if requested is not None and free is not None else None
+    held_bytes = allocated if allocated is not None else sum(h.bytes or 0 for h in held)
+    if requested is not None and _too_large(requested, total, free, held_bytes, unused):
+        flag = _size_flag(facts, requested)
+        return OomReport(
+            step=as_int(rec.get("step")),
+            rank=as_int(rec.get("rank")),
+            device=rec.get("device") if isinstance(rec.get("device"), str) else None,
+            message=message.strip().splitlines()[0][:300] if message.strip() else "",
+            requested_bytes=requested,
+            device_free=free,
+            device_total=total,
+            allocated=allocated,
+            reserved=reserved,
+            reserved_unused=unused,
+            held=held,
+            large_tensors=large_tensors(rec)[:5],
+            shortfall_bytes=shortfall,
+            fits_with=None,
+            smallest_batch=None,
+            explanation=_explain_too_large(requested, total, free, held_bytes, flag),
+            request_too_large=True,
+            request_flag=flag,
+        )
     # what expandable segments could have used *at the failed allocation* is what sat reserved but
     # unused then, not the waste of earlier steps
     candidates = [x for x in suggestions if x.rule != "expandable_segments"]
@@ -130,6 +156,46 @@ def explain(facts: Facts, suggestions: list[Suggestion]) -> OomReport | None:
         explanation=_explain(requested, free, held, unused, shortfall, fits, batch),
         alternatives=alternatives,
     )
+
+
+DWARFS = 10  # a request this many times everything held (and more than could ever be freed) is the bug itself
+
+
+def _too_large(requested: int, total: int | None, free: int | None, held: int, unused: int | None) -> bool:
+    """The request alone exceeds the device, or dwarfs everything held and would not fit even
+    with all of it freed: no saving of the run's memory can make it fit."""
+    if total and requested > total:
+        return True
+    could_free = (free or 0) + held + (unused or 0)
+    return free is not None and held > 0 and requested >= DWARFS * held and requested > could_free
+
+
+def _size_flag(facts: Facts, requested: int) -> dict[str, Any] | None:
+    """The script's integer flag that most probably sets the request's size: the largest value that
+    divides its element count (for 1-, 2-, 4- and 8-byte elements)."""
+    best: dict[str, Any] | None = None
+    for entry in facts.flags:
+        v = int_value(entry)
+        if v is None or v < 2 or entry.get("kind") not in ("int", None):
+            continue
+        if any(requested % size == 0 and (requested // size) % v == 0 for size in (1, 2, 4, 8)):
+            if best is None or v > best["value"]:
+                best = {"flag": str(entry["flag"]), "value": v}
+    return best
+
+
+def _explain_too_large(requested: int, total: int | None, free: int | None, held: int, flag: dict[str, Any] | None) -> str:
+    parts = [f"asked for one allocation of {fmt_bytes(requested)}"]
+    if total:
+        ratio = requested / total
+        parts[0] += f", {ratio:,.0f}× the device's {fmt_bytes(total)}" if ratio >= 2 else f", more than the device's {fmt_bytes(total)}"
+    elif free is not None:
+        parts[0] += f" with {fmt_bytes(free)} free"
+    parts.append(f"everything the run held was {fmt_bytes(held)}")
+    parts.append("no saving can fit it: the request itself is the problem (a size computed wrongly, or a flag set too large)")
+    if flag is not None:
+        parts.append(f"its size is probably set by {flag['flag']} {flag['value']}")
+    return "; ".join(parts)
 
 
 def _expandable(facts: Facts, unused: int) -> Suggestion:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from memtop.analyzers.series import RankSeries, median, present
+from memtop.units import fmt_bytes as _size
 
 IMBALANCED_PCT = 10.0
 
@@ -53,7 +54,12 @@ def analyze(series: dict[int, RankSeries]) -> RankReport | None:
     if slow and fast and slow.step_time_median:
         t_pct = 100.0 * ((slow.step_time_median or 0.0) - (fast.step_time_median or 0.0)) / slow.step_time_median
     imbalanced = pct >= IMBALANCED_PCT or (t_pct is not None and t_pct >= IMBALANCED_PCT)
-    msg = f"rank {heavy.rank} peaks {pct:.1f}% above rank {light.rank}"
+    if spread == 0:
+        msg = f"ranks are balanced: every rank peaks at the same {_size(heavy.peak_bytes)}"
+    elif pct < IMBALANCED_PCT:
+        msg = f"ranks are balanced: rank {heavy.rank} peaks {pct:.1f}% above rank {light.rank}"
+    else:
+        msg = f"rank {heavy.rank} peaks {pct:.1f}% above rank {light.rank}"
     if t_pct is not None and slow is not None:
         msg += f"; rank {slow.rank} is the slowest ({t_pct:.1f}% slower steps than the fastest)"
     return RankReport(

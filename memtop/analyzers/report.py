@@ -13,11 +13,12 @@ from typing import Any
 from memtop.analyzers import oom as oom_mod
 from memtop.analyzers import ranks as ranks_mod
 from memtop.analyzers import stages as stages_mod
-from memtop.analyzers.advice import Suggestion, suggestions_for
+from memtop.analyzers.advice import suggestions_for
 from memtop.analyzers.facts import gather
 from memtop.analyzers.fragmentation import FragmentationReport
 from memtop.analyzers.leak import LeakReport
 from memtop.analyzers.series import RankSeries
+from memtop.analyzers.suggestion import Suggestion
 from memtop.analyzers.summary import CPU_UNMEASURED, Peak, RunInfo, Timeline, timeline
 from memtop.runs.reader import RunData, WarningRecord
 
@@ -37,6 +38,7 @@ class Report:
     suggestions: list[Suggestion]
     sampled: bool
     warnings: list[str] = field(default_factory=list)
+    exception: str | None = None  # the exception the exit record names (a crashed run)
     unmeasured: list[str] = field(default_factory=list)
 
     @property
@@ -67,17 +69,22 @@ def build(run: RunData, series: dict[int, RankSeries] | None = None, detect_flag
     if facts.info.status == "running":
         warnings.append("the run is still going: this report covers the records written so far")
     warnings.extend(facts.notes)
+    oom = oom_mod.explain(facts, suggestions)
+    if oom is not None and oom.request_too_large:
+        # no saving of the run's memory fits a request larger than the device: advice would mislead
+        suggestions = [s for s in suggestions if s.rule == "leak"]
     return Report(
         run=facts.info,
         peak=facts.peak,
         timelines=[timeline(s) for s in facts.series.values()],
         fragmentation=facts.frag,
         leak=facts.leak,
-        oom=oom_mod.explain(facts, suggestions),
+        oom=oom,
         stages=stages_mod.analyze(run),
         ranks=ranks_mod.analyze(facts.series),
         suggestions=suggestions,
         sampled=sampled,
+        exception=exit_exception(run),
         warnings=warnings,
         unmeasured=unmeasured,
     )
@@ -95,6 +102,16 @@ def _no_steps_warning(status: str) -> str:
             "`with memtop.profile(model) as prof:` and call `prof.step()` once per iteration"
         )
     return "no step records"
+
+
+def exit_exception(run: RunData) -> str | None:
+    """The exception type an ``exit`` record names (the last one that names any)."""
+    found: str | None = None
+    for rec in run.of_type("exit"):
+        exc = rec.get("exception")
+        if isinstance(exc, str) and exc:
+            found = exc
+    return found
 
 
 # --- JSON ------------------------------------------------------------------------------------------
@@ -169,7 +186,7 @@ def to_json(rep: Report) -> dict[str, Any]:
     """The report as plain JSON data (keys documented in docs/analyze.md)."""
     return {
         "report_version": REPORT_VERSION,
-        "run": _run_json(rep.run, rep.sampled),
+        "run": {**_run_json(rep.run, rep.sampled), "exception": rep.exception},
         "warnings": rep.warnings,
         "unmeasured": rep.unmeasured,
         "peak": _peak_json(rep.peak),

@@ -55,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
         f"B  {result.b.run_id}  {join(result.b.command)}",
         "",
     ]
-    rows = [[r.name, _fmt(r, r.a), _fmt(r, r.b), _fmt(r, r.diff, signed=True), fmt_pct(r.diff_pct, signed=True) if r.diff_pct is not None else ""] for r in result.rows]
+    rows = [[r.name, _fmt(r, r.a), _fmt(r, r.b), _fmt(r, r.diff, signed=True), fmt_pct(r.diff_pct, signed=True) if r.diff_pct is not None else r.note] for r in result.rows]
     lines += table(["", "A", "B", "B − A", "%"], rows, indent=0)
     lines += [f"note: {n}" for n in result.notes]
     for w in (*data_a.warnings, *data_b.warnings):

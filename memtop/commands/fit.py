@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from memtop.commands import add_common_options
+from memtop.commands.child_command import positive_int
+from memtop.commands.child_command import split_child_command as _split
 from memtop.errors import MemtopError
 from memtop.fitting.probes import ProbeResult, ProbeSpec
 
@@ -31,29 +33,7 @@ _VALUE_OPTIONS = {"--runs-dir", "--name", "--vary", "--steps", "--at", "--device
 
 def split_child_command(argv: list[str]) -> tuple[list[str], list[str]]:
     """``[own options] -- CMD ...`` or ``[own options] script.py ARGS`` -> (own, child)."""
-    from memtop.commands.train import _normalize_child
-
-    if "--" in argv:
-        i = argv.index("--")
-        return argv[:i], _normalize_child(argv[i + 1 :])
-    i = 0
-    while i < len(argv):
-        arg = argv[i]
-        if arg.startswith("-"):
-            i += 2 if arg.split("=", 1)[0] in _VALUE_OPTIONS and "=" not in arg else 1
-            continue
-        return argv[:i], _normalize_child(argv[i:])
-    return argv, []
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+    return _split(argv, _VALUE_OPTIONS)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -61,7 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_common_options(parser)
     parser.add_argument("--vary", action="append", default=[], metavar="NAME=V1,V2,...",
                         help="the flag to vary (without its dashes) and the values to probe; default: a scaling flag found in the script, at a quarter, half and all of its current value")
-    parser.add_argument("--steps", type=_positive_int, default=3, help="optimizer steps per probe (default 3)")
+    parser.add_argument("--steps", type=positive_int, default=3, help="optimizer steps per probe (default 3)")
     parser.add_argument("--at", action="append", default=[], metavar="V", help="predict the peak at this value (repeat, or V1,V2)")
     from memtop.commands._device_memory import size_arg
 

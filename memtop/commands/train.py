@@ -17,6 +17,8 @@ if TYPE_CHECKING:
     from memtop.supervise import RunEnder
 
 from memtop.commands import add_common_options
+from memtop.commands.child_command import positive_int
+from memtop.commands.child_command import split_child_command as _split
 
 NAME = "train"
 HELP = "launch a training command under the profiler"
@@ -27,37 +29,7 @@ _VALUE_OPTIONS = {"--runs-dir", "--name", "--max-steps", "--interval", "--refres
 
 def split_child_command(argv: list[str]) -> tuple[list[str], list[str]]:
     """``[own options] -- CMD ...`` or ``[own options] script.py ARGS`` -> (own, child)."""
-    if "--" in argv:
-        i = argv.index("--")
-        return argv[:i], _normalize_child(argv[i + 1 :])
-    i = 0
-    while i < len(argv):
-        arg = argv[i]
-        if arg.startswith("-"):
-            name = arg.split("=", 1)[0]
-            if name in _VALUE_OPTIONS and "=" not in arg:
-                i += 2
-            else:
-                i += 1
-            continue
-        return argv[:i], _normalize_child(argv[i:])
-    return argv, []
-
-
-def _normalize_child(child: list[str]) -> list[str]:
-    if child and child[0].endswith(".py"):
-        return [sys.executable, *child]
-    return child
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+    return _split(argv, _VALUE_OPTIONS)
 
 
 def _positive_float(text: str) -> float:
@@ -75,7 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_common_options(parser)
     parser.add_argument("--no-tui", action="store_true", help="headless: a status line every --interval seconds (default when stdout is not a terminal)")
     parser.add_argument("--name", default=None, help="run name (default: the script's name)")
-    parser.add_argument("--max-steps", type=_positive_int, default=None, help="end the run cleanly after N optimizer steps")
+    parser.add_argument("--max-steps", type=positive_int, default=None, help="end the run cleanly after N optimizer steps")
     parser.add_argument("--interval", type=_positive_float, default=5.0, help="seconds between headless status lines (default 5)")
     parser.add_argument("--refresh", type=_positive_float, default=0.5, help="dashboard refresh in seconds (default 0.5)")
     from memtop.commands._device_memory import size_arg

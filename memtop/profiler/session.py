@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from memtop.profiler import naming
+from memtop.profiler import modelinfo, naming
 from memtop.profiler.accounting import (
     CategoryTotal,
     GradSlot,
@@ -576,6 +576,8 @@ class Session:
                 "sample_every": self.sample_every,
             }
         )
+        if self.step == 1:
+            rec.update(modelinfo.describe(self.models.roots(), self.optimizers()))
         self.put(rec)
         self._state = _StepState()
         if self.config.max_steps is not None and self.step >= self.config.max_steps:

@@ -6,9 +6,9 @@ import re
 import time
 from collections.abc import Sequence
 
-from memtop.analyzers.advice import Suggestion
 from memtop.analyzers.cmdline import join
 from memtop.analyzers.report import Report
+from memtop.analyzers.suggestion import Suggestion
 from memtop.analyzers.summary import Timeline
 from memtop.units import fmt_bytes, fmt_pct
 
@@ -56,6 +56,8 @@ def _secs(s: float | None) -> str:
 def render_header(rep: Report) -> list[str]:
     r = rep.run
     status = r.status + (f" (exit {r.exit_code})" if r.exit_code is not None else "")
+    if rep.exception:
+        status += f", raised {rep.exception}"
     ranks = f"{len(r.ranks)} rank" + ("s" if len(r.ranks) != 1 else "")
     lines = [f"memtop analyze: {r.run_id}", f"  status   {status}, {r.steps} steps, {ranks}, {_secs(r.duration)}, started {_when(r.started_at)}"]
     if r.command:
@@ -222,14 +224,21 @@ def render_ranks(rep: Report) -> list[str]:
 def render_suggestion(i: int, s: Suggestion) -> list[str]:
     if s.saving_bytes is None:
         gain = ""
-    elif s.saving_bytes >= 0:
+    elif s.saving_bytes == 0:
+        gain = " — the peak does not change"
+    elif s.saving_bytes > 0:
         gain = f" — saves ≈{fmt_bytes(s.saving_bytes)}"
     else:
         gain = f" — uses ≈{fmt_bytes(-s.saving_bytes)} more"
-    lines = [f"  {i}. {s.title}{gain}  [{s.confidence}]", f"     why:     {s.reason}", f"     cost:    {s.cost}", f"     change:  {s.change}"]
+    lines = [f"  {i}. {s.title}{gain}  [{s.confidence}]", f"     why:     {s.reason}", f"     cost:    {s.cost}", f"     change:  {_indented(s.change)}"]
     if s.assumption:
         lines.append(f"     assumes: {s.assumption}")
     return lines
+
+
+def _indented(text: str) -> str:
+    """A multi-line change (a code snippet) lined up under its label."""
+    return text.replace("\n", "\n" + " " * 15)
 
 
 def render_suggestions(suggestions: list[Suggestion]) -> list[str]:

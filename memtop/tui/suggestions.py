@@ -1,76 +1,30 @@
-"""Bridge to the advisor (``memtop.analyzers.advice``): find it, call it rarely, never let it break the view.
+"""The advisor in the dashboard: call ``memtop.analyzers.advice.suggest`` rarely, never let it break the view.
 
-Runs on the reader thread. The advisor is optional here: while it is not installed the panel says
-so instead of pretending there is nothing to suggest.
+Runs on the reader thread. The dashboard never reads the user's script: flags come only from what
+``memtop train`` stored in meta.json at launch (``detect_flags=False``).
 """
 
 from __future__ import annotations
 
 import difflib
-import importlib
-import inspect
 import shlex
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
 
+from memtop.analyzers.suggestion import Suggestion
 from memtop.runs.reader import RunData
 from memtop.tui.snapshot import SuggestionRow, SuggestionsView
 
-SuggestFn = Callable[[RunData], Sequence[Any]]
+SuggestFn = Callable[[RunData], Sequence[Suggestion]]
 
 MAX_SUGGESTIONS = 8
 
 
-def load_advisor() -> SuggestFn | None:
-    """``memtop.analyzers.advice.suggest`` if that module exists, else None."""
-    try:
-        module = importlib.import_module("memtop.analyzers.advice")
-    except ImportError:
-        return None
-    fn = getattr(module, "suggest", None)
-    if not callable(fn):
-        return None
-    try:
-        takes_flag = "detect_flags" in inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        takes_flag = False
-    if takes_flag:
-        # Never run the user's script (`--help`) from the dashboard: `memtop train` detects the
-        # flags once, in the background, and records them in meta.json.
-        return lambda run: fn(run, detect_flags=False)
-    return fn
+def dashboard_suggest(run: RunData) -> list[Suggestion]:
+    """The advisor on the records read so far (imported on first use, in the reader's thread)."""
+    from memtop.analyzers.advice import suggest
 
-
-def _text(obj: Any, name: str) -> str:
-    value = getattr(obj, name, None)
-    if value is None and isinstance(obj, dict):
-        value = obj.get(name)
-    return "" if value is None else str(value)
-
-
-def _int_or_none(obj: Any, name: str) -> int | None:
-    value = getattr(obj, name, None)
-    if value is None and isinstance(obj, dict):
-        value = obj.get(name)
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    return int(value)
-
-
-def _get(obj: Any, name: str) -> Any:
-    value = getattr(obj, name, None)
-    if value is None and isinstance(obj, dict):
-        value = obj.get(name)
-    return value
-
-
-def _env(value: Any) -> tuple[tuple[str, str], ...]:
-    if isinstance(value, dict):
-        return tuple((str(k), str(v)) for k, v in value.items())
-    if isinstance(value, (list, tuple)):
-        return tuple((str(p[0]), str(p[1])) for p in value if isinstance(p, (list, tuple)) and len(p) == 2)
-    return ()
+    return suggest(run, detect_flags=False)
 
 
 def command_change(old: Sequence[str], new: Sequence[str]) -> str:
@@ -91,29 +45,22 @@ def command_change(old: Sequence[str], new: Sequence[str]) -> str:
     return ", ".join(parts)
 
 
-def to_row(item: Any) -> SuggestionRow:
-    """One advisor ``Suggestion`` (dataclass or dict) -> a frozen row the UI can show."""
-    confidence = getattr(item, "confidence", None)
-    if confidence is None and isinstance(item, dict):
-        confidence = item.get("confidence")
-    if isinstance(confidence, float):
-        conf_text = f"{confidence:.0%}"
-    else:
-        conf_text = "" if confidence is None else str(confidence)
+def to_row(item: Suggestion) -> SuggestionRow:
+    """One advisor ``Suggestion`` -> a frozen row the UI can show."""
     return SuggestionRow(
-        rule=_text(item, "rule"),
-        title=_text(item, "title"),
-        reason=_text(item, "reason"),
-        saving_bytes=_int_or_none(item, "saving_bytes"),
-        cost=_text(item, "cost"),
-        change=_text(item, "change"),
-        confidence=conf_text,
-        command=tuple(str(a) for a in _get(item, "command")) if isinstance(_get(item, "command"), (list, tuple)) else None,
-        env=_env(_get(item, "env")),
+        rule=item.rule,
+        title=item.title,
+        reason=item.reason,
+        saving_bytes=item.saving_bytes,
+        cost=item.cost,
+        change=item.change,
+        confidence=item.confidence,
+        command=item.command,
+        env=item.env,
     )
 
 
-_UNAVAILABLE = SuggestionsView("unavailable", message="no suggestions yet (the advisor is not installed)")
+_UNAVAILABLE = SuggestionsView("unavailable", message="no suggestions (the advisor is switched off)")
 
 
 class SuggestionCache:
@@ -126,26 +73,15 @@ class SuggestionCache:
         every: float = 5.0,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._auto = suggest == "auto"
-        """Find the advisor on first use (in the reader's thread: its import is not the UI's to pay)."""
-        self._suggest: SuggestFn | None = suggest if callable(suggest) else None
+        """``suggest="auto"``: the advisor (:func:`dashboard_suggest`); None: no advisor (tests)."""
+        self._suggest: SuggestFn | None = dashboard_suggest if suggest == "auto" else (suggest if callable(suggest) else None)
         self._every = every
         self._monotonic = monotonic
         self._last_at: float | None = None
         self._last_input = -1
-        self.view = SuggestionsView("pending")
-        if self._suggest is None and not self._auto:
-            self.view = _UNAVAILABLE
-
-    def _resolve(self) -> None:
-        if self._auto:
-            self._auto = False
-            self._suggest = load_advisor()
-            if self._suggest is None:
-                self.view = _UNAVAILABLE
+        self.view = SuggestionsView("pending") if self._suggest is not None else _UNAVAILABLE
 
     def due(self, input_version: int, force: bool = False) -> bool:
-        self._resolve()
         if self._suggest is None or input_version == self._last_input:
             return False
         if force or self._last_at is None:
@@ -154,7 +90,6 @@ class SuggestionCache:
 
     def update(self, input_version: int, build: Callable[[], RunData]) -> bool:
         """Recompute with the data ``build()`` returns; True when the view changed."""
-        self._resolve()
         if self._suggest is None:
             return False
         self._last_at = self._monotonic()

@@ -35,7 +35,7 @@ def short_change(row: SuggestionRow, command: tuple[str, ...]) -> str:
         if diff:
             bits.append(diff)
     if not bits:
-        return row.change
+        return row.change.split("\n", 1)[0]  # a code snippet's first line; the tooltip has it all
     return "; ".join(bits)
 
 
