@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 MEMTOP := $(VENV)/bin/memtop
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test test-all lint bench clean
 
 setup: $(VENV)/.installed
 
@@ -16,10 +16,15 @@ demo: setup
 	$(MEMTOP) analyze latest
 
 lint: setup
-	$(PY) -m ruff check memtop tests benchmarks sample_runs
+	$(PY) -m ruff check memtop tests benchmarks sample_runs scripts
 	$(PY) -m mypy
 
+# CI and `make test`: everything but the slow tests, plus their short form (-m short); under 10 minutes on 2 cores.
 test: lint
+	$(PY) -m pytest -q -m "not slow or short"
+
+# every test, the slow ones too (fit's 4x predictions on every sample, the advisor's applied suggestions)
+test-all: lint
 	$(PY) -m pytest -q
 
 bench: setup

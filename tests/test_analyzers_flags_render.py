@@ -158,6 +158,7 @@ NANO_TRAINING = textwrap.dedent(
 
 
 @pytest.mark.slow
+@pytest.mark.short
 def test_memtop_train_then_every_suggestion_runs_for_a_nanogpt_style_script(tmp_path: Path) -> None:
     """End to end: flags stored at launch, advice from a real profiled run, each command executed."""
     from tests.conftest import only_run, run_memtop

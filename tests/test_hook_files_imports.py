@@ -60,6 +60,7 @@ def test_the_users_own_modules_win_and_records_are_written(tmp_path: Path, order
 
 
 @pytest.mark.slow
+@pytest.mark.short
 def test_without_the_hook_the_same_script_runs_the_same(tmp_path: Path) -> None:
     """The reference: the script's own assertions hold when it runs bare."""
     project = tmp_path / "proj"

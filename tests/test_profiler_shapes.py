@@ -457,6 +457,7 @@ def test_highwater_shows_gradients_that_the_peak_moment_does_not(tmp_path: Path)
 
 
 @pytest.mark.slow
+@pytest.mark.short
 def test_memtop_train_and_analyze_on_a_script_without_an_optimizer(tmp_path: Path) -> None:
     """Under `memtop train` the script gets step records, and `analyze` explains the run."""
     script = Path(__file__).resolve().parent / "scripts" / "manual_sgd.py"

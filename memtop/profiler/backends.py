@@ -47,17 +47,23 @@ class Backend(Protocol):
         ...
 
 
-_statm: dict[int, int] = {}  # pid -> fd of its /proc/self/statm, opened once: a pread is far cheaper than open+read+close
+_statm: list[int] = []  # the fd of this process's /proc/self/statm, opened once: a pread is far cheaper than open+read+close
+
+
+def _forget_statm() -> None:
+    """A forked child must not read its parent's file (the inherited fd names the parent's /proc entry)."""
+    _statm.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_statm)
 
 
 def _rss_bytes() -> int | None:
     try:
-        pid = os.getpid()  # a forked child must not read its parent's file
-        fd = _statm.get(pid)
-        if fd is None:
-            _statm.clear()
-            fd = _statm[pid] = os.open("/proc/self/statm", os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
-        return int(os.pread(fd, 128, 0).split()[1]) * _PAGE_SIZE
+        if not _statm:
+            _statm.append(os.open("/proc/self/statm", os.O_RDONLY | getattr(os, "O_CLOEXEC", 0)))
+        return int(os.pread(_statm[0], 128, 0).split()[1]) * _PAGE_SIZE
     except (OSError, ValueError, IndexError, AttributeError):
         pass
     try:
@@ -88,6 +94,9 @@ def peak_rss_bytes() -> int | None:
         return None
 
 
+_NO_ALLOCATOR = AllocatorState(None, None, None)
+
+
 class CpuBackend:
     """No allocator counters; the process's resident set size, read every step (~20 us: one
     /proc read). It is the only figure that shows a CPU run's memory outside the tracked tensors,
@@ -101,7 +110,7 @@ class CpuBackend:
         return None
 
     def state(self) -> AllocatorState:
-        return AllocatorState(None, None, None)
+        return _NO_ALLOCATOR
 
     def take_peak(self) -> int | None:
         return None

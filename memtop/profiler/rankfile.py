@@ -13,6 +13,7 @@ from __future__ import annotations
 import errno
 import os
 from pathlib import Path
+from typing import Any
 
 from memtop.runs import format as fmt
 
@@ -20,11 +21,18 @@ PROC_FILE_PREFIX = "proc"
 _FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | getattr(os, "O_CLOEXEC", 0)
 
 
+_dist: Any = None  # torch.distributed, imported at the first call (asked once per record)
+
+
 def distributed_rank() -> int | None:
     """This process's rank in an initialized ``torch.distributed`` group, else None."""
+    global _dist
     try:
-        import torch.distributed as dist
+        dist = _dist
+        if dist is None:
+            import torch.distributed as dist
 
+            _dist = dist
         if dist.is_available() and dist.is_initialized():
             return int(dist.get_rank())
     except Exception:  # noqa: BLE001 - a broken or partial torch.distributed: no rank known

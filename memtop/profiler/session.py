@@ -64,6 +64,7 @@ RESCAN_AT_MOST_EVERY = 100  # steps between scans of live objects (a script that
 PRIMARY_SETTLES_AFTER = 8  # optimizer steps after which the optimizer that ends steps is fixed
 BACKWARD_STEPS_AFTER = 2  # backward passes without an optimizer step before steps come from backward
 BACKWARD_STEPS_WITH_OPTIMIZER = 64  # the same where an optimizer exists (gradient accumulation)
+ADAPT_EVERY = 8  # steps between re-decisions of the sampling interval (and after every measured step)
 
 
 @dataclass
@@ -87,6 +88,7 @@ class Session:
         self.params = ParamRegistry()
         self.models = naming.ModelRegistry()
         self._optimizers: list[tuple[str, weakref.ref[torch.optim.Optimizer]]] = []
+        self._optimizer_refs: dict[int, weakref.ref[torch.optim.Optimizer]] = {}  # id -> ref: "watched already?" per step
         self._primary: int | None = None  # id() of the optimizer whose step ends a memtop step
         self._others_now: list[int] = []  # other optimizers that stepped since the primary's last step
         self._others_before: list[int] = []  # … and between its two steps before
@@ -98,7 +100,7 @@ class Session:
         self._manual_steps_seen = 0
         self._backward_ends = 0  # outermost backward passes since the last optimizer or manual step
         self.backward_steps = False  # no optimizer steps: one step per backward pass
-        self._state_signature: tuple[tuple[int, int, int], ...] = ()
+        self._state_signature: list[tuple[int, int, int]] = []
         self._static_checked = -1  # the step whose first moment compared the optimizers' shapes
         self._recount_every = PARAM_RECOUNT_EVERY
         self._recount_cost = 0.0  # CPU seconds of the last exact recount of parameters (and of state)
@@ -116,6 +118,8 @@ class Session:
         self._grad_slots: list[GradSlot] = []
         self._fwd_grads = CategoryTotal()
         self._last_large: tuple[list[TensorInfo], list[dict[str, object]]] = ([], [])
+        self._large_sources: tuple[list[TensorInfo], ...] = ()  # the lists _last_large was made from
+        self._large_sizes: tuple[int, ...] = ()
         self._act_bytes = 0
         self._act_large: list[TensorInfo] = []
         self._act_step: int | None = None
@@ -138,6 +142,9 @@ class Session:
 
     # ------------------------------------------------------------------ set-up
     def watch_optimizer(self, opt: torch.optim.Optimizer, name: str | None = None) -> None:
+        known = self._optimizer_refs.get(id(opt))
+        if known is not None and known() is opt:
+            return
         if any(r() is opt for _, r in self._optimizers):
             return
         taken = {n for n, _ in self._optimizers}
@@ -146,7 +153,9 @@ class Session:
         while label in taken:
             i += 1
             label = f"{base}_{i}"
-        self._optimizers.append((label, weakref.ref(opt)))
+        ref = weakref.ref(opt)
+        self._optimizers.append((label, ref))
+        self._optimizer_refs[id(opt)] = ref
         self.params.update(optimizer_params(opt))
         self._names_resolved = False
         self._param_total = None
@@ -325,7 +334,12 @@ class Session:
             return self._param_total, self._state_cache[1]  # this step's first moment checked the optimizers
         self._static_checked = self.step
         opts = self.optimizers()
-        signature = tuple((id(o), len(o.state), sum(len(g["params"]) for g in o.param_groups)) for _, o in opts)
+        signature = []
+        for _, o in opts:
+            n_params = 0
+            for g in o.param_groups:
+                n_params += len(g["params"])
+            signature.append((id(o), len(o.state), n_params))
         if changed.value or signature != self._state_signature:
             changed.value = False
             self._state_signature = signature
@@ -431,9 +445,16 @@ class Session:
         if seen is None or comp.weight() > seen.weight():
             state.moments[comp.point] = comp
         hw = state.highwater
-        for name, total in zip(CATEGORIES, (comp.parameters, comp.gradients, comp.optimizer_state, comp.activations), strict=True):
-            if total.bytes > hw.get(name, -1):
-                hw[name] = total.bytes
+        if not hw:
+            hw.update(parameters=-1, gradients=-1, optimizer_state=-1, activations=-1)  # CATEGORIES, in order
+        if comp.parameters.bytes > hw["parameters"]:
+            hw["parameters"] = comp.parameters.bytes
+        if comp.gradients.bytes > hw["gradients"]:
+            hw["gradients"] = comp.gradients.bytes
+        if comp.optimizer_state.bytes > hw["optimizer_state"]:
+            hw["optimizer_state"] = comp.optimizer_state.bytes
+        if comp.activations.bytes > hw["activations"]:
+            hw["activations"] = comp.activations.bytes
 
     def on_optimizer_step(self, opt: torch.optim.Optimizer) -> None:
         """An optimizer finished its step (global post-hook)."""
@@ -512,7 +533,8 @@ class Session:
         self._consider(Composition(point, self.backend.allocated(), params, grads, state, CategoryTotal()))
 
     def _finish_step(self) -> None:
-        if self._measure_cpu > 0:
+        measured = self._measure_cpu > 0
+        if measured:
             self._walk_costs.append(self._measure_cpu)
             del self._walk_costs[:-5]
             # the median of the last measured steps: one that met a garbage-collector pass is not typical
@@ -546,38 +568,43 @@ class Session:
         self._last_record_time = now
         if step_time is not None:
             # the median of recent steps: an evaluation or checkpoint pause must not widen the budget
-            self._step_times.append(step_time)
-            del self._step_times[:-21]
-            self._step_time_avg = sorted(self._step_times)[len(self._step_times) // 2]
-        self._adapt_sampling()
-        rec = self._base("step")
-        rec.update(
-            {
-                "step": self.step,
-                "time": now,
-                "device": self._device_name(),
-                "step_time": step_time,
-                "allocated": alloc_state.allocated,
-                "reserved": alloc_state.reserved,
-                "peak": peak,
-                "categories": cats,
-                "peak_point": comp.point,
-                "activations_step": self._act_step,
-                "measured_step": self._measured_step,
-                "tracked": tracked,
-                "fragmentation_bytes": frag_bytes,
-                "fragmentation_pct": frag_pct,
-                "inactive_split_bytes": alloc_state.inactive_split,
-                "device_used": used,
-                "device_total": total,
-                "large_tensors": self._large_tensors(comp),
-                "moments": {point: _moment(c) for point, c in self._state.moments.items()},
-                "highwater": dict(self._state.highwater),
-                "sample_every": self.sample_every,
-            }
-        )
+            times = self._step_times
+            times.append(step_time)
+            if len(times) > 21:
+                del times[0]
+            # the median moves slowly: taken again every few steps (and after a measured one)
+            if measured or self.step < ADAPT_EVERY * 4 or self.step % ADAPT_EVERY == 0:
+                self._step_time_avg = sorted(times)[len(times) // 2]
+                self._adapt_sampling()
+        # one literal in the key order of the record format (the record writer's fast path expects it)
+        rec = {
+            "type": "step",
+            "schema": fmt.SCHEMA_VERSION,
+            "rank": self.rank,
+            "time": now,
+            "step": self.step,
+            "device": self._device_name(),
+            "step_time": step_time,
+            "allocated": alloc_state.allocated,
+            "reserved": alloc_state.reserved,
+            "peak": peak,
+            "categories": cats,
+            "peak_point": comp.point,
+            "activations_step": self._act_step,
+            "measured_step": self._measured_step,
+            "tracked": tracked,
+            "fragmentation_bytes": frag_bytes,
+            "fragmentation_pct": frag_pct,
+            "inactive_split_bytes": alloc_state.inactive_split,
+            "device_used": used,
+            "device_total": total,
+            "large_tensors": self._large_tensors(comp),
+            "moments": {point: _moment(c) for point, c in self._state.moments.items()},
+            "highwater": dict(self._state.highwater),
+            "sample_every": self.sample_every,
+        }
         if self.step == 1:
-            rec.update(modelinfo.describe(self.models.roots(), self.optimizers()))
+            rec.update(modelinfo.describe(self.models.roots(), self.optimizers()))  # extra keys: the writer's general encoder takes it
         self.put(rec)
         self._state = _StepState()
         if self.config.max_steps is not None and self.step >= self.config.max_steps:
@@ -603,9 +630,14 @@ class Session:
     def _large_tensors(self, comp: Composition) -> list[dict[str, object]]:
         """The largest tensors, largest first; the same list object as last step when unchanged
         (the record writer then reuses its serialized form)."""
+        sources = (comp.parameters.large, comp.gradients.large, comp.optimizer_state.large, comp.activations.large)
+        seen = self._large_sources
+        if len(seen) == 4 and all(a is b for a, b in zip(sources, seen, strict=True)) and self._large_sizes == tuple(map(len, sources)):
+            return self._last_large[1]  # the same lists as last step, unchanged (figures carried between measured steps)
+        self._large_sources, self._large_sizes = sources, tuple(map(len, sources))
         items: list[TensorInfo] = []
-        for total in (comp.parameters, comp.gradients, comp.optimizer_state, comp.activations):
-            items.extend(total.large)
+        for large in sources:
+            items.extend(large)
         items.sort(key=lambda t: t.bytes, reverse=True)
         top = items[: self.config.max_large_tensors]
         if top != self._last_large[0]:

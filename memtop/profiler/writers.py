@@ -12,18 +12,27 @@ from pathlib import Path
 from typing import Any
 
 from memtop.profiler import rankfile
+from memtop.profiler.step_line import StepLineEncoder
 
 
 class RecordEncoder:
-    """One record -> one JSON line (bytes), reusing the serialized large-tensor list while it is unchanged."""
+    """One record -> one JSON line (bytes), reusing the serialized large-tensor list while it is
+    unchanged; step records of the usual shape take :class:`StepLineEncoder` (the same bytes)."""
 
     def __init__(self) -> None:
         self._large: tuple[object, str] = (None, "[]")
         self._json = json.JSONEncoder(separators=(",", ":"), allow_nan=False, default=str)
+        self._steps = StepLineEncoder()
 
     def encode(self, record: dict[str, Any]) -> bytes:
         """The record's line; ``large_tensors``, if any, ends up as the record's last key."""
         large = record.get("large_tensors")
+        if record.get("type") == "step" and isinstance(large, list):
+            if large is not self._large[0]:
+                self._large = (large, self._json.encode(large))
+            line = self._steps.encode(record, self._large[1])
+            if line is not None:
+                return (line + "\n").encode("utf-8")
         if isinstance(large, list) and large:
             # step records repeat the same large-tensor list for long stretches: serialize it once
             if large is not self._large[0]:
