@@ -39,7 +39,7 @@ def train(tmp_path: Path, shape: str, *extra: str) -> tuple[Path, dict[str, Any]
     return run, json.loads(truth_file.read_text()), steps
 
 
-@pytest.mark.parametrize("shape", ["gan", "compile", "hf", "lightning", "reentrant"])
+@pytest.mark.parametrize("shape", [pytest.param("gan", marks=pytest.mark.short), "compile", "hf", "lightning", "reentrant"])
 def test_parameters_and_optimizer_state_match_the_truth(tmp_path: Path, shape: str) -> None:
     _, truth, steps = train(tmp_path, shape)
     last = steps[-1]
@@ -104,6 +104,7 @@ def test_hand_written_update_is_stepped_per_backward_and_explicit_steps_work(tmp
     assert steps[-1]["categories"]["parameters"] == truth["parameters"]
 
 
+@pytest.mark.short
 def test_a_run_without_any_step_is_explained(tmp_path: Path) -> None:
     run, _, steps = train(tmp_path, "inference")
     assert steps == []
