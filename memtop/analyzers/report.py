@@ -20,7 +20,7 @@ from memtop.analyzers.leak import LeakReport
 from memtop.analyzers.series import RankSeries
 from memtop.analyzers.suggestion import Suggestion
 from memtop.analyzers.summary import CPU_UNMEASURED, Peak, RunInfo, Timeline, timeline
-from memtop.runs.reader import RunData
+from memtop.runs.reader import RunData, WarningRecord
 
 REPORT_VERSION = 1
 
@@ -51,6 +51,10 @@ def build(run: RunData, series: dict[int, RankSeries] | None = None, detect_flag
     facts = gather(run, detect_flags_now=detect_flags, series=series)
     suggestions = suggestions_for(facts)
     warnings = list(run.warnings)
+    # the hook's own warnings (it turned itself off; steps counted per backward pass) change how
+    # every figure below reads: a post-mortem must say them, not only the live status line
+    for w in run.of_class(WarningRecord):
+        warnings.append(f"hook (rank {w.rank if w.rank is not None else 0}): {w.message}")
     unmeasured: list[str] = []
     if facts.peak is not None and facts.peak.measure == "tracked":
         unmeasured.append(CPU_UNMEASURED)
@@ -61,7 +65,7 @@ def build(run: RunData, series: dict[int, RankSeries] | None = None, detect_flag
             "fits, medians and the timeline use an evenly spaced sample of the steps"
         )
     if not facts.series and facts.oom is None:
-        warnings.append("no step records yet" + (" (the run is still starting)" if facts.info.status == "running" else ""))
+        warnings.append(_no_steps_warning(facts.info.status))
     if facts.info.status == "running":
         warnings.append("the run is still going: this report covers the records written so far")
     warnings.extend(facts.notes)
@@ -84,6 +88,20 @@ def build(run: RunData, series: dict[int, RankSeries] | None = None, detect_flag
         warnings=warnings,
         unmeasured=unmeasured,
     )
+
+
+def _no_steps_warning(status: str) -> str:
+    """Why a run has no step record: still starting, or a loop that never called optimizer.step()."""
+    if status == "running":
+        return "no step records yet (the run is still starting)"
+    if status == "finished":
+        # an evaluation script, or a loop memtop could not tie to a model: nothing marked a step
+        return (
+            "no step records: the script finished without an optimizer step or a backward pass memtop could "
+            "tie to a model (steps, and --max-steps, count those); to mark steps yourself, wrap the loop in "
+            "`with memtop.profile(model) as prof:` and call `prof.step()` once per iteration"
+        )
+    return "no step records"
 
 
 def exit_exception(run: RunData) -> str | None:
