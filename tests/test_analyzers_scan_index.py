@@ -108,7 +108,7 @@ def test_index_is_not_used_once_the_file_changes(tmp_path: Path, monkeypatch: py
     os.utime(rank, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
     assert load_for_analysis(run, limit=50)[1][0].total_steps == 801
     # and a limit the index was not made for is scanned too
-    _same(load_for_analysis(run, limit=60), load_for_analysis(run, limit=60, save_index=False))
+    _same(load_for_analysis(run, limit=60), load_for_analysis(run, limit=60, save_index=False, use_index=False))
 
 
 @pytest.mark.parametrize(
@@ -122,7 +122,7 @@ def test_index_is_not_used_once_the_file_changes(tmp_path: Path, monkeypatch: py
 )
 def test_a_bad_index_is_ignored(tmp_path: Path, index: bytes) -> None:
     run = make_run(tmp_path, steps=700, per_step=_per_step(4))
-    expected = load_for_analysis(run, limit=50, save_index=False)
+    expected = load_for_analysis(run, limit=50, save_index=False, use_index=False)
     (run / INDEX_FILE).write_bytes(index)
     _same(load_for_analysis(run, limit=50), expected)
 
@@ -151,6 +151,19 @@ def test_a_read_only_run_dir_is_scanned_each_time(tmp_path: Path) -> None:
         a = load_for_analysis(run, limit=50)
         if not os.access(run, os.W_OK):  # root writes anyway
             assert not (run / INDEX_FILE).exists()
-        _same(a, load_for_analysis(run, limit=50, save_index=False))
+        _same(a, load_for_analysis(run, limit=50, save_index=False, use_index=False))
     finally:
         run.chmod(0o755)
+
+
+def test_index_long_run_saves_the_scan_of_long_files_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    run = make_run(tmp_path, steps=700, per_step=_per_step(7))
+    monkeypatch.setattr(load_mod, "MIN_INDEXED_BYTES", 64 * MiB)
+    assert not load_mod.index_long_run(run) and not (run / INDEX_FILE).exists()
+    monkeypatch.setattr(load_mod, "MIN_INDEXED_BYTES", 0)
+    assert load_mod.index_long_run(run) and (run / INDEX_FILE).is_file()
+    assert not load_mod.index_long_run(tmp_path / "missing")
+    with monkeypatch.context() as m:
+        _no_scan(m)
+        indexed = load_for_analysis(run)
+    _same(indexed, load_for_analysis(run, save_index=False, use_index=False))

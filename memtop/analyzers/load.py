@@ -325,12 +325,12 @@ def _index_of(got: _Rank, key: FileKey, limit: int) -> RankIndex | None:
     )
 
 
-def load_for_analysis(run_dir: Path, limit: int = MAX_DECODED_STEPS, save_index: bool = True) -> tuple[RunData, dict[int, RankSeries]]:
+def load_for_analysis(run_dir: Path, limit: int = MAX_DECODED_STEPS, save_index: bool = True, use_index: bool = True) -> tuple[RunData, dict[int, RankSeries]]:
     """The run (meta, non-step records, the decoded step records) and its per-rank series.
 
     A rank file that ``analysis-index.json`` describes as it is now (:mod:`memtop.analyzers.scan_index`)
     is read through the index, which gives the same result as a scan; otherwise it is scanned, and
-    a long file's scan is saved in the index (``save_index``; best effort: a read-only run
+    a long file's scan is saved in the index (``save_index``; ``use_index=False`` always scans; best effort: a read-only run
     directory is simply scanned each time). Never raises for bad content; unreadable files become
     warnings.
     """
@@ -338,7 +338,7 @@ def load_for_analysis(run_dir: Path, limit: int = MAX_DECODED_STEPS, save_index:
     run = RunData(path=run_dir, meta=meta)
     run.warnings.extend(meta_warnings(run_dir, meta, why))
     series: dict[int, RankSeries] = {}
-    index = read_index(run_dir)
+    index = read_index(run_dir) if use_index else {}
     new_index: dict[str, RankIndex] = {}
     changed = False
     for rank, path in rank_files(run_dir).items():
@@ -373,3 +373,16 @@ def load_for_analysis(run_dir: Path, limit: int = MAX_DECODED_STEPS, save_index:
         write_index(run_dir, new_index)
     run.finish_warnings()
     return run, series
+
+
+def index_long_run(run_dir: Path) -> bool:
+    """Scan a finished run's long rank files now and save the scan (:mod:`memtop.analyzers.scan_index`),
+    so that its first ``memtop analyze`` reads a few hundred lines instead of the whole file.
+    Does nothing (False) when every rank file is short. Never raises."""
+    try:
+        long = any(p.stat().st_size >= MIN_INDEXED_BYTES for p in rank_files(run_dir).values())
+        if long:
+            load_for_analysis(run_dir)
+    except OSError:
+        return False
+    return long
