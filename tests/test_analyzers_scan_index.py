@@ -115,7 +115,7 @@ def test_index_is_not_used_once_the_file_changes(tmp_path: Path, monkeypatch: py
     "index",
     [
         b"{not json",
-        b'{"version": 1, "files": {"rank0.jsonl": {"size": -1}}}',
+        b'{"version": 1, "files": {"rank0.jsonl": [{"size": -1}]}}',
         b'{"version": 99, "files": {}}',
         b"[" * 100_000,
     ],
@@ -131,7 +131,7 @@ def test_an_index_pointing_off_line_starts_is_ignored(tmp_path: Path, monkeypatc
     run = make_run(tmp_path, steps=700, per_step=_per_step(5))
     expected = load_for_analysis(run, limit=50)
     doc = json.loads((run / INDEX_FILE).read_text())
-    entry = doc["files"]["rank0.jsonl"]
+    entry = doc["files"]["rank0.jsonl"][0]
     entry["steps"] = [[s + 3, e] for s, e in entry["steps"]]
     (run / INDEX_FILE).write_text(json.dumps(doc))
     _same(load_for_analysis(run, limit=50), expected)
@@ -167,3 +167,13 @@ def test_index_long_run_saves_the_scan_of_long_files_only(tmp_path: Path, monkey
         _no_scan(m)
         indexed = load_for_analysis(run)
     _same(indexed, load_for_analysis(run, save_index=False, use_index=False))
+
+
+def test_each_sample_size_keeps_its_own_entry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`memtop runs` (8 lines) and `memtop analyze` (600) on one run do not overwrite each other."""
+    run = make_run(tmp_path, steps=900, per_step=_per_step(8))
+    a, b = load_for_analysis(run, limit=8), load_for_analysis(run, limit=50)
+    with monkeypatch.context() as m:
+        _no_scan(m)
+        _same(load_for_analysis(run, limit=8), a)
+        _same(load_for_analysis(run, limit=50), b)

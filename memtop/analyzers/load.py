@@ -339,21 +339,23 @@ def load_for_analysis(run_dir: Path, limit: int = MAX_DECODED_STEPS, save_index:
     run.warnings.extend(meta_warnings(run_dir, meta, why))
     series: dict[int, RankSeries] = {}
     index = read_index(run_dir) if use_index else {}
-    new_index: dict[str, RankIndex] = {}
+    new_index: dict[str, list[RankIndex]] = {}
     changed = False
     for rank, path in rank_files(run_dir).items():
         try:
             with _mapped(path) as (buf, key):
-                idx = index.get(path.name)
+                entries = index.get(path.name, [])
+                idx = next((e for e in entries if e.limit == limit), None)
                 if idx is not None and _usable(idx, key, limit, buf):
                     got = _from_index(buf, idx)
-                    new_index[path.name] = idx
+                    new_index[path.name] = entries
                 else:
                     got = _load_rank(buf, limit)
                     fresh = _index_of(got, key, limit)
+                    changed = changed or bool(entries) or fresh is not None
+                    kept = [e for e in entries if e.key == key and e.limit != limit]
                     if fresh is not None:
-                        new_index[path.name] = fresh
-                        changed = True
+                        new_index[path.name] = [fresh, *kept]
         except Unreadable as exc:
             run.warnings.append(f"{path.name}: {exc.why}: skipped")
             continue

@@ -29,6 +29,7 @@ INDEX_FILE = "analysis-index.json"
 INDEX_VERSION = 1
 MIN_INDEXED_BYTES = 64 * 1024 * 1024
 MAX_INDEX_BYTES = 4 * 1024 * 1024
+MAX_PER_FILE = 4  # entries per rank file, one per sample size (`memtop runs` samples fewer lines than `analyze`)
 MAX_RANGES = 20_000  # more non-step lines than this: no index (reading it would cost a scan)
 
 Range = tuple[int, int]
@@ -114,8 +115,8 @@ def _entry(v: Any) -> RankIndex:
     )
 
 
-def read_index(run_dir: Path) -> dict[str, RankIndex]:
-    """``{rank file name: its index}``; empty when there is none or it is unusable (never raises)."""
+def read_index(run_dir: Path) -> dict[str, list[RankIndex]]:
+    """``{rank file name: its entries}``; empty when there is none or it is unusable (never raises)."""
     try:
         raw = read_bounded(run_dir / INDEX_FILE, MAX_INDEX_BYTES)
         doc = json.loads(raw)
@@ -123,12 +124,15 @@ def read_index(run_dir: Path) -> dict[str, RankIndex]:
         return {}
     if not isinstance(doc, dict) or doc.get("version") != INDEX_VERSION or not isinstance(doc.get("files"), dict):
         return {}
-    out: dict[str, RankIndex] = {}
-    for name, v in doc["files"].items():
-        try:
-            out[str(name)] = _entry(v)
-        except (ValueError, TypeError):
+    out: dict[str, list[RankIndex]] = {}
+    for name, entries in doc["files"].items():
+        if not isinstance(entries, list):
             continue
+        for v in entries[:MAX_PER_FILE]:
+            try:
+                out.setdefault(str(name), []).append(_entry(v))
+            except (ValueError, TypeError):
+                continue
     return out
 
 
@@ -141,11 +145,11 @@ def on_line_boundaries(buf: Any, ranges: tuple[Range, ...], size: int) -> bool:
     return True
 
 
-def write_index(run_dir: Path, entries: dict[str, RankIndex]) -> bool:
+def write_index(run_dir: Path, entries: dict[str, list[RankIndex]]) -> bool:
     """Write the index atomically; False (and nothing written) where the directory is read-only."""
     if not entries:
         return False
-    doc = {"version": INDEX_VERSION, "files": {name: e.to_json() for name, e in entries.items()}}
+    doc = {"version": INDEX_VERSION, "files": {name: [e.to_json() for e in es[:MAX_PER_FILE]] for name, es in entries.items()}}
     tmp = run_dir / f".{INDEX_FILE}.{os.getpid()}.tmp"
     try:
         with open(tmp, "w", encoding="utf-8") as fh:
