@@ -306,8 +306,7 @@ def _usable(idx: RankIndex | None, key: FileKey, limit: int, buf: Buffer) -> boo
         and idx.key == key
         and idx.limit == limit
         and len(buf) == key.size
-        and on_line_boundaries(buf, idx.steps, key.size)
-        and on_line_boundaries(buf, idx.others, key.size)
+        and on_line_boundaries(buf, idx.steps + idx.others, key.size)
     )
 
 
