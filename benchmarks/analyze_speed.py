@@ -6,9 +6,13 @@ per step, a leak-free CUDA-shaped series with noise and one spike), then times:
 * the whole CLI, `python -m memtop analyze RUN` and `--json`, as a user runs it (interpreter start,
   imports, reading, analysis, rendering), median of N runs;
 * the phases in one process: the sampled loader, the report, the renderers;
-* for comparison, decoding every record (`memtop.runs.reader.load_run`).
+* for comparison, decoding every record (`memtop.runs.reader.load_run`; skipped with `--no-full`).
 
-    python benchmarks/analyze_speed.py [--steps 100000] [--repeat 5] [--keep DIR]
+The first analysis of a long rank file scans it and saves the scan in `analysis-index.json` (as
+`memtop train` does when the run ends); later ones read only the lines it names. Both are timed:
+the CLI with the index removed before each run ("scan") and with it in place ("index").
+
+    python benchmarks/analyze_speed.py [--steps 100000] [--repeat 5] [--keep DIR [--reuse]] [--no-full]
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from runfactory import GiB, MiB, step_record  # noqa: E402
 
 from memtop.analyzers.load import load_for_analysis  # noqa: E402
 from memtop.analyzers.report import build, to_json  # noqa: E402
+from memtop.analyzers.scan_index import INDEX_FILE  # noqa: E402
 from memtop.render.json import dumps  # noqa: E402
 from memtop.render.text import render  # noqa: E402
 from memtop.runs.reader import load_run  # noqa: E402
@@ -96,16 +101,27 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=100_000)
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--keep", default=None, help="write the run here and keep it")
+    ap.add_argument("--reuse", action="store_true", help="with --keep: use the run already there")
+    ap.add_argument("--no-full", action="store_true", help="do not time decoding every record")
     args = ap.parse_args()
     root = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="memtop-bench-"))
     t0 = time.perf_counter()
-    run = write_run(root, args.steps)
+    existing = root / "20261122-120000-long"
+    run = existing if args.reuse and (existing / "rank0.jsonl").is_file() else write_run(root, args.steps)
+    index = run / INDEX_FILE
     size = (run / "rank0.jsonl").stat().st_size
     print(f"wrote {args.steps} steps ({size / 1e6:.0f} MB) in {time.perf_counter() - t0:.1f} s: {run}")
 
     # an installed memtop has its bytecode compiled (pip does it); do the same for this checkout
     subprocess.run([sys.executable, "-m", "compileall", "-q", str(REPO / "memtop")], check=True)
+    index.unlink(missing_ok=True)
     _cli(run, "--no-plot")  # warm the page cache
+    scan, scan_cpu = [], []
+    for _ in range(args.repeat):
+        index.unlink(missing_ok=True)
+        CPU.clear()
+        scan.append(_cli(run))
+        scan_cpu.append(CPU[0])
     CPU.clear()
     text = [_cli(run) for _ in range(args.repeat)]
     js = [_cli(run, "--json") for _ in range(args.repeat)]
@@ -115,11 +131,14 @@ def main() -> int:
         subprocess.run([sys.executable, "-m", "memtop", "--version"], capture_output=True, check=True)
         empty_start.append(time.perf_counter() - t)
 
-    phases: dict[str, list[float]] = {"load (sampled)": [], "report": [], "render text": [], "render json": []}
+    phases: dict[str, list[float]] = {"load (scan)": [], "load (index)": [], "report": [], "render text": [], "render json": []}
     for _ in range(args.repeat):
         t = time.perf_counter()
+        load_for_analysis(run, save_index=False, use_index=False)
+        phases["load (scan)"].append(time.perf_counter() - t)
+        t = time.perf_counter()
         data, series = load_for_analysis(run)
-        phases["load (sampled)"].append(time.perf_counter() - t)
+        phases["load (index)"].append(time.perf_counter() - t)
         t = time.perf_counter()
         rep = build(data, series, detect_flags=False)
         phases["report"].append(time.perf_counter() - t)
@@ -129,19 +148,23 @@ def main() -> int:
         t = time.perf_counter()
         dumps(to_json(rep))
         phases["render json"].append(time.perf_counter() - t)
-    t = time.perf_counter()
-    load_run(run)
-    full = time.perf_counter() - t
+    full = None
+    if not args.no_full:
+        t = time.perf_counter()
+        load_run(run)
+        full = time.perf_counter() - t
 
     med = statistics.median
     print(f"\nmachine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
+    print(f"memtop analyze RUN, scan    median {med(scan):.3f} s wall, {med(scan_cpu):.3f} s CPU  (no index: the first analysis)")
     print(f"memtop analyze RUN          median {med(text):.3f} s  (min {min(text):.3f}, max {max(text):.3f}; {args.repeat} runs)")
     print(f"memtop analyze RUN --json   median {med(js):.3f} s  (min {min(js):.3f}, max {max(js):.3f})")
-    print(f"CPU time of those runs       median {med(CPU):.3f} s  (user + system; the wall time includes waiting for a busy CPU)")
+    print(f"CPU time of the indexed runs median {med(CPU):.3f} s  (user + system; the wall time includes waiting for a busy CPU)")
     print(f"python -m memtop --version  median {med(empty_start):.3f} s  (interpreter start + CLI imports)")
     for name, vals in phases.items():
         print(f"  {name:<16} median {med(vals):.3f} s")
-    print(f"  decode every record (load_run): {full:.3f} s")
+    if full is not None:
+        print(f"  decode every record (load_run): {full:.3f} s")
     if not args.keep:
         import shutil
 

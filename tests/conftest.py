@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -14,6 +15,14 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 SCRIPTS = Path(__file__).resolve().parent / "scripts"
+
+# Tests send SIGHUP and SIGINT to the memtop processes they start. A suite started under nohup, or
+# in the background of a non-interactive shell, inherits those signals as ignored; an ignored
+# signal stays ignored across exec, and memtop keeps it so on purpose (nohup is the user's choice).
+# Start the processes under test from the default dispositions.
+signal.signal(signal.SIGHUP, signal.SIG_DFL)
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

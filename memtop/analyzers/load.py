@@ -21,6 +21,16 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from memtop.analyzers.scan_index import (
+    MAX_RANGES,
+    MIN_INDEXED_BYTES,
+    FileKey,
+    Range,
+    RankIndex,
+    on_line_boundaries,
+    read_index,
+    write_index,
+)
 from memtop.analyzers.series import RankSeries, build_series, count_releases
 from memtop.runs.decode import MAX_INT, MAX_LINE, Skip, SkipCounter, decode_line
 from memtop.runs.reader import Record, RunData, StepRecord, meta_warnings, rank_files
@@ -60,16 +70,18 @@ class _Lines:
 
 
 @contextmanager
-def _mapped(path: Path) -> Iterator[Buffer]:
-    """The regular file's bytes without copying them (an empty file gives b""); Unreadable else."""
+def _mapped(path: Path) -> Iterator[tuple[Buffer, FileKey]]:
+    """The regular file's bytes without copying them (an empty file gives b"") and what identifies
+    this version of the file; Unreadable else."""
     with open_regular(path) as fh:
+        key = FileKey.of(fh.fileno())
         try:
             mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
         except (ValueError, OSError):  # empty file, or a filesystem that cannot map
-            yield fh.read()
+            yield fh.read(), key
             return
         try:
-            yield mm
+            yield mm, key
         finally:
             mm.close()
 
@@ -196,6 +208,22 @@ class _Rank:
     sampled: bool
     releases: int | None
     step_lines: int
+    step_ranges: list[Range]  # the step lines decoded, in order (what an index keeps)
+    other_ranges: list[Range]
+
+
+def _decode_other(buf: Buffer, s: int, e: int) -> Record | Skip:
+    return Skip("too_long") if e - s > MAX_LINE else decode_line(bytes(buf[s:e]))
+
+
+def _sort_other(got: Record | Skip, skipped: SkipCounter, steps: list[StepRecord], others: list[Record]) -> None:
+    if isinstance(got, Skip):
+        if got.reason != "blank":
+            skipped[got.reason] += 1
+    elif isinstance(got, StepRecord):
+        steps.append(got)  # a step record in an unusual layout
+    else:
+        others.append(got)
 
 
 def _load_rank(buf: Buffer, limit: int) -> _Rank:
@@ -206,18 +234,12 @@ def _load_rank(buf: Buffer, limit: int) -> _Rank:
     others: list[Record] = []
     steps: list[StepRecord] = []
     for s, e in lines.other:
-        got = Skip("too_long") if e - s > MAX_LINE else decode_line(bytes(buf[s:e]))
-        if isinstance(got, Skip):
-            if got.reason != "blank":
-                skipped[got.reason] += 1
-        elif isinstance(got, StepRecord):
-            steps.append(got)  # a step record in an unusual layout
-        else:
-            others.append(got)
+        _sort_other(_decode_other(buf, s, e), skipped, steps, others)
     picks = _picks(n, limit, level, reserved)
     top = _argmax(level)
     decoded: list[StepRecord] = []
     top_failed = False
+    lines_tried = list(picks)
     for k in picks:
         got = lines.decode_step(k)
         if not isinstance(got, StepRecord):
@@ -234,6 +256,7 @@ def _load_rank(buf: Buffer, limit: int) -> _Rank:
             if j in tried:
                 continue
             got = lines.decode_step(j)
+            lines_tried.append(j)
             if isinstance(got, StepRecord):
                 decoded.append(got)
                 break
@@ -246,22 +269,92 @@ def _load_rank(buf: Buffer, limit: int) -> _Rank:
         sampled=sampled,
         releases=count_releases(reserved) if sampled else None,
         step_lines=n + len(steps),
+        step_ranges=[(lines.step_starts[k], lines.step_ends[k]) for k in lines_tried],
+        other_ranges=list(lines.other),
     )
 
 
-def load_for_analysis(run_dir: Path, limit: int = MAX_DECODED_STEPS) -> tuple[RunData, dict[int, RankSeries]]:
+def _from_index(buf: Buffer, idx: RankIndex) -> _Rank:
+    """The same result as :func:`_load_rank` gave when it wrote ``idx``, decoding only its lines."""
+    skipped = SkipCounter()
+    others: list[Record] = []
+    steps: list[StepRecord] = []
+    for s, e in idx.others:
+        _sort_other(_decode_other(buf, s, e), skipped, steps, others)
+    decoded: list[StepRecord] = []
+    for s, e in idx.steps:
+        got = _decode_other(buf, s, e)
+        if isinstance(got, StepRecord):
+            decoded.append(got)
+        else:
+            skipped[got.reason if isinstance(got, Skip) else "bad_value"] += 1
+    return _Rank(
+        steps=[*decoded, *steps],
+        others=others,
+        skipped=skipped,
+        sampled=idx.sampled,
+        releases=idx.releases,
+        step_lines=idx.step_lines,
+        step_ranges=list(idx.steps),
+        other_ranges=list(idx.others),
+    )
+
+
+def _usable(idx: RankIndex | None, key: FileKey, limit: int, buf: Buffer) -> bool:
+    return (
+        idx is not None
+        and idx.key == key
+        and idx.limit == limit
+        and len(buf) == key.size
+        and on_line_boundaries(buf, idx.steps + idx.others, key.size)
+    )
+
+
+def _index_of(got: _Rank, key: FileKey, limit: int) -> RankIndex | None:
+    if key.size < MIN_INDEXED_BYTES or len(got.other_ranges) > MAX_RANGES or len(got.step_ranges) > MAX_RANGES:
+        return None
+    return RankIndex(
+        key=key,
+        limit=limit,
+        step_lines=got.step_lines,
+        releases=got.releases,
+        sampled=got.sampled,
+        steps=tuple(got.step_ranges),
+        others=tuple(got.other_ranges),
+    )
+
+
+def load_for_analysis(run_dir: Path, limit: int = MAX_DECODED_STEPS, save_index: bool = True, use_index: bool = True) -> tuple[RunData, dict[int, RankSeries]]:
     """The run (meta, non-step records, the decoded step records) and its per-rank series.
 
-    Never raises for bad content; unreadable files become warnings.
+    A rank file that ``analysis-index.json`` describes as it is now (:mod:`memtop.analyzers.scan_index`)
+    is read through the index, which gives the same result as a scan; otherwise it is scanned, and
+    a long file's scan is saved in the index (``save_index``; ``use_index=False`` always scans; best effort: a read-only run
+    directory is simply scanned each time). Never raises for bad content; unreadable files become
+    warnings.
     """
     meta, why = load_meta(run_dir)
     run = RunData(path=run_dir, meta=meta)
     run.warnings.extend(meta_warnings(run_dir, meta, why))
     series: dict[int, RankSeries] = {}
+    index = read_index(run_dir) if use_index else {}
+    new_index: dict[str, list[RankIndex]] = {}
+    changed = False
     for rank, path in rank_files(run_dir).items():
         try:
-            with _mapped(path) as buf:
-                got = _load_rank(buf, limit)
+            with _mapped(path) as (buf, key):
+                entries = index.get(path.name, [])
+                idx = next((e for e in entries if e.limit == limit), None)
+                if idx is not None and _usable(idx, key, limit, buf):
+                    got = _from_index(buf, idx)
+                    new_index[path.name] = entries
+                else:
+                    got = _load_rank(buf, limit)
+                    fresh = _index_of(got, key, limit)
+                    changed = changed or bool(entries) or fresh is not None
+                    kept = [e for e in entries if e.key == key and e.limit != limit]
+                    if fresh is not None:
+                        new_index[path.name] = [fresh, *kept]
         except Unreadable as exc:
             run.warnings.append(f"{path.name}: {exc.why}: skipped")
             continue
@@ -277,5 +370,20 @@ def load_for_analysis(run_dir: Path, limit: int = MAX_DECODED_STEPS) -> tuple[Ru
                 s.cache_releases = got.releases
             s.total_steps = got.step_lines if got.sampled else len(s.steps)
             series[rank] = s
+    if save_index and changed:
+        write_index(run_dir, new_index)
     run.finish_warnings()
     return run, series
+
+
+def index_long_run(run_dir: Path) -> bool:
+    """Scan a finished run's long rank files now and save the scan (:mod:`memtop.analyzers.scan_index`),
+    so that its first ``memtop analyze`` reads a few hundred lines instead of the whole file.
+    Does nothing (False) when every rank file is short. Never raises."""
+    try:
+        long = any(p.stat().st_size >= MIN_INDEXED_BYTES for p in rank_files(run_dir).values())
+        if long:
+            load_for_analysis(run_dir)
+    except OSError:
+        return False
+    return long

@@ -172,6 +172,10 @@ def run(args: argparse.Namespace) -> int:
             flag_detection.stop()  # a --help probe still running dies with its process group
         signals.stop()
         ender.main_done.set()
+    if status != "interrupted":  # a long run's first `memtop analyze` then skips the scan
+        from memtop.analyzers.load import index_long_run
+
+        index_long_run(run_dir)
     if child.log_error and not child.log_error_reported:
         _say(f"warning: {child.log_error}; the rest of the training's output was not kept")
     if status in ("failed", "oom") and not _has_steps(run_dir):
