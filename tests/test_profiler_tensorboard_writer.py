@@ -18,7 +18,12 @@ TAG = "TensorProfiling/Tensor_Category/parameters_MB"
 
 
 def _record(step: int) -> dict[str, object]:
-    return {"type": "step", "step": step, "time": 1_700_000_000.0 + step, "categories": {"parameters": step * 1024 * 1024}}
+    return {
+        "type": "step",
+        "step": step,
+        "time": 1_700_000_000.0 + step,
+        "categories": {"parameters": step * 1024 * 1024},
+    }
 
 
 def _steps_written(logdir: Path) -> list[int]:

@@ -181,7 +181,9 @@ class TensorBoardWriter:
         self.flush_secs = flush_secs
         self.poll_secs = poll_secs
         self.error: str | None = None
-        self._pending: deque[dict[str, Any]] = deque()  # append and popleft are thread-safe: no lock on the training thread
+        self._pending: deque[dict[str, Any]] = (
+            deque()
+        )  # append and popleft are thread-safe: no lock on the training thread
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="memtop-tensorboard", daemon=True)
         self._thread.start()
