@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 import os
-import queue
 import threading
 import weakref
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -169,23 +169,35 @@ class TensorBoardWriter:
 
     Under `memtop train` the launcher writes the events from the records instead (no protobuf
     work in the training process). If TensorBoard cannot be imported the writer stays silent.
+    The training thread only appends to a deque; the thread takes the records every
+    ``poll_secs``: a queue that woke the thread at every step cost the training thread 30-90 us
+    a step (the condition's notify and the thread switch it causes; docs/performance.md).
     """
 
-    _STOP = object()
+    MAX_PENDING = 10_000
 
-    def __init__(self, logdir: Path, flush_secs: float = 5.0) -> None:
+    def __init__(self, logdir: Path, flush_secs: float = 5.0, poll_secs: float = 0.5) -> None:
         self.logdir = logdir
         self.flush_secs = flush_secs
+        self.poll_secs = poll_secs
         self.error: str | None = None
-        self._queue: queue.Queue[object] = queue.Queue(maxsize=10_000)
+        self._pending: deque[dict[str, Any]] = (
+            deque()
+        )  # append and popleft are thread-safe: no lock on the training thread
+        self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="memtop-tensorboard", daemon=True)
         self._thread.start()
 
     def add_step(self, record: dict[str, Any]) -> None:
-        try:
-            self._queue.put_nowait(record)
-        except queue.Full:
-            pass  # TensorBoard falls behind rather than slowing training; the JSONL has every step
+        if len(self._pending) < self.MAX_PENDING:
+            self._pending.append(record)
+        # else TensorBoard falls behind rather than slowing training; the JSONL has every step
+
+    def _take(self) -> list[dict[str, Any]]:
+        pending, taken = self._pending, []
+        while pending:
+            taken.append(pending.popleft())
+        return taken
 
     def _run(self) -> None:
         try:
@@ -194,20 +206,17 @@ class TensorBoardWriter:
             writer = EventWriter(self.logdir, self.flush_secs)
         except Exception as exc:  # noqa: BLE001 - tensorboard missing or broken: JSONL still has everything
             self.error = f"TensorBoard events disabled: {exc}"
-            while self._queue.get() is not self._STOP:
-                pass
+            while not self._stop.wait(self.poll_secs):
+                self._take()
             return
         while True:
-            item = self._queue.get()
-            if item is self._STOP:
-                break
-            if isinstance(item, dict):
+            stopping = self._stop.wait(self.poll_secs)
+            for item in self._take():
                 writer.add_step(item)
+            if stopping:
+                break
         writer.close()
 
     def close(self, timeout: float = 10.0) -> None:
-        try:
-            self._queue.put(self._STOP, timeout=timeout)
-        except queue.Full:
-            return
+        self._stop.set()
         self._thread.join(timeout)
