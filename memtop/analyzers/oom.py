@@ -106,22 +106,25 @@ def explain(facts: Facts, suggestions: list[Suggestion]) -> OomReport | None:
     unused = (reserved - allocated) if reserved is not None and allocated is not None else None
     shortfall = max(0, requested - free) if requested is not None and free is not None else None
     held_bytes = allocated if allocated is not None else sum(h.bytes or 0 for h in held)
+    common: dict[str, Any] = dict(
+        step=as_int(rec.get("step")),
+        rank=as_int(rec.get("rank")),
+        device=rec.get("device") if isinstance(rec.get("device"), str) else None,
+        message=message.strip().splitlines()[0][:300] if message.strip() else "",
+        requested_bytes=requested,
+        device_free=free,
+        device_total=total,
+        allocated=allocated,
+        reserved=reserved,
+        reserved_unused=unused,
+        held=held,
+        large_tensors=large_tensors(rec)[:5],
+        shortfall_bytes=shortfall,
+    )
     if requested is not None and _too_large(requested, total, free, held_bytes, unused):
         flag = _size_flag(facts, requested)
         return OomReport(
-            step=as_int(rec.get("step")),
-            rank=as_int(rec.get("rank")),
-            device=rec.get("device") if isinstance(rec.get("device"), str) else None,
-            message=message.strip().splitlines()[0][:300] if message.strip() else "",
-            requested_bytes=requested,
-            device_free=free,
-            device_total=total,
-            allocated=allocated,
-            reserved=reserved,
-            reserved_unused=unused,
-            held=held,
-            large_tensors=large_tensors(rec)[:5],
-            shortfall_bytes=shortfall,
+            **common,
             fits_with=None,
             smallest_batch=None,
             explanation=_explain_too_large(requested, total, free, held_bytes, flag),
@@ -135,22 +138,8 @@ def explain(facts: Facts, suggestions: list[Suggestion]) -> OomReport | None:
         candidates.append(_expandable(facts, unused))
     fits, alternatives = _smallest_fit(candidates, shortfall)
     batch = _smallest_batch(facts, shortfall)
-    step = as_int(rec.get("step"))
-    rank = as_int(rec.get("rank"))
     return OomReport(
-        step=step,
-        rank=rank,
-        device=rec.get("device") if isinstance(rec.get("device"), str) else None,
-        message=message.strip().splitlines()[0][:300] if message.strip() else "",
-        requested_bytes=requested,
-        device_free=free,
-        device_total=total,
-        allocated=allocated,
-        reserved=reserved,
-        reserved_unused=unused,
-        held=held,
-        large_tensors=large_tensors(rec)[:5],
-        shortfall_bytes=shortfall,
+        **common,
         fits_with=fits,
         smallest_batch=batch,
         explanation=_explain(requested, free, held, unused, shortfall, fits, batch),
