@@ -31,6 +31,7 @@ from textual import events
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
+from textual.css.query import NoMatches
 from textual.reactive import reactive
 from textual.widgets import Footer, Static
 
@@ -301,7 +302,11 @@ class DashboardApp(App[int | None]):
         shown = self._shown if self._shown is not None else self._latest
         if shown is None:
             return
-        self.query_one("#header", RunHeader).show(shown, now=self._clock(), paused=self.paused, rank=self.selected_rank)
+        try:
+            header = self.query_one("#header", RunHeader)
+        except NoMatches:  # the dashboard's widgets are being torn down (or not yet composed)
+            return
+        header.show(shown, now=self._clock(), paused=self.paused, rank=self.selected_rank)
 
     def _tick(self) -> None:
         """Keep the elapsed time moving while no data comes (a snapshot repaints the header anyway)."""
