@@ -227,3 +227,12 @@ def backward_roots(t_outputs: object) -> list[object]:
             if node is not None:
                 roots.append(node)
     return roots
+
+
+def has_backward_root(t_outputs: object) -> bool:
+    """Whether :func:`backward_roots` would find any (without making the list: every step asks)."""
+    if isinstance(t_outputs, (tuple, list)):
+        return any(has_backward_root(t) for t in t_outputs if not isinstance(t, (tuple, list)))
+    if isinstance(t_outputs, torch.Tensor):
+        return t_outputs.grad_fn is not None
+    return getattr(t_outputs, "node", None) is not None
