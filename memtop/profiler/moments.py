@@ -76,6 +76,14 @@ class StepMoments:
         self.walked: list[tuple[int, Composition]] = []  # (root sequence number, forward end)
         self.backward_calls = 0
 
+    def clear(self) -> None:
+        """Ready for the next step (the containers are kept: a record holds copies, never these)."""
+        self.best = None
+        self.moments.clear()
+        self.highwater[:] = (-1, -1, -1, -1)
+        self.walked.clear()
+        self.backward_calls = 0
+
     def consider(self, comp: Composition) -> None:
         weight = comp.weight()
         best = self.best

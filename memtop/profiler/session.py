@@ -308,10 +308,10 @@ class Session:
         if records.overcount is not None:
             tracked, at_peak = records.overcount
             self._warn_once("accounting", f"tracked tensors ({tracked} B) exceed the allocator peak ({at_peak} B) at step {step}; 'other' clamped to 0")
-        if step == 1:
-            rec.update(modelinfo.describe(self.models.roots(), self.optimizers()))  # extra keys: the writer's general encoder takes it
+        if step == 1:  # extra keys (a copy: the builder may reuse the record it made); the writer's general encoder takes it
+            rec = {**rec, **modelinfo.describe(self.models.roots(), self.optimizers())}
         self.put(rec)
-        self._moments = StepMoments()
+        self._moments.clear()
         if self.config.max_steps is not None and step >= self.config.max_steps:
             self.exit_reason = "max_steps"
             self.close()

@@ -23,6 +23,7 @@ class StepRecordBuilder:
         self._last_large: tuple[list[TensorInfo], list[dict[str, object]]] = ([], [])
         self._large_sources: tuple[list[TensorInfo], ...] = ()  # the lists _last_large was made from
         self._large_sizes: tuple[int, ...] = ()
+        self._large_comp: Composition | None = None
         # the last record's parts, and what they were made from
         self._moments_key: tuple[Composition, ...] = ()
         self._moments_rec: dict[str, dict[str, int | None]] = {}
@@ -31,10 +32,17 @@ class StepRecordBuilder:
         self._cats_key: tuple[Composition | None, int | None] = (None, None)
         self._cats: dict[str, int | None] = {}
         self.overcount: tuple[int, int] | None = None  # (tracked, peak) when the tracked tensors exceeded the peak
+        # the last record, and what a record equal to it but for the time, the step and the device
+        # figures is made of (a CPU step between measured steps: no allocator figure changes)
+        self._last: dict[str, Any] | None = None
+        self._last_key: tuple[Any, ...] = ()
 
     def large_tensors(self, comp: Composition) -> list[dict[str, object]]:
         """The largest tensors, largest first; the same list object as last step when unchanged
         (the record writer then reuses its serialized form)."""
+        if comp is self._large_comp:
+            return self._last_large[1]  # a carried composition: its parts are complete, never appended to
+        self._large_comp = comp
         sources = (comp.parameters.large, comp.gradients.large, comp.optimizer_state.large, comp.activations.large)
         seen = self._large_sources
         if len(seen) == 4 and all(a is b for a, b in zip(sources, seen, strict=True)) and self._large_sizes == tuple(map(len, sources)):
@@ -86,6 +94,48 @@ class StepRecordBuilder:
     def build(
         self,
         *,
+        rank: int,
+        now: float,
+        step: int,
+        device: str,
+        step_time: float | None,
+        alloc: AllocatorState,
+        peak: int | None,
+        state: StepMoments,
+        activations_step: int | None,
+        measured_step: int | None,
+        device_used: int | None,
+        device_total: int | None,
+        sample_every: int,
+    ) -> dict[str, Any]:
+        comp = state.best
+        assert comp is not None
+        last = self._last
+        if last is not None and peak is None and alloc.allocated is None and alloc.reserved is None and alloc.inactive_split is None:
+            key = (comp, rank, device, activations_step, measured_step, sample_every)
+            if key == self._last_key and self._same_moments(state):
+                rec = last.copy()  # the same keys in the same order: the record format's order
+                rec["time"] = now
+                rec["step"] = step
+                rec["step_time"] = step_time
+                rec["device_used"] = device_used
+                rec["device_total"] = device_total
+                return rec
+        rec = self._build(rank, now, step, device, step_time, alloc, peak, state, activations_step, measured_step, device_used, device_total, sample_every)
+        self._last = rec if peak is None and alloc.allocated is None else None
+        self._last_key = (comp, rank, device, activations_step, measured_step, sample_every)
+        return rec
+
+    def _same_moments(self, state: StepMoments) -> bool:
+        """The step's moments are the compositions of the last record, with its high-water marks."""
+        key = self._moments_key
+        moments = state.moments
+        if len(moments) != len(key) or state.highwater != self._highwater:
+            return False
+        return all(a is b for a, b in zip(moments.values(), key, strict=True))
+
+    def _build(
+        self,
         rank: int,
         now: float,
         step: int,
