@@ -75,6 +75,7 @@ class Session:
         self._act_step: int | None = None
         self._carried_acts: CategoryTotal | None = None  # the carried activations, made once per measured value
         self._carried: dict[str, Composition] = {}  # point -> the last carried composition (reused while unchanged)
+        self._pending: list[Composition] = []  # this step's moments that reused a carried composition, not weighed yet
         self._no_acts = CategoryTotal()  # activations after the optimizer step (freed)
         self._last_oom_time = 0.0
         self._warned: set[str] = set()
@@ -144,13 +145,31 @@ class Session:
         self._carried_acts = None
 
     def _consider_carried(self, point: str, params: CategoryTotal, grads: CategoryTotal, state: CategoryTotal, acts: CategoryTotal) -> None:
-        """A moment of a step that measures nothing per tensor: the carried figures, the allocator now."""
+        """A moment of a step that measures nothing per tensor: the carried figures, the allocator now.
+
+        The same figures as this moment's last time (a CPU run between measured steps) reuse its
+        composition and leave it pending: the step's end then copies the last record when every
+        moment of the step was such a one, without weighing the moments again."""
         backend = self._backend or self.backend
         alloc = backend.allocated()
         comp = self._carried.get(point)
-        if comp is None or not comp.same(alloc, params, grads, state, acts):
-            comp = self._carried[point] = Composition(point, alloc, params, grads, state, acts)
+        if comp is not None and comp.same(alloc, params, grads, state, acts):
+            self._pending.append(comp)
+            return
+        comp = self._carried[point] = Composition(point, alloc, params, grads, state, acts)
+        self._consider(comp)
+
+    def _consider(self, comp: Composition) -> None:
+        if self._pending:
+            self._flush_pending()
         self._moments.consider(comp)
+
+    def _flush_pending(self) -> None:
+        """The pending moments join the step's moments (in the order they happened)."""
+        moments = self._moments
+        for comp in self._pending:
+            moments.consider(comp)
+        self._pending.clear()
 
     def on_backward(self, t_outputs: object) -> None:
         """The autograd engine is about to run backward: the end of a forward pass."""
@@ -190,7 +209,7 @@ class Session:
             acts = CategoryTotal()
         self.sampling.measure_cpu += time.thread_time() - t0
         comp = Composition("forward_end", self.backend.allocated(), params, grads, state, acts)
-        moments.consider(comp)
+        self._consider(comp)
         if walked_now:
             if older:
                 largest = moments.add_older(older)
@@ -211,7 +230,7 @@ class Session:
         t0 = time.thread_time()
         grads = self._end_grads = counts.gradients(self.step)
         self.sampling.measure_cpu += time.thread_time() - t0
-        self._moments.consider(Composition(point, self.backend.allocated(), params, grads, state, self._no_acts))
+        self._consider(Composition(point, self.backend.allocated(), params, grads, state, self._no_acts))
 
     # ------------------------------------------------------------------ step ends
     def on_optimizer_step(self, opt: torch.optim.Optimizer) -> None:
@@ -290,21 +309,29 @@ class Session:
         sampling = self.sampling
         sampling.step_done(step, step_time)
         records = self.records
-        rec = records.build(
-            rank=self.rank,
-            now=now,
-            step=step,
-            device=self._device_name(),
-            step_time=step_time,
-            alloc=alloc,
-            peak=peak,
-            state=self._moments,
-            activations_step=self._act_step,
-            measured_step=sampling.measured_step,
-            device_used=used,
-            device_total=total,
-            sample_every=sampling.sample_every,
-        )
+        device = self._device_name()
+        pending = tuple(self._pending) if self._pending and self._moments.best is None else None
+        rec = None
+        if pending is not None:
+            rec = records.repeat(pending, self.rank, now, step, device, step_time, alloc, peak, self._act_step, sampling.measured_step, used, total, sampling.sample_every)
+        if rec is None:
+            self._flush_pending()
+            rec = records.build(
+                rank=self.rank,
+                now=now,
+                step=step,
+                device=device,
+                step_time=step_time,
+                alloc=alloc,
+                peak=peak,
+                state=self._moments,
+                activations_step=self._act_step,
+                measured_step=sampling.measured_step,
+                device_used=used,
+                device_total=total,
+                sample_every=sampling.sample_every,
+                carried=pending,
+            )
         if records.overcount is not None:
             tracked, at_peak = records.overcount
             self._warn_once("accounting", f"tracked tensors ({tracked} B) exceed the allocator peak ({at_peak} B) at step {step}; 'other' clamped to 0")
@@ -312,6 +339,7 @@ class Session:
             rec = {**rec, **modelinfo.describe(self.models.roots(), self.optimizers())}
         self.put(rec)
         self._moments.clear()
+        self._pending.clear()
         if self.config.max_steps is not None and step >= self.config.max_steps:
             self.exit_reason = "max_steps"
             self.close()

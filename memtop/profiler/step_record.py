@@ -32,8 +32,8 @@ class StepRecordBuilder:
         self._cats_key: tuple[Composition | None, int | None] = (None, None)
         self._cats: dict[str, int | None] = {}
         self.overcount: tuple[int, int] | None = None  # (tracked, peak) when the tracked tensors exceeded the peak
-        # the last record, and what a record equal to it but for the time, the step and the device
-        # figures is made of (a CPU step between measured steps: no allocator figure changes)
+        # the last record, and what it was made of, where a record equal to it but for the time,
+        # the step and the device figures may follow (a CPU step between measured steps)
         self._last: dict[str, Any] | None = None
         self._last_key: tuple[Any, ...] = ()
 
@@ -107,32 +107,47 @@ class StepRecordBuilder:
         device_used: int | None,
         device_total: int | None,
         sample_every: int,
+        carried: tuple[Composition, ...] | None = None,
     ) -> dict[str, Any]:
-        comp = state.best
-        assert comp is not None
-        last = self._last
-        if last is not None and peak is None and alloc.allocated is None and alloc.reserved is None and alloc.inactive_split is None:
-            key = (comp, rank, device, activations_step, measured_step, sample_every)
-            if key == self._last_key and self._same_moments(state):
-                rec = last.copy()  # the same keys in the same order: the record format's order
-                rec["time"] = now
-                rec["step"] = step
-                rec["step_time"] = step_time
-                rec["device_used"] = device_used
-                rec["device_total"] = device_total
-                return rec
+        """The record; ``carried``: the step's moments were these carried compositions only (a
+        later step made of the same ones may then :meth:`repeat` it)."""
         rec = self._build(rank, now, step, device, step_time, alloc, peak, state, activations_step, measured_step, device_used, device_total, sample_every)
-        self._last = rec if peak is None and alloc.allocated is None else None
-        self._last_key = (comp, rank, device, activations_step, measured_step, sample_every)
+        steady = carried is not None and peak is None and alloc.allocated is None and alloc.reserved is None and alloc.inactive_split is None
+        self._last = rec if steady else None
+        self._last_key = (carried, rank, device, activations_step, measured_step, sample_every)
         return rec
 
-    def _same_moments(self, state: StepMoments) -> bool:
-        """The step's moments are the compositions of the last record, with its high-water marks."""
-        key = self._moments_key
-        moments = state.moments
-        if len(moments) != len(key) or state.highwater != self._highwater:
-            return False
-        return all(a is b for a, b in zip(moments.values(), key, strict=True))
+    def repeat(
+        self,
+        carried: tuple[Composition, ...],
+        rank: int,
+        now: float,
+        step: int,
+        device: str,
+        step_time: float | None,
+        alloc: AllocatorState,
+        peak: int | None,
+        activations_step: int | None,
+        measured_step: int | None,
+        device_used: int | None,
+        device_total: int | None,
+        sample_every: int,
+    ) -> dict[str, Any] | None:
+        """The last record with this step's time, step, step time and device figures, where this
+        step's moments were the same carried compositions as that record's (and no allocator
+        figure exists to differ: a CPU run); else None."""
+        last = self._last
+        if last is None or peak is not None or alloc.allocated is not None or alloc.reserved is not None or alloc.inactive_split is not None:
+            return None
+        if (carried, rank, device, activations_step, measured_step, sample_every) != self._last_key:
+            return None
+        rec = last.copy()  # the same keys in the same order: the record format's order
+        rec["time"] = now
+        rec["step"] = step
+        rec["step_time"] = step_time
+        rec["device_used"] = device_used
+        rec["device_total"] = device_total
+        return rec
 
     def _build(
         self,
