@@ -173,11 +173,17 @@ class Session:
 
     def on_backward(self, t_outputs: object) -> None:
         """The autograd engine is about to run backward: the end of a forward pass."""
-        if self.disabled or not self.watched.discover(self.step) or not has_backward_root(t_outputs):
+        if self.disabled:
+            return
+        watched = self.watched
+        if not (watched.discovered and watched.optimizer_refs) and not watched.discover(self.step):
+            return
+        if not has_backward_root(t_outputs):
             return
         self._moments.backward_calls += 1
-        params, state = self.counts.static(self.step)
-        if self.sampling.measuring(self.step + 1):
+        step = self.step
+        params, state = self.counts.static(step)
+        if self.sampling.measuring(step + 1):
             self._measure_forward_end(t_outputs, params, state)
             return
         # between measured steps the per-tensor figures are carried from the last measured
@@ -309,7 +315,7 @@ class Session:
         sampling = self.sampling
         sampling.step_done(step, step_time)
         records = self.records
-        device = self._device_name()
+        device = self._device_str if self._backend is not None and self._device_str is not None else self._device_name()
         pending = tuple(self._pending) if self._pending and self._moments.best is None else None
         rec = None
         if pending is not None:
