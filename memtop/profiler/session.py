@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from memtop.profiler import modelinfo, naming, stages
+from memtop.profiler import modelinfo, naming, oom_snapshot, stages
 from memtop.profiler.accounting import CategoryTotal, TensorInfo
 from memtop.profiler.activations import backward_roots, has_backward_root, saved_tensors_of_graph, sequence_nr
 from memtop.profiler.backends import Backend, backend_for
@@ -29,6 +29,7 @@ from memtop.profiler.config import HookConfig
 from memtop.profiler.moments import CATEGORIES, Composition, StepMoments
 from memtop.profiler.sampling import SamplingBudget
 from memtop.profiler.static_counts import StaticCounts
+from memtop.profiler.step_boundary import StepBoundary
 from memtop.profiler.step_record import StepRecordBuilder
 from memtop.profiler.watched import Watched
 from memtop.profiler.writers import RankFileWriter, TensorBoardWriter
@@ -36,7 +37,6 @@ from memtop.runs import format as fmt
 
 __all__ = ["CATEGORIES", "Composition", "Session"]
 
-PRIMARY_SETTLES_AFTER = 8  # optimizer steps after which the optimizer that ends steps is fixed
 BACKWARD_STEPS_AFTER = 2  # backward passes without an optimizer step before steps come from backward
 BACKWARD_STEPS_WITH_OPTIMIZER = 64  # the same where an optimizer exists (gradient accumulation)
 
@@ -55,10 +55,7 @@ class Session:
         self.sampling = SamplingBudget(config.activations, config.overhead_budget)
         self.counts = StaticCounts(self.watched, self.sampling, config.large_tensor_bytes)
         self.records = StepRecordBuilder(config.max_large_tensors)
-        self._primary: int | None = None  # id() of the optimizer whose step ends a memtop step
-        self._others_now: list[int] = []  # other optimizers that stepped since the primary's last step
-        self._others_before: list[int] = []  # … and between its two steps before
-        self._primary_settled = False
+        self._boundary = StepBoundary()
         self._manual_steps_seen = 0
         self._backward_ends = 0  # outermost backward passes since the last optimizer or manual step
         self.backward_steps = False  # no optimizer steps: one step per backward pass
@@ -244,29 +241,12 @@ class Session:
         if self.disabled:
             return
         self.watched.watch_optimizer(opt)
-        if self._primary is None:
-            self._primary = id(opt)
         self._consider_step_end("optimizer_step")
         self.backward_steps = False
         self._backward_ends = 0
-        if id(opt) != self._primary:
-            if id(opt) not in self._others_now:
-                self._others_now.append(id(opt))
-            return
-        # Several optimizers stepping in turn (a GAN's D then G): the step ends after the last of
-        # them, once it has stepped between the primary's last two steps. Decided once, within
-        # the first steps: an optimizer that steps now and then never ends the steps.
-        if self._others_now or self._others_before:
-            regular = [o for o in self._others_now if o in self._others_before]
-            self._others_before, self._others_now = self._others_now, []
-            if regular and not self._primary_settled:
-                self._primary = regular[-1]
-                self._primary_settled = True
-                return
-        if self.optimizer_steps_seen >= PRIMARY_SETTLES_AFTER:
-            self._primary_settled = True
-        self.optimizer_steps_seen += 1
-        self._finish_step()
+        if self._boundary.ends_step(id(opt), self.optimizer_steps_seen):
+            self.optimizer_steps_seen += 1
+            self._finish_step()
 
     def on_manual_step(self) -> None:
         """``prof.step()``: ends a step only where no optimizer step is seen (inference, custom optimizers)."""
@@ -372,21 +352,7 @@ class Session:
         if now - self._last_oom_time < 1.0:
             return  # the allocator observer already reported this one
         self._last_oom_time = now
-        counts = self.counts
-        counts.forget()
-        params, state = counts.static(self.step)
-        grads = counts.gradients(self.step)
-        roots = naming.live_graph_roots()
-        acts = saved_tensors_of_graph(roots, self.device, params.keys | grads.keys | state.keys, self.config.large_tensor_bytes).total
-        alloc = self.backend.state()
-        comp = Composition("oom", alloc.allocated, params, grads, state, acts)
-        cats: dict[str, int | None] = {
-            "parameters": params.bytes,
-            "gradients": grads.bytes,
-            "optimizer_state": state.bytes,
-            "activations": acts.bytes,
-            "other": max(0, alloc.allocated - comp.tracked) if alloc.allocated is not None else None,
-        }
+        cats, comp, alloc = oom_snapshot.snapshot(self.counts, self.step, self.backend, self.config.large_tensor_bytes)
         rec = self._base("oom")
         rec.update(
             {
