@@ -14,9 +14,17 @@ from pathlib import Path
 
 import pytest
 import torch
-from torch import nn
 
-from tests.test_profiler_shapes import Expected, Mlp, check, param_ptrs, saved_tensors, static_truth, step_records, zero_code
+from tests.test_profiler_shapes import (
+    Expected,
+    Mlp,
+    check,
+    param_ptrs,
+    saved_tensors,
+    static_truth,
+    step_records,
+    zero_code,
+)
 
 pytestmark = [pytest.mark.usefixtures("fresh_hooks")]
 
