@@ -70,19 +70,21 @@ def sampled(tmp_path: Path) -> Iterator[Any]:
         hooks.set_session(None)
 
 
-def test_carried_steps_are_exact_and_change_signals_measure_at_once(sampled: Any) -> None:
+def test_carried_steps_are_exact_and_change_signals_measure_at_once(sampled: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from memtop.profiler.writers import RankFileWriter
+
     torch.manual_seed(0)
     model = Net()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     x = torch.randn(4, 16)
-    handed: list[tuple[dict[str, Any], str]] = []
-    put = sampled.put
+    handed: list[tuple[dict[str, Any], str]] = []  # every step record as the writer got it
+    put = RankFileWriter.put
 
-    def keep(rec: dict[str, Any]) -> None:
+    def keep(writer: RankFileWriter, rec: dict[str, Any]) -> None:
         handed.append((rec, json.dumps(rec)))
-        put(rec)
+        put(writer, rec)
 
-    sampled.put = keep
+    monkeypatch.setattr(RankFileWriter, "put", keep)
     forward_truth: list[tuple[int, int, int]] = []
     end_truth: list[tuple[int, int, int]] = []
     for step in range(1, 13):

@@ -231,8 +231,11 @@ def backward_roots(t_outputs: object) -> list[object]:
 
 def has_backward_root(t_outputs: object) -> bool:
     """Whether :func:`backward_roots` would find any (without making the list: every step asks)."""
-    if isinstance(t_outputs, (tuple, list)):
-        return any(has_backward_root(t) for t in t_outputs if not isinstance(t, (tuple, list)))
-    if isinstance(t_outputs, torch.Tensor):
-        return t_outputs.grad_fn is not None
-    return getattr(t_outputs, "node", None) is not None
+    items = t_outputs if isinstance(t_outputs, (tuple, list)) else (t_outputs,)
+    for t in items:
+        if isinstance(t, torch.Tensor):
+            if t.grad_fn is not None:
+                return True
+        elif getattr(t, "node", None) is not None:
+            return True
+    return False

@@ -67,14 +67,13 @@ def moment_record(comp: Composition) -> dict[str, int | None]:
 class StepMoments:
     """The compositions one step has considered so far."""
 
-    __slots__ = ("best", "moments", "highwater", "walked", "backward_calls")
+    __slots__ = ("best", "moments", "highwater", "walked")
 
     def __init__(self) -> None:
         self.best: Composition | None = None
         self.moments: dict[str, Composition] = {}
         self.highwater = [-1, -1, -1, -1]  # CATEGORIES, in order; -1: no moment yet
         self.walked: list[tuple[int, Composition]] = []  # (root sequence number, forward end)
-        self.backward_calls = 0
 
     def clear(self) -> None:
         """Ready for the next step (the containers are kept: a record holds copies, never these)."""
@@ -82,7 +81,6 @@ class StepMoments:
         self.moments.clear()
         self.highwater[:] = (-1, -1, -1, -1)
         self.walked.clear()
-        self.backward_calls = 0
 
     def consider(self, comp: Composition) -> None:
         weight = comp.weight()

@@ -9,6 +9,7 @@ parameters and optimizer state (a safety net behind the change signals) are spac
 from __future__ import annotations
 
 import math
+from collections import deque
 
 PARAM_RECOUNT_EVERY = 200  # at least this many steps between periodic exact recounts (a safety net
 RECOUNT_BUDGET = 0.001  # behind the change signals), and more where a recount would cost over 0.1% of step time
@@ -30,7 +31,7 @@ class SamplingBudget:
         self._walk_costs: list[float] = []  # CPU seconds of the last measured steps' per-tensor work
         self._decided_for = -1  # the step whose `_measure_this` is decided
         self._measure_this = True
-        self._step_times: list[float] = []
+        self._step_times: deque[float] = deque(maxlen=STEP_TIMES_KEPT)
         self.step_time_avg: float | None = None
 
     def measuring(self, step: int) -> bool:
@@ -64,9 +65,7 @@ class SamplingBudget:
             return
         # the median of recent steps: an evaluation or checkpoint pause must not widen the budget
         times = self._step_times
-        times.append(step_time)
-        if len(times) > STEP_TIMES_KEPT:
-            del times[0]
+        times.append(step_time)  # (the oldest of STEP_TIMES_KEPT drops out)
         # the median moves slowly: taken again every few steps (and after a measured one)
         if measured or step < ADAPT_EVERY * 4 or step % ADAPT_EVERY == 0:
             self.step_time_avg = sorted(times)[len(times) // 2]

@@ -177,7 +177,6 @@ class Session:
             return
         if not has_backward_root(t_outputs):
             return
-        self._moments.backward_calls += 1
         step = self.step
         params, state = self.counts.static(step)
         if self.sampling.measuring(step + 1):
@@ -323,8 +322,13 @@ class Session:
             self._warn_once("accounting", f"tracked tensors ({tracked} B) exceed the allocator peak ({at_peak} B) at step {step}; 'other' clamped to 0")
         if step == 1:  # extra keys (a copy: the builder may reuse the record it made); the writer's general encoder takes it
             rec = {**rec, **modelinfo.describe(self.models.roots(), self.optimizers())}
-        self.put(rec)
-        self._moments.clear()
+        writer = self._writer
+        if writer is not None and not self.closed:
+            writer.put(rec)
+        else:
+            self.put(rec)
+        if self._moments.best is not None:  # (a repeated step weighed no moment)
+            self._moments.clear()
         self._pending.clear()
         if self.config.max_steps is not None and step >= self.config.max_steps:
             self.exit_reason = "max_steps"
