@@ -17,10 +17,9 @@ from memtop.analyzers import cmdline
 from memtop.analyzers.facts import Facts
 from memtop.analyzers.roles import int_value
 from memtop.analyzers.rules import ALLOC_ENV, EXPANDABLE
-from memtop.analyzers.series import as_int
 from memtop.analyzers.suggestion import Suggestion
 from memtop.analyzers.summary import large_tensors
-from memtop.runs.format import CATEGORIES
+from memtop.runs.records import LargeTensor
 from memtop.units import fmt_bytes
 
 # Least invasive first: an environment variable, then changes that keep the experiment the same,
@@ -74,7 +73,7 @@ class OomReport:
     reserved: int | None
     reserved_unused: int | None  # reserved - allocated: cached, but no block large enough
     held: list[Held]
-    large_tensors: list[dict[str, Any]]
+    large_tensors: tuple[LargeTensor, ...]
     shortfall_bytes: int | None  # what was missing (requested - free)
     fits_with: Suggestion | None  # the least invasive suggestion that covers the shortfall
     smallest_batch: dict[str, Any] | None  # {"flag", "from", "to", "saving_bytes"} when computable
@@ -88,28 +87,24 @@ def explain(facts: Facts, suggestions: list[Suggestion]) -> OomReport | None:
     rec = facts.oom
     if rec is None:
         return None
-    message = str(rec.get("message") or "")
-    requested = as_int(rec.get("requested_bytes")) or _parse_size(_ASKED.search(message))
-    free = as_int(rec.get("device_free"))
+    message = rec.message
+    requested = rec.requested_bytes or _parse_size(_ASKED.search(message))
+    free = rec.device_free
     if free is None:
         free = _parse_size(_FREE.search(message))
     total = facts.device_total or _parse_size(_TOTAL.search(message))
-    allocated = as_int(rec.get("allocated"))
-    reserved = as_int(rec.get("reserved"))
-    raw = rec.get("categories")
-    cats: dict[str, Any] = raw if isinstance(raw, dict) else {}
-    base = allocated or sum(as_int(cats.get(c)) or 0 for c in CATEGORIES) or None
-    held = [
-        Held(c, as_int(cats.get(c)), (100.0 * (as_int(cats.get(c)) or 0) / base) if base and as_int(cats.get(c)) is not None else None)
-        for c in CATEGORIES
-    ]
+    allocated = rec.allocated
+    reserved = rec.reserved
+    cats = rec.categories.as_dict()
+    base = allocated or sum(v or 0 for v in cats.values()) or None
+    held = [Held(c, v, (100.0 * v / base) if base and v is not None else None) for c, v in cats.items()]
     unused = (reserved - allocated) if reserved is not None and allocated is not None else None
     shortfall = max(0, requested - free) if requested is not None and free is not None else None
     held_bytes = allocated if allocated is not None else sum(h.bytes or 0 for h in held)
     common: dict[str, Any] = dict(
-        step=as_int(rec.get("step")),
-        rank=as_int(rec.get("rank")),
-        device=rec.get("device") if isinstance(rec.get("device"), str) else None,
+        step=rec.step,
+        rank=rec.rank,
+        device=rec.device,
         message=message.strip().splitlines()[0][:300] if message.strip() else "",
         requested_bytes=requested,
         device_free=free,
@@ -165,11 +160,11 @@ def _size_flag(facts: Facts, requested: int) -> dict[str, Any] | None:
     best: dict[str, Any] | None = None
     for entry in facts.flags:
         v = int_value(entry)
-        if v is None or v < 2 or entry.get("kind") not in ("int", None):
+        if v is None or v < 2 or entry.kind != "int":
             continue
         if any(requested % size == 0 and (requested // size) % v == 0 for size in (1, 2, 4, 8)):
             if best is None or v > best["value"]:
-                best = {"flag": str(entry["flag"]), "value": v}
+                best = {"flag": entry.flag, "value": v}
     return best
 
 
@@ -226,7 +221,7 @@ def _smallest_batch(facts: Facts, shortfall: int | None) -> dict[str, Any] | Non
     for new in range(batch - 1, 0, -1):
         saving = int(per_sample * (batch - new))
         if saving >= shortfall:
-            return {"flag": bs["flag"], "from": batch, "to": new, "saving_bytes": saving}
+            return {"flag": bs.flag, "from": batch, "to": new, "saving_bytes": saving}
     return None
 
 

@@ -80,7 +80,7 @@ def render_peak(rep: Report) -> list[str]:
     lines += table(["category", "bytes", "% of peak", ""], rows, "lrrl")
     if p.large_tensors:
         lines.append("  largest tensors at the peak:")
-        trows = [[t["name"], fmt_bytes(t["bytes"]), t["category"], "×".join(str(x) for x in t["shape"]) or "-", str(t["dtype"]).replace("torch.", "")] for t in p.large_tensors[:8]]
+        trows = [[t.name, fmt_bytes(t.bytes), t.category, "×".join(str(x) for x in t.shape) or "-", t.dtype.replace("torch.", "")] for t in p.large_tensors[:8]]
         lines += table(["name", "bytes", "category", "shape", "dtype"], trows, "lrlll", indent=4)
     return lines
 

@@ -61,18 +61,6 @@ class FlagEntry:
     def replace(self, **changes: Any) -> FlagEntry:
         return dataclasses.replace(self, **changes)
 
-    # Dict-style reads, for the advisor code that was written against the former dict entries.
-    def get(self, key: str, default: Any = None) -> Any:
-        value = getattr(self, key, default) if key in _FIELD_NAMES else default
-        if isinstance(value, tuple):
-            return list(value)
-        return value
-
-    def __getitem__(self, key: str) -> Any:
-        if key not in _FIELD_NAMES:
-            raise KeyError(key)
-        return self.get(key)
-
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
             "flag": self.flag,
@@ -121,9 +109,6 @@ class FlagEntry:
             help=_text(raw.get("help")) or "",
             role=_text(raw.get("role")),
         )
-
-
-_FIELD_NAMES = frozenset(f.name for f in dataclasses.fields(FlagEntry))
 
 
 def dest_of(flag: str) -> str:
