@@ -160,8 +160,8 @@ def test_the_hook_records_the_model_kinds_in_the_first_step(tmp_path: Path) -> N
             opt.zero_grad()
     (run,) = [p for p in tmp_path.iterdir() if p.is_dir()]
     steps = load_run(run).steps()
-    assert steps[0]["model_kinds"] == ["GELU", "Linear", "Sequential"] and steps[0]["optimizer"] == ["SGD"]
-    assert "model_kinds" not in steps[1]  # written once
+    assert steps[0].model_kinds == ("GELU", "Linear", "Sequential") and steps[0].optimizer == ("SGD",)
+    assert steps[1].model_kinds is None  # written once
 
 
 TiB = 1 << 40

@@ -16,11 +16,11 @@ from typing import Any
 
 import pytest
 import torch
+from conftest import REPO, only_run
 
 from memtop.validation.checks import check_run, nvml_below_reserved, step_violations
 from memtop.validation.plan import QUICK_BUDGET_S, Step, build_plan, gpu_test_files
 from memtop.validation.runner import run_plan
-from tests.conftest import REPO, only_run
 
 SCRIPT = REPO / "scripts" / "gpu_validation.sh"
 STEP_NAMES = ["env", "pytest-gpu", "samples", "oom", "nvml", "fragmentation", "disk-full", "overhead", "advisor", "fit"]

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from clikit import memtop
+from hookkit import read_lines, run_hooked, steps_of
 
 from memtop.analyzers.load import load_for_analysis
 from memtop.commands.train import _records_contain
@@ -26,7 +27,6 @@ from memtop.runs.recordfiles import PROC_KEY, count_label, file_key, file_label,
 from memtop.runs.records import StepRecord
 from memtop.tui.reader import FileRunReader
 from memtop.validation.checks import check_run
-from tests.hookkit import read_lines, run_hooked, steps_of
 
 FORK_CHILD = """
 import multiprocessing as mp

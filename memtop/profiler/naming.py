@@ -101,7 +101,7 @@ def variable_name_for(obj: object, default: str) -> str:
     namespace = getattr(main, "__dict__", None)
     if isinstance(namespace, dict):
         for name, value in list(namespace.items()):
-            if value is obj and not name.startswith("_"):
+            if value is obj and isinstance(name, str) and not name.startswith("_"):
                 return name
     return default
 

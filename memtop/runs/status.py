@@ -48,8 +48,8 @@ def _alive(pid: int) -> bool:
     import psutil
 
     try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+        return bool(psutil.Process(pid).status() != psutil.STATUS_ZOMBIE)
     except psutil.NoSuchProcess:
         return False
     except (psutil.AccessDenied, OSError):
-        return psutil.pid_exists(pid)
+        return bool(psutil.pid_exists(pid))
