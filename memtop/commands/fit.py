@@ -16,8 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from memtop.commands import add_common_options
-from memtop.commands.child_command import positive_int
-from memtop.commands.child_command import split_child_command as _split
+from memtop.commands.child_command import add_child_argument, positive_int
 from memtop.errors import MemtopError
 from memtop.fitting.probes import ProbeResult, ProbeSpec
 
@@ -29,13 +28,6 @@ if TYPE_CHECKING:
 
 NAME = "fit"
 HELP = "capacity planning: the largest batch/frames/resolution that fits, from a few short probe runs"
-
-_VALUE_OPTIONS = {"--runs-dir", "--name", "--vary", "--steps", "--at", "--device-memory"}
-
-
-def split_child_command(argv: list[str]) -> tuple[list[str], list[str]]:
-    """``[own options] -- CMD ...`` or ``[own options] script.py ARGS`` -> (own, child)."""
-    return _split(argv, _VALUE_OPTIONS)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -52,6 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the result as one JSON object (keys: docs/fit.md)")
     parser.add_argument("--name", default=None, help="prefix of the probe runs' names (default: fit-<flag>)")
     parser.add_argument("--no-savings", action="store_true", help="skip the probes that measure the advisor's savings")
+    add_child_argument(parser)
 
 
 def _fmt(v: float) -> str:
