@@ -83,6 +83,8 @@ def detect_devices() -> list[dict[str, Any]]:
 
 
 def _cpu_name() -> str:
+    """The CPU model, from /proc/cpuinfo on Linux: psutil has no model name (platform.processor() is
+    often empty on Linux)."""
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as fh:
             for line in fh:
@@ -96,9 +98,11 @@ def _cpu_name() -> str:
 
 
 def _physical_memory() -> int | None:
+    import psutil
+
     try:
-        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
-    except (ValueError, OSError, AttributeError):
+        return int(psutil.virtual_memory().total)
+    except (OSError, RuntimeError):
         return None
 
 

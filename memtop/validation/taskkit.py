@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -110,7 +111,7 @@ def run_logged(argv: list[str], log: Path, timeout: float, env: dict[str, str] |
     full_env.pop("MEMTOP_RUN_DIR", None)
     t0 = time.monotonic()
     with open(log, "ab") as out:
-        out.write(("$ " + " ".join(argv) + "\n").encode())
+        out.write(("$ " + shlex.join(argv) + "\n").encode())
         out.flush()
         child = subprocess.Popen(argv, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                  env=full_env, start_new_session=True, preexec_fn=preexec)
