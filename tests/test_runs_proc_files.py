@@ -24,7 +24,7 @@ from memtop.headless import StatusLine
 from memtop.runs.decode import decode_line
 from memtop.runs.reader import load_run
 from memtop.runs.recordfiles import PROC_KEY, count_label, file_key, file_label, file_stem, record_files, short_label
-from memtop.runs.records import StepRecord
+from memtop.runs.records import RunMeta, StepRecord
 from memtop.tui.reader import FileRunReader
 from memtop.validation.checks import check_run
 
@@ -186,9 +186,9 @@ def test_gpu_checker_reports_every_line_the_decoder_skips(tmp_path: Path) -> Non
     assert checked.steps == 2
     assert any("1 lines are not JSON objects or not valid records" in v and "wrong type or out of range" in v for v in checked.violations), checked.violations
     assert any("not 1..2" in v for v in checked.violations)  # the refused step leaves a gap
-    assert read_meta(run_dir) == {}  # no meta.json
+    assert read_meta(run_dir) == RunMeta()  # no meta.json
     write_meta(run_dir, {"schema": 1, "run_id": run_dir.name, "command": ["python", "t.py"], "status": "finished", "exit_code": 0})
     meta = read_meta(run_dir)
-    assert meta["run_id"] == run_dir.name and meta["exit_code"] == 0
+    assert meta.run_id == run_dir.name and meta.exit_code == 0 and meta.status == "finished"
     (run_dir / "meta.json").write_text("{not json")
-    assert read_meta(run_dir) == {}
+    assert read_meta(run_dir) == RunMeta()

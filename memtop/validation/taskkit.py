@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from memtop.runs.records import RunMeta
 from memtop.validation.checks import RunCheck, check_run, find_run_dir, read_meta
 
 REPO = Path(__file__).resolve().parent.parent.parent
@@ -154,7 +155,7 @@ class TrainRun:
     proc: Proc
     run_dir: Path | None
     check: RunCheck
-    meta: dict[str, Any]
+    meta: RunMeta
 
 
 def memtop_train(runs_dir: Path, name: str, child: list[str], max_steps: int | None, timeout: float,
