@@ -281,3 +281,13 @@ def test_unusable_meta_files() -> None:
     assert isinstance(decode_meta("[]"), Skip)
     deep = decode_meta(json.dumps({"schema": 1, "run_id": "r", "extra": json.loads("[" * 50 + "]" * 50)}))
     assert isinstance(deep, RunMeta) and "extra" in deep.dropped and "extra" not in deep.as_json()
+
+
+def test_records_are_read_by_attribute_only() -> None:
+    """No dict-style access: a reader that still wrote ``rec.get("peak")`` fails here and in mypy."""
+    from memtop.runs.flag_entry import FlagEntry
+
+    for cls in (StepRecord, StageRecord, OomRecord, WarningRecord, ExitRecord, RunMeta, FlagEntry):
+        assert not any(hasattr(cls, name) for name in ("get", "__getitem__", "__contains__")), cls
+    rec = decode_line(json.dumps(step_record(1)))
+    assert isinstance(rec, StepRecord) and rec.as_json()["step"] == 1
