@@ -6,35 +6,14 @@ Records arrive typed and validated (:mod:`memtop.runs.decode`): every figure alr
 
 from __future__ import annotations
 
-import math
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from memtop.runs.format import CATEGORIES
 from memtop.runs.reader import Record, RunData, StepRecord
 
 TRACKED_CATEGORIES = ("parameters", "gradients", "optimizer_state", "activations")
-
-
-def as_int(value: Any) -> int | None:
-    """An integer byte figure, or None (bools, strings, NaN and negatives are not figures)."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value if value >= 0 else None
-    if isinstance(value, float) and math.isfinite(value) and value >= 0:
-        return int(value)
-    return None
-
-
-def as_float(value: Any) -> float | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, (int, float)) and math.isfinite(value):
-        return float(value)
-    return None
 
 
 @dataclass
