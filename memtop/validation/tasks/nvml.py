@@ -60,7 +60,7 @@ def main() -> None:
                      "pid" if nvml.by_pid else "card − baseline"])
 
     rows.append(["before CUDA init", fmt_bytes(nvml.baseline) + " (whole card)", "-", "-", "-", "card"])
-    torch.cuda.init()  # type: ignore[no-untyped-call]
+    torch.cuda.init()
     x = torch.zeros(1, device="cuda")
     moment("context + 1 element")
     big = torch.empty(1 << 30, dtype=torch.uint8, device="cuda")

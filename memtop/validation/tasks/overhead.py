@@ -58,7 +58,7 @@ class Workload:
         self.i = 0
 
     def set_batch(self, batch_size: int) -> None:
-        self.batches = [tuple(t.to(self.device) for t in self.data.batch(batch_size, self.args.seq_len)) for _ in range(2)]  # type: ignore[misc]
+        self.batches = [tuple(t.to(self.device) for t in self.data.batch(batch_size, self.args.seq_len)) for _ in range(2)]
 
     def step(self, micro: int) -> None:
         for _ in range(micro):
