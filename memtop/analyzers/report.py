@@ -179,6 +179,7 @@ def _oom_json(o: oom_mod.OomReport | None) -> dict[str, Any] | None:
     d = asdict(o)
     d["large_tensors"] = [t.as_dict() for t in o.large_tensors]
     d["fits_with"] = o.fits_with.to_json() if o.fits_with else None
+    d["smallest_batch"] = o.smallest_batch.to_json() if o.smallest_batch else None
     return d
 
 

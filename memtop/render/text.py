@@ -207,7 +207,7 @@ def render_oom(rep: Report) -> list[str]:
         lines.append(f"  would have fitted: {o.fits_with.change}")
     if o.smallest_batch:
         b = o.smallest_batch
-        lines.append(f"  smallest batch that fits: {b['flag']} {b['from']} → {b['to']} (saves ≈{fmt_bytes(b['saving_bytes'])})")
+        lines.append(f"  smallest batch that fits: {b.flag} {b.old} → {b.new} (saves ≈{fmt_bytes(b.saving_bytes)})")
     if o.message:
         lines.append(f"  error: {o.message}")
     return lines
