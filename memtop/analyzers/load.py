@@ -32,7 +32,8 @@ from memtop.analyzers.scan_index import (
     write_index,
 )
 from memtop.analyzers.series import RankSeries, build_series, count_releases
-from memtop.runs.decode import MAX_INT, MAX_LINE, Skip, SkipCounter, decode_line
+from memtop.runs.checks import MAX_INT, MAX_LINE
+from memtop.runs.decode import Skip, SkipCounter, decode_line
 from memtop.runs.reader import Record, RunData, StepRecord, meta_warnings, rank_files
 from memtop.runs.rundir import load_meta
 from memtop.runs.safeio import Unreadable, open_regular
