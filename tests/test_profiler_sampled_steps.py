@@ -48,7 +48,8 @@ class Net(nn.Module):
         self.scale = nn.Parameter(torch.ones(8))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.body(x) * self.scale
+        out: torch.Tensor = self.body(x)
+        return out * self.scale
 
 
 @pytest.fixture
