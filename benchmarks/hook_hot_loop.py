@@ -8,6 +8,10 @@ and torch.profiler). Three uses:
   (``session.hook_cpu_seconds``, the callbacks' thread CPU time) as JSON.
 - ``--profile``: the hook's functions from ``cProfile`` (wall time: on a loaded machine a call that
   is descheduled looks costly).
+- ``--callbacks``: the two callbacks of a steady step (no per-tensor measuring) called back to
+  back, with no training work between them: the hook's Python at its hot-cache cost (µs per step,
+  best of 5 rounds of ``--steps``), the figure that shows a change to the session's code above
+  the noise.
 - ``--parts``: where the hook's CPU goes, per part, at the step length of ``--batch`` (``--batch
   5500`` is ~10 ms here): each part's thread CPU per step, read around it (the reads add ~1 us a
   part), then the floor of any design, in interleaved blocks of the same process: the hook's two
@@ -16,6 +20,7 @@ and torch.profiler). Three uses:
   same Python costs several times what it costs in a hot loop; the floor shows how much.
 
 Usage: ``python benchmarks/hook_hot_loop.py --steps 3000 [--profile]``,
+``python benchmarks/hook_hot_loop.py --callbacks --steps 20000``,
 ``python benchmarks/hook_hot_loop.py --parts --batch 5500 --steps 600``
 (``MEMTOP_TENSORBOARD=0`` for the ``memtop train`` path, where the hook has no TensorBoard thread).
 """
@@ -82,6 +87,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--parts", action="store_true", help="CPU per part, and the floor of the callbacks and one write")
     parser.add_argument("--rounds", type=int, default=4, help="interleaved rounds of the --parts floor blocks")
+    parser.add_argument("--callbacks", action="store_true", help="the steady step's two callbacks back to back, no training between")
     args = parser.parse_args(argv)
 
     spent = _timed_parts() if args.parts else {}
@@ -107,6 +113,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     try:
         for _ in range(args.warmup):
             step()
+        if args.callbacks:
+            result = {"callbacks_us_per_step": _callbacks(session, model, opt, x, args.steps)}
+            return result
         spent.clear()
         before = session.hook_cpu_seconds
         t0 = time.perf_counter()
@@ -128,8 +137,34 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             result["floor_us_per_step"] = _floor(session, step, args.steps // args.rounds, args.rounds)
     finally:
         hooks.uninstall()
-    print(json.dumps(result, indent=1 if args.parts else None))
+        print(json.dumps(result, indent=1 if args.parts else None))
     return result
+
+
+def _callbacks(session: Any, model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, n: int) -> float:
+    """µs per steady step of the two callbacks alone: the sampling interval is held at 10^9 steps
+    (this loop's "steps" are microseconds long, so the budget would otherwise measure every one)."""
+    from memtop.profiler import hooks
+
+    sampling = getattr(session, "sampling", session)  # (the session before the split kept these itself)
+    for name in ("_adapt", "_adapt_sampling"):
+        if hasattr(sampling, name):
+            setattr(sampling, name, lambda: None)
+    sampling.sample_every = 10**9
+    for _ in range(2):
+        opt.zero_grad(set_to_none=True)
+        model(x).sum().backward()
+        opt.step()
+    loss = model(x).sum()
+    loss.backward(retain_graph=True)  # a graph to hand to the forward-end callback, kept
+    rounds = []
+    for _ in range(5):
+        t0 = time.perf_counter_ns()
+        for _ in range(n):
+            hooks._on_backward(loss)
+            hooks._on_optimizer_post(opt, (), {})
+        rounds.append((time.perf_counter_ns() - t0) / n / 1e3)
+    return round(min(rounds), 2)
 
 
 def _floor(session: Any, step: Callable[[], None], n: int, rounds: int) -> dict[str, float]:
