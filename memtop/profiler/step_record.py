@@ -4,7 +4,10 @@ Between measured steps the per-tensor figures are carried, so on most steps the 
 same composition objects as the step before: their parts of the record (categories, moments,
 high-water marks, large tensors) are then the same dict and list objects as last time rather
 than new ones. A part handed to the writer is never changed afterwards (the TensorBoard writer
-reads records on its own thread); a part whose figures changed is built anew.
+reads records on its own thread); a part whose figures changed is built anew. On a CPU (no
+allocator figures), a step whose moments were all those carried compositions :meth:`repeats
+<StepRecordBuilder.repeat>` the last record: a copy with its own time, step, step time and device
+figures.
 """
 
 from __future__ import annotations
