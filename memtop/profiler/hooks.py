@@ -110,7 +110,7 @@ def _on_optimizer_post(opt: torch.optim.Optimizer, args: Any, kwargs: Any) -> No
 
 @guarded
 def _on_backward(t_outputs: Any) -> None:
-    session = get_session(create=is_zero_code())
+    session = _session or get_session(create=is_zero_code())
     if session is not None:
         session.on_backward(t_outputs)
 
