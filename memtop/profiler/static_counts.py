@@ -70,10 +70,17 @@ class StaticCounts:
         """Parameters and optimizer state at a moment of the step after ``step`` (the one in flight)."""
         changed = self.params.changed
         param_total, cached = self.param_total, self.state_cache
-        if not changed.value and self._checked_at == step and param_total is not None and cached is not None and self._generation == self.watched.generation:
-            return param_total, cached[1]  # this step's first moment checked the optimizers
-        self._checked_at = step
-        signature = self._signature_now()
+        if not changed.value and param_total is not None and cached is not None and self._generation == self.watched.generation:
+            if self._checked_at == step:
+                return param_total, cached[1]  # this step's first moment checked the optimizers
+            self._checked_at = step
+            signature = self._signature_now()
+            every = self.sampling.recount_every
+            if signature == self._signature and step - self._param_total_step < every and step - cached[0] < every:
+                return param_total, cached[1]  # (the common case: nothing changed, no recount due)
+        else:
+            self._checked_at = step
+            signature = self._signature_now()
         if changed.value or signature != self._signature:
             changed.value = False
             self._signature = signature
