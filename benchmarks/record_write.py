@@ -30,6 +30,7 @@ import torch  # noqa: E402
 
 import memtop  # noqa: E402
 from memtop.profiler.writers import RankFileWriter  # noqa: E402
+from memtop.runs.reader import StepRecord, read_file  # noqa: E402
 
 
 def real_step_records(tmp: Path) -> list[dict[str, Any]]:
@@ -45,8 +46,8 @@ def real_step_records(tmp: Path) -> list[dict[str, Any]]:
             opt.step()
             opt.zero_grad()
         run_dir = prof.run_dir
-    lines = (run_dir / "rank0.jsonl").read_text().splitlines()
-    return [r for r in map(json.loads, lines) if r["type"] == "step"]
+    recs, _, _ = read_file(run_dir / "rank0.jsonl")  # step deltas rebuilt (run format v2)
+    return [json.loads(json.dumps(dict(r.doc))) for r in recs if isinstance(r, StepRecord)]
 
 
 def time_writes(records: list[dict[str, Any]], tmp: Path, n: int, rounds: int) -> tuple[float, float, float, float]:

@@ -17,18 +17,23 @@ a rebuilt record is exactly the record a writer of full records would have writt
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from operator import is_not, itemgetter, ne
 from typing import Any, Final
 
 from memtop.profiler.step_line import CATEGORY_KEYS, HIGHWATER_KEYS, Flat, StepLineEncoder
 
 FULL_EVERY: Final = 256
 BASE_KEY: Final = "base"
-ALWAYS_KEYS: Final = ("type", "schema", "rank", "time", "step", "step_time", "allocated", "reserved", "peak", "tracked")
+ALWAYS_KEYS: Final = ("type", "schema", "rank", "time", "step", "step_time", "allocated", "reserved", "peak", "tracked", "device_used")
+# device_used is written every step: on a CPU it is the resident set size, which changes every
+# step, and a delta whose other keys are all unchanged is then found by one comparison.
 
 # A delta line: the always-written keys ("base" right after "schema", so a reader can tell a delta
 # from a full record by the line's first bytes), then the changed groups, in the record's key order.
-_HEAD = '{"type":"step","schema":%s,"base":%s,"rank":%s,"time":%s,"step":%s,"step_time":%s,"allocated":%s,"reserved":%s,"peak":%s,"tracked":%s'
-_HEAD_AT = (0, 1, 2, 3, 4, 5, 6, 7, 15)  # where the always-written numbers sit in the flat tuple (base inserted after schema)
+_HEAD = '{"type":"step","schema":%s,"base":%s,"rank":%s,"time":%s,"step":%s,"step_time":%s,"allocated":%s,"reserved":%s,"peak":%s,"tracked":%s,"device_used":%s'
+_HEAD_AT = (0, 1, 2, 3, 4, 5, 6, 7, 15, 19)  # where the always-written numbers sit in the flat tuple (base: baked into the template)
+_NO_PLAN: Final[Any] = object()
 
 
 def _dict_part(key: str, names: tuple[str, ...]) -> str:
@@ -45,7 +50,6 @@ def _groups(n_moments: int) -> tuple[tuple[int, int, str], ...]:
         (16, 17, ',"fragmentation_bytes":%s'),
         (17, 18, ',"fragmentation_pct":%s'),
         (18, 19, ',"inactive_split_bytes":%s'),
-        (19, 20, ',"device_used":%s'),
         (20, 21, ',"device_total":%s'),
         (hw, hw + 4, _dict_part("highwater", HIGHWATER_KEYS)),
         (hw + 4, hw + 5, ',"sample_every":%s'),
@@ -69,14 +73,18 @@ class _Base:
 
 class DeltaStepEncoder:
     """Step records -> full or delta lines (no newline); None where the fast path does not apply
-    (the caller writes the record with the general encoder, which is a full record)."""
+    (the caller writes the record with the general encoder, which is a full record).
+
+    Per delta: which numbers differ from the base (value or type) is one pass in C
+    (``map(ne, ...)``); the template and the getter of the numbers it needs are made once per
+    pattern of changes and base, so a steady run formats one short ``%`` template per step."""
 
     def __init__(self) -> None:
         self._full = StepLineEncoder()
         self._base: _Base | None = None
         self._since = 0  # step lines written since the base
         self._groups = _groups(0)
-        self._templates: dict[tuple[int, ...], str] = {}
+        self._plans: dict[bytes, tuple[str, Callable[[tuple[Any, ...]], tuple[Any, ...]]] | None] = {}
 
     def forget(self) -> None:
         """The next step record is written full (a new file, a failed write, a general-encoder line)."""
@@ -90,35 +98,44 @@ class DeltaStepEncoder:
         values, types, shape = flat
         base = self._base
         if base is not None and self._since < FULL_EVERY and shape == base.shape and large_json == base.large:
-            a, b = base.moments
-            if values[a:b] == base.values[a:b] and types[a:b] == base.types[a:b]:
-                line = self._delta(values, types, base)
-                if line is not None:
+            bv, bt = base.values, base.types
+            if values[8:15] == bv[8:15] and values[16:19] == bv[16:19] and values[20:] == bv[20:] and types[8:] == bt[8:]:
+                diff = b""  # the usual step: no delta-coded number changed
+            else:
+                diff = bytes(map(ne, values[8:], bv[8:])) + bytes(map(is_not, types[8:], bt[8:]))  # hashed fast
+            plan = self._plans.get(diff, _NO_PLAN)
+            if plan is _NO_PLAN:
+                plan = self._plans[diff] = self._plan(diff, len(values), base)
+            if plan is not None:
+                template, take = plan
+                text = template % take(values)
+                if "inf" not in text and "nan" not in text:  # a non-finite float: the general encoder refuses it
                     self._since += 1
-                    return line
+                    return text.replace("None", "null")
         line = self._full.encode_flat(flat, large_json)
         if line is None or type(values[3]) is not int:
             self._base = None
         else:
             self._base = _Base(flat, large_json)
             self._since = 1
+            self._plans = {}
             if self._groups[-1][1] != len(values):
-                self._groups, self._templates = _groups(len(shape[3])), {}
+                self._groups = _groups(len(shape[3]))
         return line
 
-    def _delta(self, values: tuple[Any, ...], types: tuple[type, ...], base: _Base) -> str | None:
-        bv, bt = base.values, base.types
-        changed: list[int] = []
-        args = [values[0], base.step, *(values[i] for i in _HEAD_AT[1:])]
-        for g, (a, b, _) in enumerate(self._groups):
-            if values[a:b] != bv[a:b] or types[a:b] != bt[a:b]:
-                changed.append(g)
-                args.extend(values[a:b])
-        key = tuple(changed)
-        template = self._templates.get(key)
-        if template is None:
-            template = self._templates[key] = _HEAD + "".join(self._groups[g][2] for g in key) + "}"
-        text = template % tuple(args)
-        if "inf" in text or "nan" in text:
-            return None  # a non-finite float: the general encoder refuses it
-        return text.replace("None", "null")
+    def _plan(self, diff: bytes, n: int, base: _Base) -> tuple[str, Callable[[tuple[Any, ...]], tuple[Any, ...]]] | None:
+        """The delta's template and the getter of its numbers for this pattern of changes; None
+        when the moments changed (a full record then)."""
+        m = n - 8  # diff: values[8:] differ, then types[8:] differ
+        changed = [False] * 8 + ([bool(a or b) for a, b in zip(diff[:m], diff[m:], strict=True)] if diff else [False] * m)
+        a, b = base.moments
+        if any(changed[a:b]):
+            return None
+        head = _HEAD.replace('"base":%s', f'"base":{base.step}', 1)
+        parts, at = [head], list(_HEAD_AT)
+        for start, end, template in self._groups:
+            if any(changed[start:end]):
+                parts.append(template)
+                at.extend(range(start, end))
+        parts.append("}")
+        return "".join(parts), itemgetter(*at)

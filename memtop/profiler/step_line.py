@@ -14,6 +14,7 @@ us a record against 20-24 us for ``json`` (docs/performance.md).
 from __future__ import annotations
 
 from json.encoder import encode_basestring_ascii
+from operator import itemgetter
 from typing import Any
 
 STEP_KEYS = (
@@ -46,6 +47,11 @@ CATEGORY_KEYS = ("parameters", "gradients", "optimizer_state", "activations", "o
 MOMENT_KEYS = ("allocated", "parameters", "gradients", "optimizer_state", "activations")
 HIGHWATER_KEYS = ("parameters", "gradients", "optimizer_state", "activations")
 
+# the record's numbers in key order, in C: [schema … peak], then (after the categories) [activations_step … device_total]
+_HEAD_NUMBERS = itemgetter("schema", "rank", "time", "step", "step_time", "allocated", "reserved", "peak")
+_MID_NUMBERS = itemgetter(
+    "activations_step", "measured_step", "tracked", "fragmentation_bytes", "fragmentation_pct", "inactive_split_bytes", "device_used", "device_total"
+)
 _NUMBER_TYPES = frozenset({int, float, type(None)})  # not bool: %s writes True, json writes true
 _STRING_KEYS = frozenset({"type", "device", "peak_point"})
 # What `%s` writes that json does not: None (null), and the non-finite floats json refuses.
@@ -120,17 +126,14 @@ class StepLineEncoder:
             return None
         if tuple(cats) != CATEGORY_KEYS or tuple(hw) != HIGHWATER_KEYS:
             return None
-        values: tuple[Any, ...] = (
-            rec["schema"], rec["rank"], rec["time"], rec["step"], rec["step_time"], rec["allocated"], rec["reserved"], rec["peak"],
-            *cats.values(),
-            rec["activations_step"], rec["measured_step"], rec["tracked"], rec["fragmentation_bytes"], rec["fragmentation_pct"],
-            rec["inactive_split_bytes"], rec["device_used"], rec["device_total"],
-        )  # fmt: skip
+        parts = [_HEAD_NUMBERS(rec), tuple(cats.values()), _MID_NUMBERS(rec)]
         for m in moments.values():
             if type(m) is not dict or tuple(m) != MOMENT_KEYS:
                 return None
-            values += tuple(m.values())
-        values += (*hw.values(), rec["sample_every"])
+            parts.append(tuple(m.values()))
+        parts.append(tuple(hw.values()))
+        parts.append((rec["sample_every"],))
+        values: tuple[Any, ...] = sum(parts, ())
         types = tuple(map(type, values))
         if not _NUMBER_TYPES.issuperset(types):
             return None  # bools, numpy scalars, strings where numbers belong: the general encoder decides
