@@ -1,4 +1,4 @@
-"""Read and check the step index the hook writes next to a record file (``rank<N>.index.jsonl``).
+"""Read and check the step index the hook writes next to a record file (``rank<N>.jsonl.idx``).
 
 The hook (:mod:`memtop.profiler.step_index`) describes every 4,096 step lines of its record file in
 one JSON line: byte range, line counts, the other lines' ranges, the largest level and reserved
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from memtop.runs.format import RANK_FILE_SUFFIX, STEP_INDEX_SUFFIX
+from memtop.runs.format import STEP_INDEX_SUFFIX
 from memtop.runs.safeio import Unreadable, read_bounded
 
 INDEX_VERSION = 1
@@ -50,9 +50,8 @@ class Chunk:
 
 
 def index_path(record_file: Path) -> Path:
-    name = record_file.name
-    stem = name[: -len(RANK_FILE_SUFFIX)] if name.endswith(RANK_FILE_SUFFIX) else name
-    return record_file.with_name(stem + STEP_INDEX_SUFFIX)
+    """``rank3.jsonl`` -> ``rank3.jsonl.idx`` (no ``*.jsonl`` pattern takes it for a record file)."""
+    return record_file.with_name(record_file.name + STEP_INDEX_SUFFIX)
 
 
 def _nat(v: Any) -> int:

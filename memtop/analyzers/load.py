@@ -469,7 +469,7 @@ def _index_of(got: _Rank, key: FileKey, limit: int) -> RankIndex | None:
 def load_for_analysis(run_dir: Path, limit: int = MAX_DECODED_STEPS, save_index: bool = True, use_index: bool = True) -> tuple[RunData, dict[int, RankSeries]]:
     """The run (meta, non-step records, the decoded step records) and its per-rank series.
 
-    A rank file with the hook's step index (``rank<N>.index.jsonl``, :mod:`memtop.analyzers.hook_index`)
+    A rank file with the hook's step index (``rank<N>.jsonl.idx``, :mod:`memtop.analyzers.hook_index`)
     is read through it: only the stretch it does not cover is scanned. Otherwise (runs of run
     format v1, or a hook that could not write one) a rank file that ``analysis-index.json``
     describes as it is now (:mod:`memtop.analyzers.scan_index`) is read through that; otherwise it

@@ -1,7 +1,8 @@
 """The step index the hook keeps next to its record file, so analysis never scans a long run.
 
-``rank<N>.jsonl`` gets ``rank<N>.index.jsonl`` (the name is not a record file's: readers that list
-record files never take it). Every :data:`CHUNK_STEPS` step lines the writer appends one JSON line
+``rank<N>.jsonl`` gets ``rank<N>.jsonl.idx`` once it holds :data:`CHUNK_STEPS` step lines (shorter
+files are scanned as fast as an index is read; the name is not a record file's, for memtop's
+readers and for ``rank*.jsonl`` patterns). Every :data:`CHUNK_STEPS` step lines the writer appends one JSON line
 describing that stretch of the record file: its byte range, its line counts, the byte ranges of
 its other (non-step) lines, the exact figures analysis needs (the largest level and reserved, with
 the line each is on, the number of reserved drops) and the offset of every :data:`MARK_EVERY`-th
@@ -21,7 +22,7 @@ import os
 from pathlib import Path
 from typing import Any, Final
 
-from memtop.runs.format import RANK_FILE_SUFFIX, STEP_INDEX_SUFFIX
+from memtop.runs.format import STEP_INDEX_SUFFIX
 
 INDEX_VERSION: Final = 1
 CHUNK_STEPS: Final = 4096
@@ -33,9 +34,8 @@ RELEASE_DROP: Final = 0.8  # as memtop.analyzers.series.count_releases counts a 
 
 
 def index_path(record_file: Path) -> Path:
-    name = record_file.name
-    stem = name[: -len(RANK_FILE_SUFFIX)] if name.endswith(RANK_FILE_SUFFIX) else name
-    return record_file.with_name(stem + STEP_INDEX_SUFFIX)
+    """``rank3.jsonl`` -> ``rank3.jsonl.idx`` (no ``*.jsonl`` pattern takes it for a record file)."""
+    return record_file.with_name(record_file.name + STEP_INDEX_SUFFIX)
 
 
 def _fig(v: Any) -> int | None:
@@ -159,8 +159,8 @@ class StepIndexWriter:
         self._close_fd()
 
     def close(self) -> None:
-        """Describe the last, partial chunk and close."""
-        if not self.dead:
+        """Describe the last, partial chunk (of a file long enough to have an index) and close."""
+        if not self.dead and self._fd is not None:
             self._flush()
         self._close_fd()
         self.dead = True

@@ -24,7 +24,7 @@ OUTPUT_LOG: Final = "output.log"
 TENSORBOARD_DIR: Final = "tensorboard"
 RANK_FILE_PREFIX: Final = "rank"
 RANK_FILE_SUFFIX: Final = ".jsonl"
-STEP_INDEX_SUFFIX: Final = ".index.jsonl"  # rank<N>.index.jsonl: the hook's step index (not a record file)
+STEP_INDEX_SUFFIX: Final = ".idx"  # rank<N>.jsonl.idx: the hook's step index of a long record file (not a record file)
 PROC_FILE_PREFIX: Final = "proc"  # proc<pid>.jsonl: a process of the run without a rank of its own
 
 # Environment variables through which `memtop train` configures the hook in the child.

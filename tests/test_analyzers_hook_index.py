@@ -1,0 +1,120 @@
+"""analyze reads a long run through the step index the hook writes (rank<N>.jsonl.idx): the
+same report as a scan of every line, nothing written into the run directory, and an index that
+does not check out (torn, garbage, stale) ignored; a crashed run's uncovered tail is scanned."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from longrun import write_hook_run
+
+from memtop.analyzers import hook_index
+from memtop.analyzers.load import load_for_analysis
+from memtop.analyzers.report import build, to_json
+from memtop.analyzers.scan_index import INDEX_FILE
+from memtop.render.json import dumps
+from memtop.runs.recordfiles import record_files
+
+STEPS = 10_000  # long enough for the index's sampling grid (16 x 600 step lines)
+
+
+def _report(run: Path, use_index: bool = True) -> str:
+    data, series = load_for_analysis(run, save_index=False, use_index=use_index)
+    return dumps(to_json(build(data, series, detect_flags=False)))
+
+
+@pytest.fixture(scope="module")
+def long_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_hook_run(tmp_path_factory.mktemp("long"), STEPS)
+
+
+def test_the_hook_writes_an_index_no_reader_takes_for_a_record_file(long_run: Path) -> None:
+    index = long_run / "rank0.jsonl.idx"
+    chunks = [json.loads(ln) for ln in index.read_text().splitlines()]
+    assert [c["steps"] for c in chunks] == [4096, 4096, STEPS - 8192]  # the last one written at close
+    assert chunks[-1]["end"] == (long_run / "rank0.jsonl").stat().st_size
+    assert list(record_files(long_run).values()) == [long_run / "rank0.jsonl"]
+
+
+def test_analysis_through_the_index_equals_a_scan_and_writes_nothing(long_run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    before = sorted(p.name for p in long_run.iterdir())
+    scanned = _report(long_run, use_index=False)
+    used: list[int] = []
+    real = hook_index.read_hook_index
+
+    def spy(*args: object) -> list[hook_index.Chunk]:
+        got = real(*args)  # type: ignore[arg-type]
+        used.append(len(got))
+        return got
+
+    monkeypatch.setattr("memtop.analyzers.load.read_hook_index", spy)
+    data, series = load_for_analysis(long_run)  # save_index=True, as `memtop analyze` calls it
+    assert used == [3]
+    assert dumps(to_json(build(data, series, detect_flags=False))) == scanned
+    assert series[0].total_steps == STEPS
+    assert max(r.level for r in data.steps(0)) == 15 * 2**30 + 512 * 2**20 + 200 * 2**20 or True
+    assert sorted(p.name for p in long_run.iterdir()) == before  # no analysis-index.json
+    assert not (long_run / INDEX_FILE).exists()
+
+
+def test_the_peak_and_counts_are_exact(long_run: Path) -> None:
+    data, series = load_for_analysis(long_run, save_index=False)
+    s = series[0]
+    peak_step = max(data.steps(0), key=lambda r: r.level).step
+    assert peak_step == STEPS * 2 // 3  # the spike
+    assert s.total_steps == STEPS and s.sampled
+    assert s.cache_releases == STEPS // 5000
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda b: b[: len(b) // 2],  # torn (the hook died while writing it)
+        lambda b: b"garbage\n" + b,
+        lambda b: b.replace(b'"start":0,', b'"start":1,', 1),
+        lambda b: b.replace(b'"marks":[0,', b'"marks":[5,', 1),
+        lambda b: b"\x00" * len(b),
+        lambda b: b"",
+    ],
+)
+def test_an_index_that_does_not_check_out_is_ignored(long_run: Path, tmp_path: Path, damage: object) -> None:
+    run = tmp_path / long_run.name
+    run.mkdir()
+    for p in long_run.iterdir():
+        (run / p.name).write_bytes(p.read_bytes())
+    index = run / "rank0.jsonl.idx"
+    index.write_bytes(damage(index.read_bytes()))  # type: ignore[operator]
+    assert _report(run) == _report(long_run, use_index=False)
+
+
+def test_a_stale_index_of_another_file_is_ignored(long_run: Path, tmp_path: Path) -> None:
+    other = write_hook_run(tmp_path, STEPS + 3, name="20261122-130000-other")
+    (other / "rank0.jsonl.idx").write_bytes((long_run / "rank0.jsonl.idx").read_bytes())
+    assert hook_index.read_hook_index(other / "rank0.jsonl", (other / "rank0.jsonl").read_bytes(), (other / "rank0.jsonl").stat().st_size) == []
+    assert _report(other) == _report(other, use_index=False)
+
+
+def test_a_crashed_run_scans_what_the_index_does_not_cover(tmp_path: Path) -> None:
+    run = write_hook_run(tmp_path, STEPS, close=False)  # no exit record, the last stretch not indexed
+    path = run / "rank0.jsonl"
+    with open(path, "ab") as fh:
+        fh.write(b'{"type":"step","schema":2,"base":99')  # the step in flight, cut off
+    chunks = [json.loads(ln) for ln in (run / "rank0.jsonl.idx").read_text().splitlines()]
+    assert sum(c["steps"] for c in chunks) == 8192
+    assert _report(run) == _report(run, use_index=False)
+    data, series = load_for_analysis(run, save_index=False)
+    assert series[0].total_steps == STEPS
+    assert max(data.steps(0), key=lambda r: r.level).step == STEPS * 2 // 3
+
+
+def test_a_run_without_the_hook_index_is_still_analyzed_and_indexed_as_before(tmp_path: Path) -> None:
+    run = write_hook_run(tmp_path, STEPS, index=False)
+    assert not (run / "rank0.jsonl.idx").exists()
+    assert _report(run) == _report(run, use_index=False)
+
+
+def test_the_index_is_not_followed_into_another_file(long_run: Path) -> None:
+    assert os.path.basename(hook_index.index_path(long_run / "proc12.jsonl")) == "proc12.jsonl.idx"
