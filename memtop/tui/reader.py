@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from memtop.runs.format import CATEGORIES, META_FILE, OUTPUT_LOG
 from memtop.runs.decode import Skip, StepRebuilder
+from memtop.runs.format import CATEGORIES, META_FILE, OUTPUT_LOG
 from memtop.runs.reader import RankTail, Record, RunData, rank_files
 from memtop.runs.recordfiles import file_label
 from memtop.runs.records import (
