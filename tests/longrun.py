@@ -19,6 +19,9 @@ MiB = 1024 * 1024
 GiB = 1024 * MiB
 
 
+LARGE = [{"name": f"model.layers.{i}.mlp.weight", "category": "parameters", "bytes": 64 * MiB, "shape": [4096, 4096], "dtype": "torch.float32"} for i in range(16)]
+
+
 def hook_record(step: int, rng: random.Random, spike: int, t0: float = 1_700_000_000.0) -> dict[str, Any]:
     params, grads, optim = 2 * GiB, 2 * GiB, 4 * GiB
     acts = 6 * GiB + rng.randint(-200, 200) * MiB + (3 * GiB if step == spike else 0)
@@ -30,7 +33,6 @@ def hook_record(step: int, rng: random.Random, spike: int, t0: float = 1_700_000
     reserved = peak + rng.randint(100, 900) * MiB
     if step % 5000 == 0:
         reserved = allocated + 64 * MiB  # empty_cache(): a cache release
-    large = [{"name": f"model.layers.{i}.mlp.weight", "category": "parameters", "bytes": 64 * MiB, "shape": [4096, 4096], "dtype": "torch.float32"} for i in range(16)]
     return {
         "type": "step",
         "schema": SCHEMA_VERSION,
@@ -52,7 +54,7 @@ def hook_record(step: int, rng: random.Random, spike: int, t0: float = 1_700_000
         "inactive_split_bytes": 2 * MiB,
         "device_used": reserved + 600 * MiB,
         "device_total": 80 * GiB,
-        "large_tensors": large,
+        "large_tensors": LARGE,  # the same list while unchanged, as the hook hands it
         "moments": {
             "forward_end": {"allocated": allocated, "parameters": params, "gradients": 0, "optimizer_state": optim, "activations": 6 * GiB},
             "optimizer_step": {"allocated": allocated, "parameters": params, "gradients": grads, "optimizer_state": optim, "activations": 0},
@@ -89,13 +91,8 @@ def write_hook_run(root: Path, steps: int, name: str = "20261122-120000-long", c
         from memtop.profiler.writers import RecordEncoder
 
         writer._encoder = RecordEncoder(deltas=False)
-    large: list[dict[str, Any]] | None = None
     for s in range(1, steps + 1):
-        rec = hook_record(s, rng, spike)
-        if large is not None and rec["large_tensors"] == large:
-            rec["large_tensors"] = large  # the hook hands the same list while it is unchanged
-        large = rec["large_tensors"]
-        writer.put(rec)
+        writer.put(hook_record(s, rng, spike))
         if s % 1000 == 0:
             writer.put({"type": "stage", "schema": SCHEMA_VERSION, "rank": 0, "time": 1.0, "name": "eval", "step": s, "duration": 0.5, "before": 1, "after": 2, "peak": 3, "measure": "cuda_allocated"})
     if close:
