@@ -81,7 +81,7 @@ def _chunks(run: Path) -> list[hook_index.Chunk]:
         (lambda b: b[: b.rindex(b"\n", 0, len(b) - 1) + 40], 2),  # torn: the hook died while writing its last line
         (lambda b: b"garbage\n" + b, 0),
         (lambda b: b.replace(b'"start":0,', b'"start":1,', 1), 0),
-        (lambda b: b.replace(b'"marks":[0,', b'"marks":[5,', 1), 0),
+        (lambda b: b.replace(b'"marks":[0,', b'"marks":[5,', 1), 3),  # read, then refused when the mark is used
         (lambda b: b.replace(b'"level_at":[', b'"level_at":[1', 1), 0),
         (lambda b: b.replace(b'"steps":4096', b'"steps":4097', 1), 0),
         (lambda b: b"\x00" * len(b), 0),

@@ -9,7 +9,9 @@ The index is a shortcut, never a source of figures the file does not hold: every
 inside the file, start a line and end at a newline, the stretches must follow each other from the
 file's first byte, and every line the index names must be a step line. An index that does not
 check out is ignored whole (a torn last line, written when the hook died, is simply dropped).
-The analysis also decodes the lines holding the maxima and drops the index if their figures differ.
+The marks (the offsets of sampled step lines) are checked as they are used, and the analysis also
+decodes the lines holding the maxima: it drops the index if a mark is not a step line's start or
+a maximum's figure is not its line's.
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ class Chunk:
     releases: int
     last_reserved: int | None
     last_at: Range | None
-    marks: tuple[int, ...]  # absolute offsets of the step lines whose index is a multiple of MARK_EVERY
+    marks: list[int]  # absolute offsets of the step lines whose index is a multiple of MARK_EVERY (checked when used)
 
 
 def index_path(record_file: Path) -> Path:
@@ -67,6 +69,9 @@ def _opt(v: Any) -> int | None:
 class _Check:
     def __init__(self, buf: Any, size: int) -> None:
         self.buf, self.size = buf, size
+
+    def is_step_line(self, s: int) -> bool:
+        return self.line_start(s) and bytes(self.buf[s : s + 14]) in _STEP_HEADS
 
     def line_start(self, s: int) -> bool:
         return 0 <= s < self.size and (s == 0 or self.buf[s - 1] == 10)
@@ -107,12 +112,9 @@ def _chunk(doc: Any, start: int, first_step: int, check: _Check) -> Chunk:
     expected = max(0, -(-(first_step + steps - first_mark) // MARK_EVERY))
     if not isinstance(marks_raw, list) or len(marks_raw) != expected:
         raise ValueError("marks")
-    marks = []
-    for m in marks_raw:
-        s = start + _nat(m)
-        if not (s < end) or not check.line_start(s) or bytes(check.buf[s : s + 14]) not in _STEP_HEADS:
-            raise ValueError("mark")
-        marks.append(s)
+    if marks_raw and (set(map(type, marks_raw)) != {int} or min(marks_raw) < 0 or max(marks_raw) >= end - start):
+        raise ValueError("marks")
+    marks = [start + m for m in marks_raw]  # each one used is checked then (is_step_line): a few hundred of them
     level, reserved = _opt(doc.get("level")), _opt(doc.get("reserved"))
     level_at = check.step_line(doc.get("level_at"), start, end) if level is not None else None
     reserved_at = check.step_line(doc.get("reserved_at"), start, end) if reserved is not None else None
@@ -130,8 +132,13 @@ def _chunk(doc: Any, start: int, first_step: int, check: _Check) -> Chunk:
         releases=_nat(doc.get("releases")),
         last_reserved=_opt(doc.get("last_reserved")),
         last_at=last_at,
-        marks=tuple(marks),
+        marks=marks,
     )
+
+
+def is_step_line(buf: Any, s: int) -> bool:
+    """Whether a step line starts at ``s`` (what a mark must point at)."""
+    return (s == 0 or buf[s - 1] == 10) and bytes(buf[s : s + 14]) in _STEP_HEADS
 
 
 def read_hook_index(record_file: Path, buf: Any, size: int) -> list[Chunk]:

@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from memtop.analyzers.hook_index import MARK_EVERY, Chunk, read_hook_index
+from memtop.analyzers.hook_index import MARK_EVERY, Chunk, is_step_line, read_hook_index
 from memtop.analyzers.scan_index import (
     MAX_RANGES,
     MIN_INDEXED_BYTES,
@@ -39,6 +39,7 @@ from memtop.runs.rundir import load_meta
 from memtop.runs.safeio import Unreadable, open_regular
 
 MAX_DECODED_STEPS = 600
+FULL_EVERY = 256  # the hook writes the step lines whose index is a multiple of this as full records (memtop.profiler.step_delta)
 BASE_WINDOW = 8 * 1024 * 1024  # how far before a step delta its full record is looked for
 
 _STEP_MARKERS = (b'{"type":"step"', b'{"type": "step"')
@@ -225,7 +226,10 @@ def grid(n: int, limit: int) -> int | None:
     the hook's index marks), or None when the file is too short for it (evenly spaced picks)."""
     if n < MARK_EVERY * limit:
         return None
-    return MARK_EVERY * -(-n // (MARK_EVERY * limit))
+    g = MARK_EVERY * -(-n // (MARK_EVERY * limit))
+    if g >= FULL_EVERY:  # a multiple of the hook's full-record spacing: the picks are full records
+        g = FULL_EVERY * -(-n // (FULL_EVERY * limit))
+    return g
 
 
 def _spaced(n: int, limit: int) -> set[int]:
@@ -378,6 +382,8 @@ def _from_hook_index(buf: Buffer, chunks: list[Chunk], limit: int) -> _Rank | No
     marks = [m for c in chunks for m in c.marks]
     for i in range(0, covered_steps, g):
         s = marks[i // MARK_EVERY]
+        if not is_step_line(buf, s):
+            return None
         ranges[i] = (s, _line_end(buf, s))
     for i in range(-(-covered_steps // g) * g, n, g):
         k = i - covered_steps

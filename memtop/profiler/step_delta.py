@@ -8,8 +8,9 @@ over it, ``base`` dropped" (docs/run-format.md).
 
 A full record is written for the first step record, after any record the fast path could not
 take (another shape, extra keys: the general encoder wrote it), whenever the large-tensor list or
-the moments changed, when the device, peak point or moment names changed, and at least every
-:data:`FULL_EVERY` step lines, which bounds how far back a reader looks for a base.
+the moments changed, when the device, peak point or moment names changed, and for every step line
+whose index in the file is a multiple of :data:`FULL_EVERY`, which bounds how far back a reader
+looks for a base (and lets the analysis of a long run sample full records: memtop.analyzers.load).
 
 Values are compared with their types (``1 == 1.0 == True``, but JSON writes each differently), so
 a rebuilt record is exactly the record a writer of full records would have written.
@@ -82,7 +83,6 @@ class DeltaStepEncoder:
     def __init__(self) -> None:
         self._full = StepLineEncoder()
         self._base: _Base | None = None
-        self._since = 0  # step lines written since the base
         self._groups = _groups(0)
         self._plans: dict[bytes, tuple[str, Callable[[tuple[Any, ...]], tuple[Any, ...]]] | None] = {}
 
@@ -90,14 +90,15 @@ class DeltaStepEncoder:
         """The next step record is written full (a new file, a failed write, a general-encoder line)."""
         self._base = None
 
-    def encode(self, rec: dict[str, Any], large_json: str) -> str | None:
+    def encode(self, rec: dict[str, Any], large_json: str, index: int) -> str | None:
+        """``index``: the step line's index in its file (step lines before it)."""
         flat = StepLineEncoder.flatten(rec, large_json)
         if flat is None:
             self._base = None
             return None
         values, types, shape = flat
         base = self._base
-        if base is not None and self._since < FULL_EVERY and shape == base.shape and large_json == base.large:
+        if base is not None and index % FULL_EVERY and shape == base.shape and large_json == base.large:
             bv, bt = base.values, base.types
             if values[8:15] == bv[8:15] and values[16:19] == bv[16:19] and values[20:] == bv[20:] and types[8:] == bt[8:]:
                 diff = b""  # the usual step: no delta-coded number changed
@@ -110,14 +111,12 @@ class DeltaStepEncoder:
                 template, take = plan
                 text = template % take(values)
                 if "inf" not in text and "nan" not in text:  # a non-finite float: the general encoder refuses it
-                    self._since += 1
                     return text.replace("None", "null")
         line = self._full.encode_flat(flat, large_json)
         if line is None or type(values[3]) is not int:
             self._base = None
         else:
             self._base = _Base(flat, large_json)
-            self._since = 1
             self._plans = {}
             if self._groups[-1][1] != len(values):
                 self._groups = _groups(len(shape[3]))

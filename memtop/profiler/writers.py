@@ -26,21 +26,31 @@ class RecordEncoder:
     def __init__(self, deltas: bool = True) -> None:
         self._large: tuple[object, str] = (None, "[]")
         self._json = json.JSONEncoder(separators=(",", ":"), allow_nan=False, default=str)
-        self._steps: StepLineEncoder | DeltaStepEncoder = DeltaStepEncoder() if deltas else StepLineEncoder()
+        self._steps = StepLineEncoder()
+        self._deltas = DeltaStepEncoder() if deltas else None
+        self._step_lines = 0  # step records of this file so far
 
     def forget_base(self) -> None:
-        """The next step record is written full (a new file, or the last line may not have arrived)."""
-        if isinstance(self._steps, DeltaStepEncoder):
-            self._steps.forget()
+        """The next step record is written full (the last line may not have arrived)."""
+        if self._deltas is not None:
+            self._deltas.forget()
+
+    def new_file(self) -> None:
+        """Records go to a new file from here on: a full record first, step lines counted from 0."""
+        self.forget_base()
+        self._step_lines = 0
 
     def encode(self, record: dict[str, Any]) -> bytes:
         """The record's line; ``large_tensors``, if any, ends up as the record's last key."""
         large = record.get("large_tensors")
         if record.get("type") == "step":
+            index = self._step_lines
+            self._step_lines = index + 1
             if isinstance(large, list):
                 if large is not self._large[0]:
                     self._large = (large, self._json.encode(large))
-                line = self._steps.encode(record, self._large[1])
+                deltas = self._deltas
+                line = self._steps.encode(record, self._large[1]) if deltas is None else deltas.encode(record, self._large[1], index)
                 if line is not None:
                     return (line + "\n").encode("utf-8")
             self.forget_base()  # written whole by the general encoder below: deltas start again after it
@@ -119,7 +129,7 @@ class RankFileWriter:
             self.rank, self._settled = dist_rank, True
         fd, self.path = rankfile.claim(self.run_dir, self.rank)
         self._fd, self._pid, self._torn = fd, _process_id, False
-        self._encoder.forget_base()  # deltas never refer to a record of another file (a forked child's parent's)
+        self._encoder.new_file()  # deltas never refer to a record of another file (a forked child's parent's)
         self.index = StepIndexWriter(self.path) if self._want_index else None
         return fd
 
