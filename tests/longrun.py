@@ -69,6 +69,8 @@ def write_hook_run(root: Path, steps: int, name: str = "20261122-120000-long", c
     leaves it as a crash would (the last stretch not in the index)."""
     run = root / name
     run.mkdir(parents=True, exist_ok=True)
+    for old in run.glob("*.jsonl*"):
+        old.unlink()  # the writer claims rank0.jsonl exclusively: a file left from before would push it to proc<pid>.jsonl
     write_meta(
         run,
         {
