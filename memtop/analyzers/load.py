@@ -204,7 +204,7 @@ def _scan_columns(lines: _Lines) -> tuple[list[int | None], list[int | None]]:
                 return peaks, _values([r for r, _ in pairs])
     peak = _column(blobs, "peak")
     level: list[int | None] | None = peak
-    if peak is None or peak[0] is None:
+    if peak is None or None in peak:  # level = peak where measured, else tracked, line by line
         tracked = _column(blobs, "tracked")
         level = [p if p is not None else t for p, t in zip(peak, tracked, strict=True)] if peak and tracked else (tracked or peak)
     reserved = _column(blobs, "reserved")
