@@ -151,3 +151,30 @@ def _record(step: int, other: int = 5) -> dict[str, Any]:
         "moments": {"forward_end": moment}, "highwater": {"parameters": 10, "gradients": 0, "optimizer_state": 20, "activations": 30},
         "sample_every": 4,
     }  # fmt: skip
+
+
+def test_an_overlong_full_record_leaves_its_deltas_without_a_base(tmp_path: Path) -> None:
+    enc = RecordEncoder()
+    lines = [enc.encode(_record(s)) for s in range(1, 4)]  # full, delta, delta
+    huge = _record(4)
+    huge["extra"] = "x" * (1 << 20)  # a full step record over 1 MiB: skipped whole
+    lines.append(json.dumps(huge, separators=(",", ":")).encode() + b"\n")
+    delta = json.loads(lines[1])
+    delta.update(base=4, step=5)
+    lines.append(json.dumps(delta, separators=(",", ":")).encode() + b"\n")  # names the lost record
+    path = tmp_path / "run" / "rank0.jsonl"
+    path.parent.mkdir()
+    path.write_bytes(b"".join(lines))
+    for chunk in (64, 1 << 22):  # the follower in small pieces, and whole
+        tail = RankTail(path)
+        got: list[Record] = []
+        for _ in range(40000):
+            got += tail.poll(max_bytes=chunk)
+            if tail.offset >= path.stat().st_size:
+                break
+        got += tail.poll(final=True)
+        assert [r.step for r in got if isinstance(r, StepRecord)] == [1, 2, 3]
+        assert tail.skipped == {"too_long": 1, "no_base": 1}
+    data, _ = load_for_analysis(path.parent, save_index=False)
+    assert sorted(r.step for r in data.steps(0)) == [1, 2, 3]
+    assert data.skipped == {"too_long": 1, "no_base": 1}

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar, cast
 
-from memtop.runs.decode import MAX_LINE, Skip, SkipCounter, StepRebuilder, decode_line
+from memtop.runs.decode import FULL_HEAD, MAX_LINE, Skip, SkipCounter, StepRebuilder, decode_line
 from memtop.runs.format import SCHEMA_VERSION
 from memtop.runs.recordfiles import file_label, record_files
 from memtop.runs.records import ExitRecord, OomRecord, Record, RunMeta, StageRecord, StepRecord, WarningRecord
@@ -115,8 +115,10 @@ class RankTail:
         data = self._partial + chunk if self._partial else chunk
         lines = data.split(b"\n")
         self._partial = lines.pop()
+        overlong_base = False
         if len(self._partial) > MAX_LINE:
             self.skipped["too_long"] += 1
+            overlong_base = FULL_HEAD.match(self._partial) is not None  # a full step record lost: no base after it
             self._partial = b""
             self._overlong = True
         if final and self._partial:
@@ -131,6 +133,8 @@ class RankTail:
                     self.skipped[got.reason] += 1
             else:
                 out.append(got)
+        if overlong_base:
+            self._rebuild.reset()
         return out
 
 
