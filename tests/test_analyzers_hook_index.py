@@ -140,3 +140,11 @@ def test_a_run_without_the_hook_index_is_still_analyzed_and_indexed_as_before(tm
 
 def test_the_index_is_not_followed_into_another_file(long_run: Path) -> None:
     assert os.path.basename(hook_index.index_path(long_run / "proc12.jsonl")) == "proc12.jsonl.idx"
+
+
+def test_the_end_of_run_scan_is_skipped_for_a_file_with_the_hook_index(long_run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from memtop.analyzers import load as load_mod
+
+    monkeypatch.setattr(load_mod, "MIN_INDEXED_BYTES", 1)
+    assert not load_mod.index_long_run(long_run)
+    assert not (long_run / INDEX_FILE).exists()

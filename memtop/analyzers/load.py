@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from memtop.analyzers.hook_index import MARK_EVERY, Chunk, is_step_line, read_hook_index
+from memtop.analyzers.hook_index import MARK_EVERY, Chunk, index_path, is_step_line, read_hook_index
 from memtop.analyzers.scan_index import (
     MAX_RANGES,
     MIN_INDEXED_BYTES,
@@ -534,9 +534,10 @@ def load_for_analysis(run_dir: Path, limit: int = MAX_DECODED_STEPS, save_index:
 def index_long_run(run_dir: Path) -> bool:
     """Scan a finished run's long rank files now and save the scan (:mod:`memtop.analyzers.scan_index`),
     so that its first ``memtop analyze`` reads a few hundred lines instead of the whole file.
-    Does nothing (False) when every rank file is short. Never raises."""
+    Does nothing (False) when every rank file is short or has the hook's step index (run format
+    v2: analysis reads it instead). Never raises."""
     try:
-        long = any(p.stat().st_size >= MIN_INDEXED_BYTES for p in rank_files(run_dir).values())
+        long = any(p.stat().st_size >= MIN_INDEXED_BYTES and not index_path(p).is_file() for p in rank_files(run_dir).values())
         if long:
             load_for_analysis(run_dir)
     except OSError:
