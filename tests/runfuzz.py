@@ -198,7 +198,14 @@ def sources(root: Path) -> list[Path]:
     out.append(synthetic)
     hooked = root / "20261122-130000-hook-v2"  # run format v2: full records, deltas and the step index
     if not hooked.exists():
-        write_hook_run(root, 40, name=hooked.name)
+        from memtop.profiler import step_index
+
+        chunk = step_index.CHUNK_STEPS
+        step_index.CHUNK_STEPS = 8  # a step index for 40 steps, so that the fuzz reaches its reader too
+        try:
+            write_hook_run(root, 40, name=hooked.name)
+        finally:
+            step_index.CHUNK_STEPS = chunk
     out.append(hooked)
     return out
 
@@ -214,7 +221,7 @@ def make_case(src: Path, dst: Path, rng: random.Random) -> list[str]:
             if rng.random() < 0.25:
                 done.append(_mutate_meta(dst / "meta.json", rng))
             else:
-                ranks = sorted(dst.glob("rank*.jsonl"))
+                ranks = sorted(dst.glob("rank*.jsonl")) + sorted(dst.glob("rank*.jsonl.idx"))
                 if not ranks:
                     continue
                 path = rng.choice(ranks)
