@@ -70,7 +70,7 @@ def test_cpu_run_says_what_cannot_be_measured(tmp_path: Path) -> None:
     rep = json.loads(memtop("analyze", "--json", "--runs-dir", str(tmp_path)).stdout)
     assert rep["peak"]["measure"] == "tracked"
     assert rep["peak"]["bytes"] == 14 * GiB
-    assert rep["peak"]["breakdown"][-1] == {"category": "other", "bytes": None, "percent": None}
+    assert rep["peak"]["breakdown"][-1] == {"category": "other", "bytes": None, "percent": None, "highwater": None}
     assert rep["fragmentation"]["measurable"] is False
     assert any("CPU" in u for u in rep["unmeasured"])
     text = memtop("analyze", "--runs-dir", str(tmp_path)).stdout

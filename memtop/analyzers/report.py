@@ -151,7 +151,7 @@ def _peak_json(p: Peak | None) -> dict[str, Any] | None:
         "allocated": p.allocated,
         "reserved": p.reserved,
         "tracked": p.tracked,
-        "breakdown": [{"category": b.category, "bytes": b.bytes, "percent": b.percent} for b in p.breakdown],
+        "breakdown": [{"category": b.category, "bytes": b.bytes, "percent": b.percent, "highwater": b.highwater} for b in p.breakdown],
         "large_tensors": p.large_tensors,
     }
 

@@ -8,7 +8,7 @@ from typing import Any
 from memtop.analyzers.series import RankSeries, median, present, quantile
 from memtop.runs.format import CATEGORIES
 from memtop.runs.reader import ExitRecord, OomRecord, Record, RunData, StepRecord
-from memtop.runs.records import RunMeta
+from memtop.runs.records import Highwater, RunMeta
 from memtop.runs.status import run_status
 
 CPU_UNMEASURED = (
@@ -48,6 +48,7 @@ class CategoryShare:
     category: str
     bytes: int | None
     percent: float | None  # of the peak; None where not measurable
+    highwater: int | None = None  # the category's largest value within the peak step (any moment); None: not recorded
 
 
 @dataclass(frozen=True)
@@ -150,14 +151,15 @@ def _status_from_records(run: RunData) -> str:
     return "unknown"
 
 
-def _shares(categories: dict[str, int | None], total: int, has_allocator: bool) -> list[CategoryShare]:
+def _shares(categories: dict[str, int | None], total: int, has_allocator: bool, highwater: Highwater | None = None) -> list[CategoryShare]:
+    hw = highwater._asdict() if highwater is not None else {}
     out = []
     for c in CATEGORIES:
         b = categories.get(c)
         pct = (100.0 * b / total) if (b is not None and total > 0) else None
         if c == "other" and not has_allocator:
             pct = None
-        out.append(CategoryShare(c, b, pct))
+        out.append(CategoryShare(c, b, pct, hw.get(c)))
     return out
 
 
@@ -184,7 +186,7 @@ def find_peak(series: dict[int, RankSeries]) -> Peak | None:
         bytes=level,
         measure="allocator_peak" if has_alloc else "tracked",
         categories=cats,
-        breakdown=_shares(cats, level, has_alloc),
+        breakdown=_shares(cats, level, has_alloc, rec.highwater),
         tracked=s.tracked[i],
         allocated=s.allocated[i],
         reserved=s.reserved[i],

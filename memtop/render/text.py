@@ -68,6 +68,12 @@ def render_header(rep: Report) -> list[str]:
     return lines
 
 
+def _highwater(hw: int | None, at_peak: int | None) -> str:
+    if hw is None:
+        return ""
+    return fmt_bytes(hw) if at_peak is None or hw > at_peak else "same"
+
+
 def render_peak(rep: Report) -> list[str]:
     p = rep.peak
     if p is None:
@@ -76,8 +82,14 @@ def render_peak(rep: Report) -> list[str]:
     where = f" at {p.peak_point}" if p.peak_point else ""
     dev = f", {fmt_pct(p.percent_of_device)} of the device" if p.percent_of_device is not None else ""
     lines = [_heading("PEAK", f"{fmt_bytes(p.bytes)} at step {p.step} ({file_label(p.rank)}){dev}  [{measure}{where}]")]
-    rows = [[b.category, fmt_bytes(b.bytes) if b.bytes is not None else "n/a", fmt_pct(b.percent) if b.percent is not None else "n/a", _bar(b.percent)] for b in p.breakdown]
-    lines += table(["category", "bytes", "% of peak", ""], rows, "lrrl")
+    # each category's high-water mark within the step, where it differs from the peak moment's
+    # (zero_grad(set_to_none=True): gradients are 0 at the end of the forward pass, not all step)
+    if any(b.highwater is not None and b.bytes is not None and b.highwater > b.bytes for b in p.breakdown):
+        rows = [[b.category, fmt_bytes(b.bytes) if b.bytes is not None else "n/a", fmt_pct(b.percent) if b.percent is not None else "n/a", _highwater(b.highwater, b.bytes), _bar(b.percent)] for b in p.breakdown]
+        lines += table(["category", "bytes", "% of peak", "max in step", ""], rows, "lrrrl")
+    else:
+        rows = [[b.category, fmt_bytes(b.bytes) if b.bytes is not None else "n/a", fmt_pct(b.percent) if b.percent is not None else "n/a", _bar(b.percent)] for b in p.breakdown]
+        lines += table(["category", "bytes", "% of peak", ""], rows, "lrrl")
     if p.large_tensors:
         lines.append("  largest tensors at the peak:")
         trows = [[t["name"], fmt_bytes(t["bytes"]), t["category"], "×".join(str(x) for x in t["shape"]) or "-", str(t["dtype"]).replace("torch.", "")] for t in p.large_tensors[:8]]

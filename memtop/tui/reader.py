@@ -108,6 +108,7 @@ def step_view(rec: StepRecord) -> StepView:
         activations_step=rec.activations_step,
         sample_every=rec.sample_every,
         large_tensors=_tensors(rec.large_tensors),
+        highwater=tuple(rec.highwater._asdict().items()) if rec.highwater is not None else (),
     )
 
 

@@ -46,6 +46,7 @@ class StepView:
     activations_step: int | None
     sample_every: int | None
     large_tensors: tuple[TensorRow, ...]
+    highwater: tuple[tuple[str, int | None], ...] = ()  # each category's largest value within the step
 
     @property
     def is_cuda(self) -> bool:

@@ -37,6 +37,14 @@ class CategoryBar(TextPanel):
         set_border(self, title=title)
         self.changed()
 
+    def _highwater(self) -> dict[str, int]:
+        """Each category's largest value within the last step, where it exceeds the peak moment's."""
+        rank = self._rank
+        last = rank.last if rank is not None and rank.oom is None else None
+        if last is None:
+            return {}
+        return {n: v for n, v in last.highwater if v is not None and v > (last.category(n) or 0)}
+
     def _figures(self) -> tuple[list[tuple[str, int | None]], int | None, str]:
         rank = self._rank
         if rank is None:
@@ -77,6 +85,11 @@ class CategoryBar(TextPanel):
         biggest = order[0] if known else None
         two_cols = width >= 64 or self.compact
         out.append_text(Text("\n").join(self._legend(order, known, bar_total, biggest, width, two_cols)))
+        highwater = self._highwater()
+        if highwater and not self.compact:
+            labels = CATEGORY_SHORT if width < 64 else CATEGORY_LABELS
+            parts = ", ".join(f"{labels[n]} {fmt_bytes(v)}" for n, v in highwater.items())
+            out.append(f"\nmax within the step: {parts}", "dim")
         return out
 
     def _legend(
