@@ -31,10 +31,10 @@ def _docs(recs: list[Record]) -> list[dict[str, Any]]:
     return [dict(r.doc) for r in recs if isinstance(r, StepRecord)]
 
 
-@pytest.fixture
-def profiled(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, list[dict[str, Any]]]:
-    """A real training profiled by the hook (60 steps, a large-tensor list that changes once),
-    and the step records a full-record writer would have written for it, in order."""
+def _profile(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, device: str) -> tuple[Path, list[dict[str, Any]]]:
+    """A real training profiled by the hook (60 steps; the batch grows at step 31, so the moments
+    and the large tensors change once), and the step records a full-record writer would have
+    written for it, in order."""
     monkeypatch.setenv("MEMTOP_TENSORBOARD", "0")
     full = RecordEncoder(deltas=False)
     truth: list[dict[str, Any]] = []
@@ -47,16 +47,30 @@ def profiled(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, lis
 
     monkeypatch.setattr(writers.RankFileWriter, "write", spy)
     torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Linear(64, 256), torch.nn.ReLU(), torch.nn.Linear(256, 8))
+    model = torch.nn.Sequential(torch.nn.Linear(64, 256), torch.nn.ReLU(), torch.nn.Linear(256, 8)).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     with memtop.profile(model, opt, runs_dir=tmp_path) as prof:
         for i in range(60):
-            batch = 32 if i < 30 else 96  # bigger activations from step 31: new moments and tensors
-            model(torch.randn(batch, 64)).pow(2).mean().backward()
+            batch = 32 if i < 30 else 96
+            model(torch.randn(batch, 64, device=device)).pow(2).mean().backward()
             opt.step()
             opt.zero_grad()
         run_dir = prof.run_dir
     return run_dir, truth
+
+
+@pytest.fixture
+def profiled(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, list[dict[str, Any]]]:
+    return _profile(tmp_path, monkeypatch, "cpu")
+
+
+@pytest.mark.gpu
+def test_on_cuda_every_step_rebuilds_exactly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    run_dir, truth = _profile(tmp_path, monkeypatch, "cuda")
+    assert all(isinstance(t["peak"], int) for t in truth)
+    assert _docs(load_run(run_dir).steps(0)) == truth
+    data, _ = load_for_analysis(run_dir, limit=7, save_index=False)
+    assert all(doc in truth for doc in _docs(data.records[0]))
 
 
 def test_the_hook_writes_schema_2_deltas_that_every_reader_rebuilds_exactly(profiled: tuple[Path, list[dict[str, Any]]]) -> None:
