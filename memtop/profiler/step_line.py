@@ -126,14 +126,12 @@ class StepLineEncoder:
             return None
         if tuple(cats) != CATEGORY_KEYS or tuple(hw) != HIGHWATER_KEYS:
             return None
-        parts = [_HEAD_NUMBERS(rec), tuple(cats.values()), _MID_NUMBERS(rec)]
+        moment_values: list[Any] = []
         for m in moments.values():
             if type(m) is not dict or tuple(m) != MOMENT_KEYS:
                 return None
-            parts.append(tuple(m.values()))
-        parts.append(tuple(hw.values()))
-        parts.append((rec["sample_every"],))
-        values: tuple[Any, ...] = sum(parts, ())
+            moment_values += m.values()
+        values = (*_HEAD_NUMBERS(rec), *cats.values(), *_MID_NUMBERS(rec), *moment_values, *hw.values(), rec["sample_every"])
         types = tuple(map(type, values))
         if not _NUMBER_TYPES.issuperset(types):
             return None  # bools, numpy scalars, strings where numbers belong: the general encoder decides
