@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ from memtop.tui.reader import read_tail_records
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "runs" / "20231114-221320-gaussian_splat"
 
 
-def _docs(recs: list[Record]) -> list[dict[str, Any]]:
+def _docs(recs: Sequence[Record]) -> list[dict[str, Any]]:
     return [dict(r.doc) for r in recs if isinstance(r, StepRecord)]
 
 

@@ -25,7 +25,7 @@ from typing import Any, Final
 from memtop.runs.format import STEP_INDEX_SUFFIX
 
 INDEX_VERSION: Final = 1
-CHUNK_STEPS: Final = 4096
+CHUNK_STEPS = 4096  # not Final: tests shorten it
 MARK_EVERY: Final = 16  # analysis samples step lines whose index (from the file's start) is a multiple of this
 MAX_OTHERS: Final = 256  # more non-step lines in one chunk: "others" is null (analysis finds them itself)
 MAX_INT: Final = 2**63 - 1
