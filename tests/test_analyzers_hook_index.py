@@ -148,3 +148,16 @@ def test_the_end_of_run_scan_is_skipped_for_a_file_with_the_hook_index(long_run:
     monkeypatch.setattr(load_mod, "MIN_INDEXED_BYTES", 1)
     assert not load_mod.index_long_run(long_run)
     assert not (long_run / INDEX_FILE).exists()
+
+
+def test_a_run_still_being_written_uses_the_stretches_its_bytes_hold(long_run: Path, tmp_path: Path) -> None:
+    run = tmp_path / long_run.name
+    run.mkdir()
+    for p in long_run.iterdir():
+        (run / p.name).write_bytes(p.read_bytes())
+    data = (run / "rank0.jsonl").read_bytes()
+    chunks = [json.loads(ln) for ln in (run / "rank0.jsonl.idx").read_text().splitlines()]
+    cut = chunks[1]["end"] + 5000  # the reader mapped the file before the writer's last lines
+    (run / "rank0.jsonl").write_bytes(data[: data.index(b"\n", cut) + 1])
+    assert len(_chunks(run)) == 2
+    assert _report(run) == _report(run, use_index=False)

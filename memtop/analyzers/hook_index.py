@@ -85,13 +85,19 @@ class _Check:
         return s, e
 
 
+class _Beyond(Exception):
+    """A stretch past the end of the bytes read: the run went on writing since (not an error)."""
+
+
 def _chunk(doc: Any, start: int, first_step: int, check: _Check) -> Chunk:
     if not isinstance(doc, dict) or doc.get("v") != INDEX_VERSION:
         raise ValueError("version")
     if _nat(doc.get("start")) != start:
         raise ValueError("not contiguous")
     end, steps, lines = _nat(doc.get("end")), _nat(doc.get("steps")), _nat(doc.get("lines"))
-    if not (start < end <= check.size) or check.buf[end - 1] != 10 or lines < steps:
+    if end > check.size:
+        raise _Beyond()
+    if not start < end or check.buf[end - 1] != 10 or lines < steps:
         raise ValueError("range")
     others: tuple[Range, ...] | None = None
     raw_others = doc.get("others")
@@ -158,6 +164,8 @@ def read_hook_index(record_file: Path, buf: Any, size: int) -> list[Chunk]:
             c = _chunk(json.loads(line), start, first_step, check)
             chunks.append(c)
             start, first_step = c.end, first_step + c.steps
+    except _Beyond:
+        pass  # a run still being written: the stretches read so far, the rest is scanned
     except (ValueError, TypeError, RecursionError, IndexError):
         return []
     return chunks
