@@ -161,3 +161,14 @@ def test_a_run_still_being_written_uses_the_stretches_its_bytes_hold(long_run: P
     (run / "rank0.jsonl").write_bytes(data[: data.index(b"\n", cut) + 1])
     assert len(_chunks(run)) == 2
     assert _report(run) == _report(run, use_index=False)
+
+
+def test_the_cli_reads_the_index_and_leaves_the_run_directory_as_it_was(long_run: Path) -> None:
+    from clikit import memtop
+
+    before = sorted(p.name for p in long_run.iterdir())
+    proc = memtop("analyze", str(long_run), "--json", env={"MEMTOP_NO_FLAG_DETECTION": "1"})
+    assert proc.returncode == 0, proc.stderr
+    rep = json.loads(proc.stdout)
+    assert rep["run"]["steps"] == STEPS and rep["run"]["sampled"]
+    assert sorted(p.name for p in long_run.iterdir()) == before
