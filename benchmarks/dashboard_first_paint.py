@@ -42,7 +42,7 @@ Hello().run()
 def _cpu(term: Terminal) -> float:
     """CPU seconds the process has used so far (steadier than wall time on a shared machine)."""
     times = psutil.Process(term.proc.pid).cpu_times()
-    return times.user + times.system
+    return float(times.user + times.system)
 
 
 def main() -> int:

@@ -112,7 +112,10 @@ def main() -> int:
                 term.send(b"\x1b")
                 time.sleep(0.5)
             time.sleep(3)
-            after = [proc.memory_info().rss / 2**20 for _ in range(3) if not time.sleep(1)]
+            after = []
+            for _ in range(3):
+                time.sleep(1)
+                after.append(proc.memory_info().rss / 2**20)
         finally:
             term.close()
         print(f"machine: {platform.machine()} {os.cpu_count()} cores, python {platform.python_version()}, load {os.getloadavg()[0]:.2f}")

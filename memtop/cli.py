@@ -7,6 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from memtop.commands import COMMANDS, load
+from memtop.commands.child_command import child_command
 from memtop.errors import MemtopError
 from memtop.version import __version__
 
@@ -39,13 +40,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not argv:
         parser.print_help()
         return 2
-    # `memtop train` takes the child's command verbatim after `--` or after the script name.
-    if argv[0] in ("train", "fit"):
-        own, child = load(f"memtop.commands.{argv[0]}").split_child_command(argv[1:])
-        args = parser.parse_args([argv[0], *own])
-        args.child = child
-    else:
-        args = parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if isinstance(getattr(args, "child", None), list):  # `train`, `fit`: the command, verbatim
+        args.child = child_command(args.child)
     try:
         return int(load(args._module).run(args))
     except MemtopError as exc:

@@ -3,41 +3,38 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
-from memtop.runs.reader import RankTail, rank_files
+from memtop.runs.reader import OomRecord, RankTail, StepRecord, WarningRecord, rank_files
 from memtop.runs.recordfiles import file_label, is_rank
 from memtop.units import fmt_bytes, fmt_pct
 
 _SHORT = {"parameters": "params", "gradients": "grads", "optimizer_state": "optim", "activations": "acts", "other": "other"}
 
 
-def status_text(rec: dict[str, Any], ranks: int = 1, who: str | None = None) -> str:
+def status_text(rec: StepRecord, ranks: int = 1, who: str | None = None) -> str:
     """One line: step, allocator figures (or tracked bytes on CPU), the top category, fragmentation.
 
     ``who`` names a process without a rank of its own (``"process 1234"``) instead of its rank."""
-    parts = [f"[memtop] step {rec.get('step', '?')}"]
+    parts = [f"[memtop] step {rec.step}"]
     if ranks > 1:
-        parts[0] += f" {who}" if who else f" rank {rec.get('rank', 0)}/{ranks}"
-    cats = rec.get("categories") or {}
-    if rec.get("allocated") is not None:
-        parts.append(f"alloc {fmt_bytes(rec.get('allocated'))} reserved {fmt_bytes(rec.get('reserved'))} peak {fmt_bytes(rec.get('peak'))}")
-        base = rec.get("peak") or 0
+        parts[0] += f" {who}" if who else f" rank {rec.rank or 0}/{ranks}"
+    if rec.allocated is not None:
+        parts.append(f"alloc {fmt_bytes(rec.allocated)} reserved {fmt_bytes(rec.reserved)} peak {fmt_bytes(rec.peak)}")
+        base = rec.peak or 0
     else:
-        tracked = rec.get("tracked")
-        parts.append(f"tracked {fmt_bytes(tracked)} (cpu: no allocator peak)")
-        base = tracked or 0
-    known = {k: v for k, v in cats.items() if isinstance(v, int)}
+        parts.append(f"tracked {fmt_bytes(rec.tracked)} (cpu: no allocator peak)")
+        base = rec.tracked or 0
+    known = {k: v for k, v in rec.categories.as_dict().items() if v is not None}
     if known and base:
         top = max(known, key=lambda k: known[k])
-        parts.append(f"top {_SHORT.get(top, top)} {fmt_bytes(known[top])} ({fmt_pct(100.0 * known[top] / base)} of {'peak' if rec.get('peak') else 'tracked'})")
-    if rec.get("fragmentation_pct") is not None:
-        parts.append(f"frag {fmt_pct(rec['fragmentation_pct'])}")
-    if rec.get("device_used") is not None and rec.get("device_total"):
-        label = "rss" if rec.get("allocated") is None else "device"
-        parts.append(f"{label} {fmt_bytes(rec['device_used'])}/{fmt_bytes(rec['device_total'])}")
-    if rec.get("step_time"):
-        parts.append(f"{rec['step_time'] * 1000:.0f} ms/step")
+        parts.append(f"top {_SHORT.get(top, top)} {fmt_bytes(known[top])} ({fmt_pct(100.0 * known[top] / base)} of {'peak' if rec.peak else 'tracked'})")
+    if rec.fragmentation_pct is not None:
+        parts.append(f"frag {fmt_pct(rec.fragmentation_pct)}")
+    if rec.device_used is not None and rec.device_total:
+        label = "rss" if rec.allocated is None else "device"
+        parts.append(f"{label} {fmt_bytes(rec.device_used)}/{fmt_bytes(rec.device_total)}")
+    if rec.step_time:
+        parts.append(f"{rec.step_time * 1000:.0f} ms/step")
     return " | ".join(parts)
 
 
@@ -47,7 +44,7 @@ class StatusLine:
     def __init__(self, run_dir: Path) -> None:
         self.run_dir = run_dir
         self._tails: dict[int, RankTail] = {}
-        self._last: dict[int, dict[str, Any]] = {}
+        self._last: dict[int, StepRecord] = {}
         self._shown: dict[int, int] = {}
         self._events: list[str] = []
 
@@ -55,21 +52,20 @@ class StatusLine:
         for rank, path in rank_files(self.run_dir).items():
             tail = self._tails.setdefault(rank, RankTail(path))
             for rec in tail.poll(final=final):
-                kind = rec.get("type")
-                if kind == "step":
-                    self._last[rank] = rec.as_json()
-                elif kind == "oom":
-                    self._events.append(f"[memtop] {file_label(rank)}: OUT OF MEMORY at step {rec.get('step')}: requested {fmt_bytes(rec.get('requested_bytes'))}")
-                elif kind == "warning":
-                    self._events.append(f"[memtop] {file_label(rank)}: warning: {rec.get('message')}")
+                if isinstance(rec, StepRecord):
+                    self._last[rank] = rec
+                elif isinstance(rec, OomRecord):
+                    self._events.append(f"[memtop] {file_label(rank)}: OUT OF MEMORY at step {rec.step}: requested {fmt_bytes(rec.requested_bytes)}")
+                elif isinstance(rec, WarningRecord):
+                    self._events.append(f"[memtop] {file_label(rank)}: warning: {rec.message}")
 
     def line(self, final: bool = False) -> str:
         self._poll(final)
         lines = self._events
         self._events = []
         for rank, rec in sorted(self._last.items()):
-            if self._shown.get(rank) == rec.get("step"):
+            if self._shown.get(rank) == rec.step:
                 continue
-            self._shown[rank] = int(rec.get("step", 0))
+            self._shown[rank] = rec.step
             lines.append(status_text(rec, ranks=len(self._last), who=None if is_rank(rank) else file_label(rank)))
         return "\n".join(lines)

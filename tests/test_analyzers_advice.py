@@ -215,4 +215,4 @@ def test_oom_fits_with_expandable_segments_when_the_unused_reserve_covers_it(tmp
     assert o is not None and o.shortfall_bytes == GiB - 256 * MiB and o.reserved_unused == 3 * GiB
     assert o.fits_with is not None and o.fits_with.rule == "expandable_segments"
     assert o.fits_with.saving_bytes == 3 * GiB  # what sat reserved but unused at the failed allocation
-    assert o.smallest_batch is not None and o.smallest_batch["to"] == 7  # 6 GiB / 8 per sample ≥ 768 MiB
+    assert o.smallest_batch is not None and o.smallest_batch.new == 7  # 6 GiB / 8 per sample ≥ 768 MiB

@@ -15,13 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from runfactory import make_run
 
 from memtop.analyzers import cmdline
 from memtop.analyzers.advice import suggest
 from memtop.analyzers.flags import FlagEntry, apply_flag_changes, detect_flags, flags_to_json
 from memtop.runs.reader import load_run
 from memtop.runs.rundir import update_meta
-from tests.runfactory import make_run
 
 CONFIGURATOR = textwrap.dedent(
     """
@@ -161,7 +161,7 @@ NANO_TRAINING = textwrap.dedent(
 @pytest.mark.short
 def test_memtop_train_then_every_suggestion_runs_for_a_nanogpt_style_script(tmp_path: Path) -> None:
     """End to end: flags stored at launch, advice from a real profiled run, each command executed."""
-    from tests.conftest import only_run, run_memtop
+    from conftest import only_run, run_memtop
 
     (tmp_path / "configurator.py").write_text(CONFIGURATOR)
     (tmp_path / "train.py").write_text(NANO_TRAINING)

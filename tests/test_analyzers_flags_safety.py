@@ -16,12 +16,12 @@ from pathlib import Path
 
 import psutil
 import pytest
+from clikit import memtop
+from conftest import memtop_cmd, only_run, run_memtop
+from runfactory import make_run
 
 from memtop.analyzers.flags import detect_flags, live_probes
 from memtop.runs.rundir import update_meta
-from tests.clikit import memtop
-from tests.conftest import memtop_cmd, only_run, run_memtop
-from tests.runfactory import make_run
 
 COUNT = 'import os, pathlib; _p = pathlib.Path(__file__).with_name("executions.log"); _p.write_text((_p.read_text() if _p.exists() else "") + f"{os.getpid()}\\n")\n'
 

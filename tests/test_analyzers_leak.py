@@ -45,7 +45,7 @@ def test_growing_activations_is_a_leak_with_rate_and_time_to_full(tmp_path: Path
     assert rep.verdict == "leak"
     assert "activations" in rep.growing_categories
     assert "parameters" not in rep.growing_categories
-    assert abs(rep.bytes_per_step - rate) / rate < 0.02
+    assert rep.bytes_per_step is not None and abs(rep.bytes_per_step - rate) / rate < 0.02
     assert rep.steps_until_full is not None and rep.steps_until_full > 0
     # the fitted rate reaches the device's total within the reported number of steps (± a step)
     last = json.loads((run / rank_file_name(0)).read_text().splitlines()[-1])
@@ -54,7 +54,7 @@ def test_growing_activations_is_a_leak_with_rate_and_time_to_full(tmp_path: Path
 
 
 def test_named_growing_tensor(tmp_path: Path) -> None:
-    def per_step(s: int, r: int) -> dict:
+    def per_step(s: int, r: int) -> dict[str, int]:
         return {"other": 512 * MiB + s * 8 * MiB}
 
     run = make_run(tmp_path, steps=50, per_step=per_step)

@@ -108,7 +108,7 @@ def test_fuzz_readers_and_report_never_raise(tmp_path: Path, lines: list[str], c
     (run / rank_file_name(0)).write_text(text, encoding="utf-8", errors="surrogateescape")
     for line in lines:
         rec = parse_line(line)
-        assert rec is None or isinstance(rec.get("type"), str)
+        assert rec is None or isinstance(rec.type, str)
     full = load_run(run)
     data, series = load_for_analysis(run, limit=3)
     for d, s in ((full, None), (data, series)):

@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 import torch
+from conftest import SCRIPTS, only_run, read_records, run_memtop
 from torch import nn
 
 import memtop
-from tests.conftest import SCRIPTS, only_run, read_records, run_memtop
 
 pytestmark = [pytest.mark.gpu, pytest.mark.usefixtures("fresh_hooks")]
 

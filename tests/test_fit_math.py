@@ -65,7 +65,10 @@ def test_polyfit_handles_large_values() -> None:
 
 def test_largest_fitting_integer_and_unbounded() -> None:
     m = Margin(0.1, 512 << 20, False, "")
-    fn = lambda v: m.need(100e6 * v + 1e9)  # noqa: E731
+
+    def fn(v: float) -> float:
+        return m.need(100e6 * v + 1e9)
+
     fit = largest_fitting(fn, 24 * GIB, integer=True)
     v = fit.value
     assert v is not None and fn(v) <= 24 * GIB < fn(v + 1)

@@ -16,11 +16,13 @@ from typing import Any
 
 import pytest
 import torch
+from conftest import REPO, only_run
 
+from memtop.runs.decode import decode_line
+from memtop.runs.records import StepRecord
 from memtop.validation.checks import check_run, nvml_below_reserved, step_violations
 from memtop.validation.plan import QUICK_BUDGET_S, Step, build_plan, gpu_test_files
 from memtop.validation.runner import run_plan
-from tests.conftest import REPO, only_run
 
 SCRIPT = REPO / "scripts" / "gpu_validation.sh"
 STEP_NAMES = ["env", "pytest-gpu", "samples", "oom", "nvml", "fragmentation", "disk-full", "overhead", "advisor", "fit"]
@@ -94,7 +96,13 @@ def test_every_task_module_of_the_plan_exists(tmp_path: Path) -> None:
             assert importlib.util.find_spec(step.argv[step.argv.index("-m") + 1]) is not None, step.name
 
 
-def _cuda_record(step: int, **changes: Any) -> dict[str, Any]:
+def _cuda_record(step: int, **changes: Any) -> StepRecord:
+    rec = decode_line(json.dumps(_cuda_json(step, **changes)))
+    assert isinstance(rec, StepRecord)
+    return rec
+
+
+def _cuda_json(step: int, **changes: Any) -> dict[str, Any]:
     cats = {"parameters": 4096, "gradients": 4096, "optimizer_state": 8192, "activations": 10000, "other": 1808}
     rec: dict[str, Any] = {"type": "step", "step": step, "device": "cuda:0", "allocated": 20000, "reserved": 32768, "peak": 28192,
                            "categories": cats, "fragmentation_bytes": 12768, "fragmentation_pct": 12768 / 32768 * 100,
@@ -116,7 +124,7 @@ def test_identity_checker_accepts_a_consistent_record_and_names_each_broken_iden
 
     run = tmp_path / "20260101-000000-x"
     run.mkdir()
-    lines = [json.dumps(_cuda_record(i)) for i in (1, 2, 4)] + ['{"type": "step", "step"']
+    lines = [json.dumps(_cuda_json(i)) for i in (1, 2, 4)] + ['{"type": "step", "step"']
     (run / "rank0.jsonl").write_text("\n".join(lines) + "\n")
     checked = check_run(run, expect_steps=3)
     assert checked.steps == 3

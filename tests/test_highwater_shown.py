@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import run_memtop
+from test_profiler_shapes import Mlp, zero_code
 
 from memtop.runs.reader import load_run
 from memtop.runs.records import StepRecord
@@ -21,8 +23,6 @@ from memtop.tui.history import SeriesPoints
 from memtop.tui.reader import step_view
 from memtop.tui.snapshot import RankSnapshot
 from memtop.tui.widgets.breakdown import CategoryBar
-from tests.conftest import run_memtop
-from tests.test_profiler_shapes import Mlp, zero_code
 
 pytestmark = [pytest.mark.usefixtures("fresh_hooks")]
 

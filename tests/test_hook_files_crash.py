@@ -14,10 +14,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from hookkit import read_lines, record_files, run_hooked, steps_of
 
 from memtop.launcher import child_environment
 from memtop.profiler.writers import RankFileWriter
-from tests.hookkit import read_lines, record_files, run_hooked, steps_of
 
 KILL_SELF = """
 import os, signal, sys

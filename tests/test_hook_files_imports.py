@@ -9,9 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hookkit import read_lines, record_files, run_hooked, steps_of
 
 import memtop
-from tests.hookkit import read_lines, record_files, run_hooked, steps_of
 
 OWN_MODULES = {
     "memtop": "OWNER = 'user memtop'\n",

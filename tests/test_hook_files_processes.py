@@ -11,10 +11,10 @@ import os
 from pathlib import Path
 
 import pytest
+from hookkit import read_lines, record_files, run_hooked, steps_of
 
 from memtop.profiler import rankfile
 from memtop.profiler.writers import RankFileWriter
-from tests.hookkit import read_lines, record_files, run_hooked, steps_of
 
 SPAWN_CHILD = """
 import multiprocessing as mp

@@ -12,12 +12,12 @@ from typing import Any
 
 import pytest
 import torch
+from conftest import REPO, read_records
 from torch import nn
 
 import memtop
 from memtop.profiler import hooks
 from memtop.profiler.session import Session
-from tests.conftest import REPO, read_records
 
 pytestmark = [pytest.mark.usefixtures("fresh_hooks")]
 
@@ -88,7 +88,7 @@ def test_a_hook_that_raises_does_not_stop_training(tmp_path: Path, monkeypatch: 
     assert len(warnings) == 1
     assert warnings[0]["disabled"] is True and "synthetic hook failure" in warnings[0]["message"]
     assert not [r for r in recs if r["type"] == "step"]  # hook off after the error
-    assert torch.autograd._engine_run_backward.__name__ != "_engine_run_backward_wrapper"  # patch removed
+    assert torch.autograd._engine_run_backward.__name__ != "_engine_run_backward_wrapper"  # type: ignore[attr-defined]  # patch removed
 
 
 def test_training_results_are_identical_with_and_without_the_hook(tmp_path: Path) -> None:

@@ -12,11 +12,11 @@ from typing import Any
 
 import pytest
 import torch
+from conftest import read_records
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 import memtop
-from tests.conftest import read_records
 
 pytestmark = [pytest.mark.usefixtures("fresh_hooks")]
 
@@ -57,7 +57,8 @@ class ConvNet(nn.Module):
         self.fc = nn.Linear(32, 10)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.features(x).flatten(1))
+        out: torch.Tensor = self.fc(self.features(x).flatten(1))
+        return out
 
 
 def _mlp() -> tuple[nn.Module, Callable[[], torch.Tensor]]:
@@ -118,11 +119,13 @@ def test_bf16_autocast_lowers_activations(tmp_path: Path) -> None:
     x = torch.randn(2048, 256)  # activation-dominated, as in real training
 
     def fwd_fp32() -> torch.Tensor:
-        return model(x).float().pow(2).mean()
+        out: torch.Tensor = model(x).float().pow(2).mean()
+        return out
 
     def fwd_bf16() -> torch.Tensor:
         with torch.autocast("cpu", dtype=torch.bfloat16):
-            return model(x).float().pow(2).mean()
+            out: torch.Tensor = model(x).float().pow(2).mean()
+            return out
 
     a32 = profiled_activations(model, fwd_fp32, tmp_path / "a")[-1]
     a16 = profiled_activations(model, fwd_bf16, tmp_path / "b")[-1]

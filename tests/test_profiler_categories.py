@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 import torch
+from conftest import read_records
 from torch import nn
 
 import memtop
-from tests.conftest import read_records
 
 
 def nbytes(tensors: list[torch.Tensor]) -> int:
@@ -41,7 +41,8 @@ class Net(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.embed(x)
         h = self.block(h) + self.frozen(h)
-        return self.head(h)
+        out: torch.Tensor = self.head(h)
+        return out
 
 
 def train(model: nn.Module, opt: torch.optim.Optimizer, runs_dir: Path, steps: int = 3) -> list[dict[str, Any]]:

@@ -14,8 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from tests.test_profiler_shapes import (
+from test_profiler_shapes import (
     Expected,
     Mlp,
     check,

@@ -11,7 +11,7 @@ told about no model and no optimizer), in this process, with activations walked 
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,10 +19,9 @@ from typing import Any
 
 import pytest
 import torch
+from conftest import only_run, read_records, run_memtop
 from torch import nn
 from torch.utils.checkpoint import checkpoint
-
-from tests.conftest import only_run, read_records, run_memtop
 
 pytestmark = [pytest.mark.usefixtures("fresh_hooks")]
 
@@ -44,7 +43,7 @@ class Static:
     optimizer_state: int
 
 
-def static_truth(models: list[nn.Module], opts: list[torch.optim.Optimizer], extra: list[torch.Tensor] = ()) -> Static:  # type: ignore[assignment]
+def static_truth(models: Sequence[nn.Module], opts: Sequence[torch.optim.Optimizer], extra: Sequence[torch.Tensor] = ()) -> Static:
     tensors: list[torch.Tensor | None] = [*extra]
     for m in models:
         tensors += list(m.parameters()) + list(m.buffers())
@@ -121,7 +120,8 @@ class Mlp(nn.Module):
         self.fc2 = nn.Linear(hidden, d_out)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(torch.relu(self.norm(self.fc1(x))))
+        out: torch.Tensor = self.fc2(torch.relu(self.norm(self.fc1(x))))
+        return out
 
 
 @dataclass
@@ -480,12 +480,13 @@ def _cuda_shapes(kind: str) -> None:
     dev = torch.device("cuda")
     torch.manual_seed(0)
     if kind == "reentrant":
-        model = nn.Sequential(nn.Linear(64, 256), *[nn.Sequential(nn.Linear(256, 1024), nn.GELU(), nn.Linear(1024, 256)) for _ in range(4)]).to(dev)
+        model: nn.Module = nn.Sequential(nn.Linear(64, 256), *[nn.Sequential(nn.Linear(256, 1024), nn.GELU(), nn.Linear(1024, 256)) for _ in range(4)]).to(dev)
         opt: torch.optim.Optimizer = torch.optim.AdamW(model.parameters())
         x = torch.randn(512, 64, device=dev)
         for _ in range(4):
+            assert isinstance(model, nn.Sequential)
             h = model[0](x)
-            for block in model[1:]:
+            for block in list(model)[1:]:
                 h = checkpoint(block, h, use_reentrant=True)
             h.pow(2).mean().backward()
             opt.step()

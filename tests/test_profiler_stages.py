@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import read_records
 from torch import nn
 
 import memtop
-from tests.conftest import read_records
 
 pytestmark = [pytest.mark.usefixtures("fresh_hooks")]
 

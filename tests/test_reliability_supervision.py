@@ -48,7 +48,7 @@ def _wait(predicate: Callable[[], bool], timeout: float) -> bool:
 
 def _gone(pid: int) -> bool:
     try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+        return bool(psutil.Process(pid).status() == psutil.STATUS_ZOMBIE)
     except psutil.NoSuchProcess:
         return True
 
@@ -220,17 +220,19 @@ def test_a_killed_memtop_takes_its_training_and_workers_with_it(tmp_path: Path) 
 
 
 def test_run_status_reads_lost_only_when_every_process_is_gone(tmp_path: Path) -> None:
+    from memtop.runs.records import RunMeta
     from memtop.runs.status import run_status
 
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    base = {"status": "running", "host": os.uname().nodename}
-    assert run_status(tmp_path, {**base, "pid": dead.pid, "child_pid": dead.pid}) == "lost"
-    assert run_status(tmp_path, {**base, "pid": dead.pid, "child_pid": os.getpid()}) == "running"  # the training lives on
-    assert run_status(tmp_path, {**base, "host": "another-host", "pid": dead.pid}) == "running"  # cannot see other hosts
-    assert run_status(tmp_path, {**base, "status": "finished", "pid": dead.pid}) == "finished"
-    assert run_status(tmp_path, {**base}) == "running"  # no pid to check
-    assert run_status(tmp_path, {}) is None
+    here = os.uname().nodename
+    assert run_status(tmp_path, RunMeta(status="running", host=here, pid=dead.pid, child_pid=dead.pid)) == "lost"
+    assert run_status(tmp_path, RunMeta(status="running", host=here, pid=dead.pid, child_pid=os.getpid())) == "running"  # the training lives on
+    assert run_status(tmp_path, RunMeta(status="running", host="another-host", pid=dead.pid)) == "running"  # cannot see other hosts
+    assert run_status(tmp_path, RunMeta(status="finished", host=here, pid=dead.pid)) == "finished"
+    assert run_status(tmp_path, RunMeta(status="running", host=here)) == "running"  # no pid to check
+    assert run_status(tmp_path, RunMeta()) is None
+    assert run_status(tmp_path) is None  # no meta.json
 
 
 # -- the flag probe under a signal --------------------------------------------------------------------

@@ -10,7 +10,9 @@ from typing import Any
 import pytest
 from runfactory import step_record
 
-from memtop.runs.decode import MAX_LINE, Skip, decode_line
+from memtop.runs.checks import MAX_LINE
+from memtop.runs.decode import Skip, decode_line
+from memtop.runs.flag_entry import flags_to_json
 from memtop.runs.format import PEAK_POINTS
 from memtop.runs.meta_decode import decode_meta
 from memtop.runs.reader import load_run
@@ -74,11 +76,11 @@ def test_every_record_type_decodes_to_its_class() -> None:
     classes = {"step": StepRecord, "stage": StageRecord, "oom": OomRecord, "warning": WarningRecord, "exit": ExitRecord}
     for kind, line in lines.items():
         rec = decode_line(line)
-        assert isinstance(rec, classes[kind]) and rec.type == kind
+        assert not isinstance(rec, Skip) and isinstance(rec, classes[kind]) and rec.type == kind
     oom = decode_line(lines["oom"])
     assert isinstance(oom, OomRecord)
     assert oom.categories == Categories(5, 0, 0, 1, None) and oom.large_tensors == (LargeTensor("w", "parameters", 5, (5,), "torch.uint8"),)
-    assert oom.get("requested_bytes") == 1 << 30 and oom["device"] == "cuda:0"  # the compatibility path
+    assert oom.requested_bytes == 1 << 30 and oom.device == "cuda:0" and oom.as_json()["device"] == "cuda:0"
     stage = decode_line(lines["stage"])
     assert isinstance(stage, StageRecord) and (stage.name, stage.before, stage.peak) == ("decode", 10, 30)
 
@@ -199,7 +201,7 @@ def test_repeated_large_tensors_are_still_checked() -> None:
 
 def test_long_messages_are_cut_not_refused() -> None:
     rec = decode_line(_line({"type": "warning", "message": "m" * 100_000}))
-    assert isinstance(rec, WarningRecord) and len(rec.message) <= 4096 and rec.get("message") == rec.message
+    assert isinstance(rec, WarningRecord) and len(rec.message) <= 4096 and rec.as_json()["message"] == rec.message
 
 
 def test_load_run_counts_skips_by_reason(tmp_path: Path) -> None:
@@ -239,8 +241,8 @@ def test_meta_decodes_typed_and_keeps_unknown_keys() -> None:
     meta = decode_meta(json.dumps(_meta()))
     assert isinstance(meta, RunMeta)
     assert meta.command == ("python", "train.py", "--lr", "3e-4") and meta.exit_code == -9 and meta.devices[0].total_bytes == 80 << 30
-    assert meta.detected_flags is not None and meta.detected_flags[0]["flag"] == "--lr"
-    assert meta.get("launcher") == "memtop train" and not meta.dropped
+    assert meta.detected_flags is not None and meta.detected_flags[0].flag == "--lr" and meta.detected_flags[0].kind == "float"
+    assert meta.as_json()["launcher"] == "memtop train" and not meta.dropped
 
 
 @pytest.mark.parametrize(
@@ -261,7 +263,7 @@ def test_meta_decodes_typed_and_keeps_unknown_keys() -> None:
 def test_meta_bad_fields_are_dropped_and_the_rest_kept(key: str, value: Any) -> None:
     meta = decode_meta(json.dumps(_meta(**{key: value})))
     assert isinstance(meta, RunMeta)
-    assert key in meta.dropped and meta.get(key) is None
+    assert key in meta.dropped and getattr(meta, key) in (None, ()) and meta.as_json()[key] is None
     assert meta.run_id == "20260101-000000-x" and meta.started_at is not None or key == "started_at"
 
 
@@ -269,8 +271,8 @@ def test_detected_flags_are_normalized() -> None:
     flags = [{"flag": "--lr", "aliases": 3, "kind": None, "choices": [[1]]}, [[["deep"]]], {"flag": 5}, {"flag": "--bs", "aliases": ["-b", 2]}]
     meta = decode_meta(json.dumps(_meta(detected_flags=flags)))
     assert isinstance(meta, RunMeta) and meta.detected_flags is not None
-    assert [dict(f) for f in meta.detected_flags] == [{"flag": "--lr", "aliases": [], "kind": "str"}, {"flag": "--bs", "aliases": ["-b"], "kind": "str"}]
-    assert meta.get("detected_flags") == [dict(f) for f in meta.detected_flags]
+    assert [(f.flag, f.aliases, f.kind, f.choices) for f in meta.detected_flags] == [("--lr", (), "str", ()), ("--bs", ("-b",), "str", None)]
+    assert meta.as_json()["detected_flags"] == flags_to_json(meta.detected_flags)  # what update_meta writes back
 
 
 def test_unusable_meta_files() -> None:
@@ -278,4 +280,14 @@ def test_unusable_meta_files() -> None:
     assert isinstance(decode_meta('{"schema": 1'), Skip)
     assert isinstance(decode_meta("[]"), Skip)
     deep = decode_meta(json.dumps({"schema": 1, "run_id": "r", "extra": json.loads("[" * 50 + "]" * 50)}))
-    assert isinstance(deep, RunMeta) and "extra" in deep.dropped and "extra" not in deep
+    assert isinstance(deep, RunMeta) and "extra" in deep.dropped and "extra" not in deep.as_json()
+
+
+def test_records_are_read_by_attribute_only() -> None:
+    """No dict-style access: a reader that still wrote ``rec.get("peak")`` fails here and in mypy."""
+    from memtop.runs.flag_entry import FlagEntry
+
+    for cls in (StepRecord, StageRecord, OomRecord, WarningRecord, ExitRecord, RunMeta, FlagEntry):
+        assert not any(hasattr(cls, name) for name in ("get", "__getitem__", "__contains__")), cls
+    rec = decode_line(json.dumps(step_record(1)))
+    assert isinstance(rec, StepRecord) and rec.as_json()["step"] == 1

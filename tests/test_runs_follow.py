@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 from runfactory import step_record
@@ -15,7 +16,7 @@ def _lines(*steps: int) -> bytes:
     return b"".join(json.dumps(step_record(s)).encode() + b"\n" for s in steps)
 
 
-def _steps(recs: list[object]) -> list[int]:
+def _steps(recs: Sequence[object]) -> list[int]:
     return [r.step for r in recs if isinstance(r, StepRecord)]
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from clikit import memtop
+from hookkit import read_lines, run_hooked, steps_of
 
 from memtop.analyzers.load import load_for_analysis
 from memtop.commands.train import _records_contain
@@ -23,10 +24,9 @@ from memtop.headless import StatusLine
 from memtop.runs.decode import decode_line
 from memtop.runs.reader import load_run
 from memtop.runs.recordfiles import PROC_KEY, count_label, file_key, file_label, file_stem, record_files, short_label
-from memtop.runs.records import StepRecord
+from memtop.runs.records import RunMeta, StepRecord
 from memtop.tui.reader import FileRunReader
 from memtop.validation.checks import check_run
-from tests.hookkit import read_lines, run_hooked, steps_of
 
 FORK_CHILD = """
 import multiprocessing as mp
@@ -186,9 +186,9 @@ def test_gpu_checker_reports_every_line_the_decoder_skips(tmp_path: Path) -> Non
     assert checked.steps == 2
     assert any("1 lines are not JSON objects or not valid records" in v and "wrong type or out of range" in v for v in checked.violations), checked.violations
     assert any("not 1..2" in v for v in checked.violations)  # the refused step leaves a gap
-    assert read_meta(run_dir) == {}  # no meta.json
+    assert read_meta(run_dir) == RunMeta()  # no meta.json
     write_meta(run_dir, {"schema": 1, "run_id": run_dir.name, "command": ["python", "t.py"], "status": "finished", "exit_code": 0})
     meta = read_meta(run_dir)
-    assert meta["run_id"] == run_dir.name and meta["exit_code"] == 0
+    assert meta.run_id == run_dir.name and meta.exit_code == 0 and meta.status == "finished"
     (run_dir / "meta.json").write_text("{not json")
-    assert read_meta(run_dir) == {}
+    assert read_meta(run_dir) == RunMeta()

@@ -15,9 +15,8 @@ from typing import Any
 
 import pytest
 import torch
+from conftest import SCRIPTS, only_run, read_records, run_memtop
 from torch import nn
-
-from tests.conftest import SCRIPTS, only_run, read_records, run_memtop
 
 SHAPES = str(SCRIPTS / "shapes_train.py")
 EVERY = {"MEMTOP_ACTIVATIONS": "every"}

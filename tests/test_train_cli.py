@@ -10,17 +10,18 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
+from conftest import REPO, SCRIPTS, memtop_cmd, only_run, read_records, run_memtop
 
 from memtop.runs.reader import load_run
-from tests.conftest import REPO, SCRIPTS, memtop_cmd, only_run, read_records, run_memtop
 
 TINY = str(SCRIPTS / "tiny_train.py")
 EVERY = {"MEMTOP_ACTIVATIONS": "every"}
 
 
-def steps_of(run_dir: Path, rank: int = 0) -> list[dict]:
+def steps_of(run_dir: Path, rank: int = 0) -> list[dict[str, Any]]:
     return [r for r in read_records(run_dir, rank) if r["type"] == "step"]
 
 
@@ -100,7 +101,7 @@ def test_script_failing_at_import_leaves_a_valid_run(tmp_path: Path) -> None:
     assert last.startswith("memtop: ") and "before any step" in last and "output.log" in last
     run = only_run(tmp_path)
     data = load_run(run)
-    assert data.meta is not None and data.meta["status"] == "failed" and data.meta["exit_code"] == 1
+    assert data.meta is not None and data.meta.status == "failed" and data.meta.exit_code == 1
     assert "fails at import on purpose" in (run / "output.log").read_text()
 
 

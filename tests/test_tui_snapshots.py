@@ -31,8 +31,7 @@ SMALL = (80, 24)
 
 def canned_advice(run: RunData) -> list[Suggestion]:
     """Two suggestions in the advisor's shape, independent of its rules."""
-    meta = run.meta or {}
-    command = list(meta.get("command") or ["python", "train.py"])
+    command = list(run.meta.command if run.meta is not None and run.meta.command else ("python", "train.py"))
     return [
         Suggestion(
             "gradient_checkpointing", "turn on gradient checkpointing", "activations are 58% of the peak", 7 * MiB,

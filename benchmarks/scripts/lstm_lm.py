@@ -19,8 +19,9 @@ class LSTMLM(nn.Module):
         self.head = nn.Linear(hidden, vocab)
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
-        out, _ = self.lstm(self.embed(idx))
-        return self.head(out)
+        hidden, _ = self.lstm(self.embed(idx))
+        logits: torch.Tensor = self.head(hidden)
+        return logits
 
 
 def main() -> None:

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from memtop.analyzers.flags.entry import FlagEntry
 from memtop.analyzers.flags.launch import split_command as _split
 from memtop.analyzers.flags.render import apply_flag_changes, join, set_bool, set_value
+from memtop.runs.flag_entry import FlagEntry
 
 __all__ = ["apply_flag_changes", "join", "set_bool", "set_value", "split_command", "FlagEntry"]
 

@@ -8,10 +8,10 @@ node, shape, dtype), which say which saved tensors a change would touch.
 from __future__ import annotations
 
 import re
-from typing import Any
 
 from memtop.analyzers.facts import Facts
 from memtop.analyzers.roles import int_value
+from memtop.runs.records import LargeTensor
 from memtop.units import fmt_bytes, fmt_pct
 
 FP32 = ("torch.float32", "float32", "torch.float", "float")
@@ -38,8 +38,8 @@ def is_fp32(dtype: str) -> bool:
     return dtype in FP32
 
 
-def listed_activations(f: Facts) -> list[dict[str, Any]]:
-    return [t for t in f.large if t["category"] == "activations"]
+def listed_activations(f: Facts) -> list[LargeTensor]:
+    return [t for t in f.large if t.category == "activations"]
 
 
 def autocast_saving(f: Facts) -> tuple[int, str, bool]:
@@ -51,9 +51,9 @@ def autocast_saving(f: Facts) -> tuple[int, str, bool]:
     """
     a = f.activations
     acts = listed_activations(f)
-    listed = sum(t["bytes"] for t in acts)
+    listed = sum(t.bytes for t in acts)
     if listed:
-        halved = sum(t["bytes"] for t in acts if is_fp32(t["dtype"]) and _HALVED_NODES.match(t["name"]))
+        halved = sum(t.bytes for t in acts if is_fp32(t.dtype) and _HALVED_NODES.match(t.name))
         share, measured = halved / listed, True
         basis = f"{fmt_pct(100 * share)} of the saved bytes are fp32 inputs of matmuls/convolutions/attention or of the activations after them (read off the {len(acts)} largest saved tensors)"
     else:
@@ -71,17 +71,17 @@ def matmul_weight_bytes(f: Facts) -> int:
     Listed 1-D parameters (biases, norms) and embeddings that are not tied to an output head are
     left out; parameters too small to be listed are assumed to be matmul weights.
     """
-    params = [t for t in f.large if t["category"] == "parameters"]
-    has_head = any(_HEAD.search(t["name"]) for t in params)
-    excluded = sum(t["bytes"] for t in params if len(t["shape"]) < 2 or (has_head and _EMBED.search(t["name"])) or not is_fp32(t["dtype"]))
+    params = [t for t in f.large if t.category == "parameters"]
+    has_head = any(_HEAD.search(t.name) for t in params)
+    excluded = sum(t.bytes for t in params if len(t.shape) < 2 or (has_head and _EMBED.search(t.name)) or not is_fp32(t.dtype))
     return max(0, f.parameters - excluded)
 
 
 def block_count(f: Facts) -> tuple[int | None, str]:
     n = int_value(f.roles.get("num_layers"))
     if n and n > 0:
-        return n, f"{f.roles['num_layers']['flag']} {n}"
-    idx = {int(m.group(2)) for t in f.large if (m := re.search(r"\.(layers|layer|h|blocks|block)\.(\d+)\.", t["name"]))}
+        return n, f"{f.roles['num_layers'].flag} {n}"
+    idx = {int(m.group(2)) for t in f.large if (m := re.search(r"\.(layers|layer|h|blocks|block)\.(\d+)\.", t.name))}
     if idx:
         return max(idx) + 1, "the layer names of the largest tensors"
     return None, ""
@@ -96,7 +96,7 @@ def checkpoint_saving(f: Facts) -> tuple[int, str, int]:
     recomputes one block at a time, which adds ≈1/L of the blocks' activations back at that moment.
     """
     a = f.activations
-    outside = sum(t["bytes"] for t in listed_activations(f) if _OUTSIDE_BLOCKS.match(t["name"]))
+    outside = sum(t.bytes for t in listed_activations(f) if _OUTSIDE_BLOCKS.match(t.name))
     blocks_bytes = max(0, a - outside)
     saving = int(blocks_bytes * (1 - 1 / CHECKPOINT_KEPT_RATIO))
     assumption = (
@@ -116,7 +116,7 @@ def uncheckpointed_activations(f: Facts) -> tuple[int, str]:
     activations measured with it: the kept block inputs grow ≈CHECKPOINT_KEPT_RATIO×, the
     loss/logits tensors outside the blocks stay as they are."""
     a = f.activations
-    outside = sum(t["bytes"] for t in listed_activations(f) if _OUTSIDE_BLOCKS.match(t["name"]))
+    outside = sum(t.bytes for t in listed_activations(f) if _OUTSIDE_BLOCKS.match(t.name))
     kept = max(0, a - outside)
     grown = outside + int(kept * CHECKPOINT_KEPT_RATIO)
     return grown, (
@@ -132,10 +132,10 @@ def scaling_share(f: Facts, sizes: set[int], what: str) -> tuple[float, str] | N
     None when listed tensors exist but none has such a dimension (the flag does not drive them).
     """
     acts = listed_activations(f)
-    listed = sum(t["bytes"] for t in acts)
+    listed = sum(t.bytes for t in acts)
     if not listed:
         return 1.0, f"activations scale linearly with the {what} (no saved tensor was large enough to check its shape)"
-    matched = sum(t["bytes"] for t in acts if sizes & set(t["shape"]))
+    matched = sum(t.bytes for t in acts if sizes & set(t.shape))
     if matched == 0:
         return None
     share = matched / listed
@@ -144,10 +144,10 @@ def scaling_share(f: Facts, sizes: set[int], what: str) -> tuple[float, str] | N
 
 def tensor_family(f: Facts, name: str) -> tuple[int, int, int, list[str]]:
     """(param, grad, optimizer-state) bytes of one named parameter at the peak, from the listed tensors."""
-    p = sum(t["bytes"] for t in f.large if t["name"] == name and t["category"] == "parameters")
-    g = sum(t["bytes"] for t in f.large if t["name"] == f"{name}.grad")
+    p = sum(t.bytes for t in f.large if t.name == name and t.category == "parameters")
+    g = sum(t.bytes for t in f.large if t.name == f"{name}.grad")
     prefix = f"optimizer.state[{name}]"
-    o = sum(t["bytes"] for t in f.large if t["name"].startswith(prefix) and is_fp32(t["dtype"]) and len(t["shape"]) > 0)
+    o = sum(t.bytes for t in f.large if t.name.startswith(prefix) and is_fp32(t.dtype) and len(t.shape) > 0)
     assumed: list[str] = []
     if g == 0 and f.gradients >= p > 0:
         g = p

@@ -59,7 +59,7 @@ def csv_rows(run: RunData) -> Iterator[list[str]]:
             "device_used": rec.device_used,
             "device_total": rec.device_total,
             "peak_point": rec.peak_point,
-            "large_tensor_count": len(rec.large_tensors) if "large_tensors" in rec else None,
+            "large_tensor_count": len(rec.large_tensors) if rec.has_large_tensors else None,
         }
         for c in fmt.CATEGORIES:
             values[c] = getattr(rec.categories, c)
@@ -69,4 +69,4 @@ def csv_rows(run: RunData) -> Iterator[list[str]]:
 def tensorboard_points(run: RunData) -> Iterator[tuple[int, int, float | None, dict[str, float]]]:
     """``(file key, step, walltime, {tag: value})`` with the spec's tags; null figures are left out."""
     for rank, rec in _steps(run):
-        yield rank, rec.step, rec.time, scalars_for(rec.doc)
+        yield rank, rec.step, rec.time, scalars_for(rec)

@@ -9,17 +9,17 @@ recompute the step's peak as the larger of the two after a change (:mod:`memtop.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 from memtop.analyzers import fragmentation, leak
-from memtop.analyzers.flags import FlagEntry, apply_command_values, flags_from_json, split_command
+from memtop.analyzers.flags import FlagEntry, apply_command_values, split_command
 from memtop.analyzers.modelkind import ModelKind, model_kind
 from memtop.analyzers.roles import roles
 from memtop.analyzers.series import TRACKED_CATEGORIES as TRACKED
-from memtop.analyzers.series import RankSeries, as_int, rank_series
+from memtop.analyzers.series import RankSeries, rank_series
 from memtop.analyzers.summary import Peak, RunInfo, find_peak, large_tensors, run_info
 from memtop.runs.format import CATEGORIES
 from memtop.runs.reader import OomRecord, RunData, StepRecord
+from memtop.runs.records import LargeTensor
 
 
 @dataclass
@@ -34,7 +34,7 @@ class Facts:
     other_known: bool
     device_total: int | None
     device_used_max: int | None
-    large: list[dict[str, Any]]
+    large: tuple[LargeTensor, ...]
     flags: list[FlagEntry]
     roles: dict[str, FlagEntry]
     head: list[str]  # launcher + script
@@ -87,7 +87,7 @@ def run_flags(run: RunData) -> list[FlagEntry]:
 
     Nothing is detected here: reading a run directory never looks at, or runs, the user's script.
     """
-    return flags_from_json(run.meta.get("detected_flags") if run.meta is not None else None)
+    return list(run.meta.detected_flags or ()) if run.meta is not None else []
 
 
 def gather(run: RunData, detect_flags_now: bool = False, series: dict[int, RankSeries] | None = None) -> Facts:
@@ -101,7 +101,7 @@ def gather(run: RunData, detect_flags_now: bool = False, series: dict[int, RankS
     notes: list[str] = []
     if peak is not None:
         cats = {c: (v or 0) for c, v in peak.categories.items()}
-        other_known = peak.categories.get("other") is not None
+        other_known = peak.categories["other"] is not None
         level = peak.bytes
         has_alloc = peak.measure == "allocator_peak"
         large = peak.large_tensors
@@ -120,7 +120,7 @@ def gather(run: RunData, detect_flags_now: bool = False, series: dict[int, RankS
         other_known = False
         level = 0
         has_alloc = False
-        large = []
+        large = ()
         total = info.device_total
     if peak is not None:
         ps = series[peak.rank]
@@ -164,14 +164,9 @@ def peak_moments(recs: list[StepRecord], cats: dict[str, int], level: int, point
     """
     out: dict[str, dict[str, int]] = {}
     for rec in recs:
-        raw = rec.get("moments")
-        if not isinstance(raw, dict):
-            continue
-        for name, m in raw.items():
-            if not isinstance(m, dict) or not isinstance(name, str):
-                continue
-            vals = {c: as_int(m.get(c)) or 0 for c in TRACKED}
-            alloc = as_int(m.get("allocated"))
+        for name, m in rec.moments.items():
+            vals = {c: getattr(m, c) or 0 for c in TRACKED}
+            alloc = m.allocated
             vals["other"] = max(0, alloc - sum(vals.values())) if has_alloc and alloc is not None else 0
             if name in out and level_of(out[name]) >= level_of(vals):
                 continue

@@ -1,7 +1,8 @@
-"""Least-squares line fits over step series (pure Python; long series are thinned first)."""
+"""Least-squares line fits over step series (``statistics``; long series are thinned first)."""
 
 from __future__ import annotations
 
+import statistics
 from dataclasses import dataclass
 
 MAX_FIT_POINTS = 4000
@@ -31,13 +32,12 @@ def fit_line(xs: list[float], ys: list[float]) -> LineFit | None:
     n = len(xs)
     if n < 3:
         return None
-    mx = sum(xs) / n
-    my = sum(ys) / n
-    sxx = sum((x - mx) ** 2 for x in xs)
-    if sxx == 0:
+    try:
+        slope, intercept = statistics.linear_regression(xs, ys)
+    except statistics.StatisticsError:  # every x the same
         return None
-    sxy = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True))
-    syy = sum((y - my) ** 2 for y in ys)
-    slope = sxy / sxx
-    r2 = 0.0 if syy == 0 else max(0.0, min(1.0, (sxy * sxy) / (sxx * syy)))
-    return LineFit(slope=slope, intercept=my - slope * mx, r2=r2, n=n)
+    try:
+        r = statistics.correlation(xs, ys)
+    except statistics.StatisticsError:  # a flat series: nothing to explain
+        r = 0.0
+    return LineFit(slope=slope, intercept=intercept, r2=max(0.0, min(1.0, r * r)), n=n)

@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 
 from memtop.analyzers.fit import fit_line
 from memtop.analyzers.series import RankSeries, median
-from memtop.analyzers.summary import large_tensors
 from memtop.runs.format import CATEGORIES
 
 MiB = 1 << 20
@@ -101,9 +100,9 @@ def _trend(name: str, steps: list[int], values: list[int | None], threshold: int
 def _growing_tensors(s: RankSeries, lo: int, categories: set[str]) -> list[GrowingTensor]:
     def sums(i: int) -> dict[tuple[str, str], int]:
         out: dict[tuple[str, str], int] = {}
-        for t in large_tensors(s.records[i]):
-            key = (t["name"], t["category"])
-            out[key] = out.get(key, 0) + t["bytes"]
+        for t in s.records[i].large_tensors:
+            key = (t.name, t.category)
+            out[key] = out.get(key, 0) + t.bytes
         return out
 
     first = sums(lo)

@@ -33,7 +33,8 @@ from memtop.analyzers.scan_index import (
     write_index,
 )
 from memtop.analyzers.series import RankSeries, build_series, count_releases
-from memtop.runs.decode import DELTA_HEAD, MAX_INT, MAX_LINE, Skip, SkipCounter, decode_delta_line, decode_line
+from memtop.runs.checks import MAX_INT, MAX_LINE
+from memtop.runs.decode import DELTA_HEAD, Skip, SkipCounter, decode_delta_line, decode_line
 from memtop.runs.reader import Record, RunData, StepRecord, meta_warnings, rank_files
 from memtop.runs.rundir import load_meta
 from memtop.runs.safeio import Unreadable, open_regular

@@ -62,22 +62,14 @@ class ModelKind:
         return "an MLP-like model"
 
 
-def _names(value: object) -> tuple[str, ...] | None:
-    if isinstance(value, str):
-        return (value,)
-    if isinstance(value, list) and all(isinstance(v, str) for v in value):
-        return tuple(value)
-    return None
-
-
 def model_kind(series: dict[int, RankSeries]) -> ModelKind:
     """From the first step record of any rank that holds ``model_kinds`` / ``optimizer``."""
     kinds: tuple[str, ...] | None = None
     optimizer: tuple[str, ...] | None = None
     for s in series.values():
         for rec in s.records[:4]:
-            kinds = kinds or _names(rec.get("model_kinds"))
-            optimizer = optimizer or _names(rec.get("optimizer"))
+            kinds = kinds or rec.model_kinds
+            optimizer = optimizer or rec.optimizer
         if kinds is not None and optimizer is not None:
             break
     return ModelKind(frozenset(kinds) if kinds is not None else None, optimizer)

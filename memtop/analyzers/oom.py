@@ -17,10 +17,9 @@ from memtop.analyzers import cmdline
 from memtop.analyzers.facts import Facts
 from memtop.analyzers.roles import int_value
 from memtop.analyzers.rules import ALLOC_ENV, EXPANDABLE
-from memtop.analyzers.series import as_int
 from memtop.analyzers.suggestion import Suggestion
 from memtop.analyzers.summary import large_tensors
-from memtop.runs.format import CATEGORIES
+from memtop.runs.records import LargeTensor
 from memtop.units import fmt_bytes
 
 # Least invasive first: an environment variable, then changes that keep the experiment the same,
@@ -62,6 +61,27 @@ class Held:
 
 
 @dataclass(frozen=True)
+class BatchChange:
+    """The smallest batch reduction that covers the shortfall (activations scale with the batch)."""
+
+    flag: str
+    old: int
+    new: int
+    saving_bytes: int
+
+    def to_json(self) -> dict[str, object]:
+        return {"flag": self.flag, "from": self.old, "to": self.new, "saving_bytes": self.saving_bytes}
+
+
+@dataclass(frozen=True)
+class SizeFlag:
+    """The script's integer flag that probably sets a too-large request's size."""
+
+    flag: str
+    value: int
+
+
+@dataclass(frozen=True)
 class OomReport:
     step: int | None
     rank: int | None
@@ -74,42 +94,38 @@ class OomReport:
     reserved: int | None
     reserved_unused: int | None  # reserved - allocated: cached, but no block large enough
     held: list[Held]
-    large_tensors: list[dict[str, Any]]
+    large_tensors: tuple[LargeTensor, ...]
     shortfall_bytes: int | None  # what was missing (requested - free)
     fits_with: Suggestion | None  # the least invasive suggestion that covers the shortfall
-    smallest_batch: dict[str, Any] | None  # {"flag", "from", "to", "saving_bytes"} when computable
+    smallest_batch: BatchChange | None  # when computable
     explanation: str
     alternatives: list[str] = field(default_factory=list)
     request_too_large: bool = False  # the request alone exceeds the device (or all it could ever free)
-    request_flag: dict[str, Any] | None = None  # {"flag", "value"}: the script flag that probably sets its size
+    request_flag: SizeFlag | None = None  # the script flag that probably sets its size
 
 
 def explain(facts: Facts, suggestions: list[Suggestion]) -> OomReport | None:
     rec = facts.oom
     if rec is None:
         return None
-    message = str(rec.get("message") or "")
-    requested = as_int(rec.get("requested_bytes")) or _parse_size(_ASKED.search(message))
-    free = as_int(rec.get("device_free"))
+    message = rec.message
+    requested = rec.requested_bytes or _parse_size(_ASKED.search(message))
+    free = rec.device_free
     if free is None:
         free = _parse_size(_FREE.search(message))
     total = facts.device_total or _parse_size(_TOTAL.search(message))
-    allocated = as_int(rec.get("allocated"))
-    reserved = as_int(rec.get("reserved"))
-    raw = rec.get("categories")
-    cats: dict[str, Any] = raw if isinstance(raw, dict) else {}
-    base = allocated or sum(as_int(cats.get(c)) or 0 for c in CATEGORIES) or None
-    held = [
-        Held(c, as_int(cats.get(c)), (100.0 * (as_int(cats.get(c)) or 0) / base) if base and as_int(cats.get(c)) is not None else None)
-        for c in CATEGORIES
-    ]
+    allocated = rec.allocated
+    reserved = rec.reserved
+    cats = rec.categories.as_dict()
+    base = allocated or sum(v or 0 for v in cats.values()) or None
+    held = [Held(c, v, (100.0 * v / base) if base and v is not None else None) for c, v in cats.items()]
     unused = (reserved - allocated) if reserved is not None and allocated is not None else None
     shortfall = max(0, requested - free) if requested is not None and free is not None else None
     held_bytes = allocated if allocated is not None else sum(h.bytes or 0 for h in held)
     common: dict[str, Any] = dict(
-        step=as_int(rec.get("step")),
-        rank=as_int(rec.get("rank")),
-        device=rec.get("device") if isinstance(rec.get("device"), str) else None,
+        step=rec.step,
+        rank=rec.rank,
+        device=rec.device,
         message=message.strip().splitlines()[0][:300] if message.strip() else "",
         requested_bytes=requested,
         device_free=free,
@@ -159,21 +175,21 @@ def _too_large(requested: int, total: int | None, free: int | None, held: int, u
     return free is not None and held > 0 and requested >= DWARFS * held and requested > could_free
 
 
-def _size_flag(facts: Facts, requested: int) -> dict[str, Any] | None:
+def _size_flag(facts: Facts, requested: int) -> SizeFlag | None:
     """The script's integer flag that most probably sets the request's size: the largest value that
     divides its element count (for 1-, 2-, 4- and 8-byte elements)."""
-    best: dict[str, Any] | None = None
+    best: SizeFlag | None = None
     for entry in facts.flags:
         v = int_value(entry)
-        if v is None or v < 2 or entry.get("kind") not in ("int", None):
+        if v is None or v < 2 or entry.kind != "int":
             continue
         if any(requested % size == 0 and (requested // size) % v == 0 for size in (1, 2, 4, 8)):
-            if best is None or v > best["value"]:
-                best = {"flag": str(entry["flag"]), "value": v}
+            if best is None or v > best.value:
+                best = SizeFlag(entry.flag, v)
     return best
 
 
-def _explain_too_large(requested: int, total: int | None, free: int | None, held: int, flag: dict[str, Any] | None) -> str:
+def _explain_too_large(requested: int, total: int | None, free: int | None, held: int, flag: SizeFlag | None) -> str:
     parts = [f"asked for one allocation of {fmt_bytes(requested)}"]
     if total:
         ratio = requested / total
@@ -183,7 +199,7 @@ def _explain_too_large(requested: int, total: int | None, free: int | None, held
     parts.append(f"everything the run held was {fmt_bytes(held)}")
     parts.append("no saving can fit it: the request itself is the problem (a size computed wrongly, or a flag set too large)")
     if flag is not None:
-        parts.append(f"its size is probably set by {flag['flag']} {flag['value']}")
+        parts.append(f"its size is probably set by {flag.flag} {flag.value}")
     return "; ".join(parts)
 
 
@@ -216,7 +232,7 @@ def _smallest_fit(suggestions: list[Suggestion], shortfall: int | None) -> tuple
     return (fitting[0] if fitting else None), others
 
 
-def _smallest_batch(facts: Facts, shortfall: int | None) -> dict[str, Any] | None:
+def _smallest_batch(facts: Facts, shortfall: int | None) -> BatchChange | None:
     bs = facts.roles.get("batch_size")
     batch = int_value(bs)
     a = facts.activations
@@ -226,7 +242,7 @@ def _smallest_batch(facts: Facts, shortfall: int | None) -> dict[str, Any] | Non
     for new in range(batch - 1, 0, -1):
         saving = int(per_sample * (batch - new))
         if saving >= shortfall:
-            return {"flag": bs["flag"], "from": batch, "to": new, "saving_bytes": saving}
+            return BatchChange(bs.flag, batch, new, saving)
     return None
 
 
@@ -237,7 +253,7 @@ def _explain(
     unused: int | None,
     shortfall: int | None,
     fits: Suggestion | None,
-    batch: dict[str, Any] | None,
+    batch: BatchChange | None,
 ) -> str:
     parts: list[str] = []
     if requested is not None:
@@ -253,7 +269,7 @@ def _explain(
     if fits is not None:
         parts.append(f"smallest change that fits: {fits.title} (≈{fmt_bytes(fits.saving_bytes)})")
     elif batch is not None:
-        parts.append(f"smallest change that fits: {batch['flag']} {batch['from']} → {batch['to']}")
+        parts.append(f"smallest change that fits: {batch.flag} {batch.old} → {batch.new}")
     elif shortfall is not None:
         parts.append("no single suggestion covers it; combine the suggestions below")
     return "; ".join(parts) if parts else "out of memory (the record holds no figures)"

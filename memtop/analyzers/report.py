@@ -20,7 +20,7 @@ from memtop.analyzers.leak import LeakReport
 from memtop.analyzers.series import RankSeries
 from memtop.analyzers.suggestion import Suggestion
 from memtop.analyzers.summary import CPU_UNMEASURED, Peak, RunInfo, Timeline, timeline
-from memtop.runs.reader import RunData, WarningRecord
+from memtop.runs.reader import ExitRecord, RunData, WarningRecord
 
 REPORT_VERSION = 1
 
@@ -107,10 +107,9 @@ def _no_steps_warning(status: str) -> str:
 def exit_exception(run: RunData) -> str | None:
     """The exception type an ``exit`` record names (the last one that names any)."""
     found: str | None = None
-    for rec in run.of_type("exit"):
-        exc = rec.get("exception")
-        if isinstance(exc, str) and exc:
-            found = exc
+    for rec in run.of_class(ExitRecord):
+        if rec.exception:
+            found = rec.exception
     return found
 
 
@@ -152,7 +151,7 @@ def _peak_json(p: Peak | None) -> dict[str, Any] | None:
         "reserved": p.reserved,
         "tracked": p.tracked,
         "breakdown": [{"category": b.category, "bytes": b.bytes, "percent": b.percent, "highwater": b.highwater} for b in p.breakdown],
-        "large_tensors": p.large_tensors,
+        "large_tensors": [t.as_dict() for t in p.large_tensors],
     }
 
 
@@ -178,7 +177,9 @@ def _oom_json(o: oom_mod.OomReport | None) -> dict[str, Any] | None:
     if o is None:
         return None
     d = asdict(o)
+    d["large_tensors"] = [t.as_dict() for t in o.large_tensors]
     d["fits_with"] = o.fits_with.to_json() if o.fits_with else None
+    d["smallest_batch"] = o.smallest_batch.to_json() if o.smallest_batch else None
     return d
 
 

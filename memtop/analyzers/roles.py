@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 
-from memtop.analyzers.flags.entry import FlagEntry
+from memtop.runs.flag_entry import FlagEntry
 
 ROLES = (
     "batch_size",

@@ -6,34 +6,14 @@ Records arrive typed and validated (:mod:`memtop.runs.decode`): every figure alr
 
 from __future__ import annotations
 
-import math
+import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from memtop.runs.format import CATEGORIES
 from memtop.runs.reader import Record, RunData, StepRecord
 
 TRACKED_CATEGORIES = ("parameters", "gradients", "optimizer_state", "activations")
-
-
-def as_int(value: Any) -> int | None:
-    """An integer byte figure, or None (bools, strings, NaN and negatives are not figures)."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value if value >= 0 else None
-    if isinstance(value, float) and math.isfinite(value) and value >= 0:
-        return int(value)
-    return None
-
-
-def as_float(value: Any) -> float | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, (int, float)) and math.isfinite(value):
-        return float(value)
-    return None
 
 
 @dataclass
@@ -153,20 +133,16 @@ def _dedupe_sorted(steps: list[StepRecord]) -> list[StepRecord]:
 
 
 def median(values: list[float]) -> float | None:
-    if not values:
-        return None
-    v = sorted(values)
-    n = len(v)
-    mid = n // 2
-    return float(v[mid]) if n % 2 else (v[mid - 1] + v[mid]) / 2.0
+    return float(statistics.median(values)) if values else None
 
 
 def quantile(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    v = sorted(values)
-    pos = min(len(v) - 1, max(0, round(q * (len(v) - 1))))
-    return float(v[pos])
+    """The ``q`` quantile (0 < q < 1, in hundredths), interpolated between the values as
+    ``statistics.quantiles(..., method="inclusive")`` does (the minimum at 0, the maximum at 1)."""
+    if len(values) < 2:
+        return float(values[0]) if values else None
+    cut = min(99, max(1, round(q * 100)))
+    return float(statistics.quantiles(values, n=100, method="inclusive")[cut - 1])
 
 
 def present(values: list[int | None] | list[float | None]) -> list[float]:

@@ -8,7 +8,7 @@ from typing import Any
 from memtop.analyzers.series import RankSeries, median, present, quantile
 from memtop.runs.format import CATEGORIES
 from memtop.runs.reader import ExitRecord, OomRecord, Record, RunData, StepRecord
-from memtop.runs.records import Highwater, RunMeta
+from memtop.runs.records import Highwater, LargeTensor, RunMeta
 from memtop.runs.status import run_status
 
 CPU_UNMEASURED = (
@@ -68,7 +68,7 @@ class Peak:
     device_used: int | None
     device_total: int | None
     peak_point: str | None
-    large_tensors: list[dict[str, Any]]
+    large_tensors: tuple[LargeTensor, ...]
 
     @property
     def percent_of_device(self) -> float | None:
@@ -120,7 +120,7 @@ def run_info(run: RunData, series: dict[int, RankSeries]) -> RunInfo:
             kind = "cuda" if any_s.device.startswith("cuda") else ("cpu" if any_s.device == "cpu" else kind)
         total = total if total is not None else any_s.total()
     longest = max(series.values(), key=lambda s: s.total_steps) if series else None
-    status = run_status(run.path, dict(meta.doc)) if meta is not None else None
+    status = run_status(run.path, meta) if meta is not None else None
     if status is None:
         status = _status_from_records(run)
     return RunInfo(
@@ -197,11 +197,11 @@ def find_peak(series: dict[int, RankSeries]) -> Peak | None:
     )
 
 
-def large_tensors(rec: Record) -> list[dict[str, Any]]:
-    """The record's large tensors as JSON-shaped dicts (validated by the decoder)."""
+def large_tensors(rec: Record) -> tuple[LargeTensor, ...]:
+    """The record's large tensors (a step or an ``oom`` record; none for other records)."""
     if isinstance(rec, (StepRecord, OomRecord)):
-        return [t.as_dict() for t in rec.large_tensors]
-    return []
+        return rec.large_tensors
+    return ()
 
 
 def _stats(name: str, values: list[int | None] | list[int] | list[float | None]) -> SeriesStats | None:

@@ -4,25 +4,18 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Collection
 
 
-def split_child_command(argv: list[str], value_options: Collection[str]) -> tuple[list[str], list[str]]:
-    """``[own options] -- CMD ...`` or ``[own options] script.py ARGS`` -> (own, child).
+def add_child_argument(parser: argparse.ArgumentParser) -> None:
+    """The training command: everything from ``--`` or from the first word that is not one of
+    memtop's options (argparse's ``REMAINDER``: no list of which options take a value to keep)."""
+    parser.add_argument("child", nargs=argparse.REMAINDER, metavar="CMD ARGS...",
+                        help="the training command, after `--` or from the script's name (`script.py ARGS` is short for `python script.py ARGS`)")
 
-    ``value_options`` are the verb's options that take a separate value (``--runs-dir D``): the
-    word after them is theirs, not the start of the command."""
-    if "--" in argv:
-        i = argv.index("--")
-        return argv[:i], normalize_child(argv[i + 1 :])
-    i = 0
-    while i < len(argv):
-        arg = argv[i]
-        if arg.startswith("-"):
-            i += 2 if arg.split("=", 1)[0] in value_options and "=" not in arg else 1
-            continue
-        return argv[:i], normalize_child(argv[i:])
-    return argv, []
+
+def child_command(words: list[str]) -> list[str]:
+    """What :func:`add_child_argument` collected, without its ``--`` and with ``python`` before a script."""
+    return normalize_child(words[1:] if words[:1] == ["--"] else words)
 
 
 def normalize_child(child: list[str]) -> list[str]:

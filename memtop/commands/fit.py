@@ -11,12 +11,12 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from memtop.commands import add_common_options
-from memtop.commands.child_command import positive_int
-from memtop.commands.child_command import split_child_command as _split
+from memtop.commands.child_command import add_child_argument, positive_int
 from memtop.errors import MemtopError
 from memtop.fitting.probes import ProbeResult, ProbeSpec
 
@@ -24,16 +24,10 @@ if TYPE_CHECKING:
     from memtop.fitting.capacity import PeakModel
     from memtop.fitting.plan import Plan
     from memtop.fitting.scaling import Saving
+    from memtop.runs.records import Device
 
 NAME = "fit"
 HELP = "capacity planning: the largest batch/frames/resolution that fits, from a few short probe runs"
-
-_VALUE_OPTIONS = {"--runs-dir", "--name", "--vary", "--steps", "--at", "--device-memory"}
-
-
-def split_child_command(argv: list[str]) -> tuple[list[str], list[str]]:
-    """``[own options] -- CMD ...`` or ``[own options] script.py ARGS`` -> (own, child)."""
-    return _split(argv, _VALUE_OPTIONS)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -50,6 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the result as one JSON object (keys: docs/fit.md)")
     parser.add_argument("--name", default=None, help="prefix of the probe runs' names (default: fit-<flag>)")
     parser.add_argument("--no-savings", action="store_true", help="skip the probes that measure the advisor's savings")
+    add_child_argument(parser)
 
 
 def _fmt(v: float) -> str:
@@ -135,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
 
     device = _device_of(top)
     cap_bytes, source = (args.device_memory, "--device-memory") if args.device_memory is not None else (
-        device.get("total_bytes") if device and isinstance(device.get("total_bytes"), int) else None, "device")
+        device.total_bytes if device is not None else None, "device")
     margin = capacity.margin_from_probes(usable, for_this_device=True)
     low = 1.0 if p.integer else min(p.values) / 4
     largest = capacity.largest_fitting(lambda v: margin.need(model.peak(v)), cap_bytes, p.integer, low) if cap_bytes else None
@@ -146,7 +141,7 @@ def run(args: argparse.Namespace) -> int:
                      "temporaries (`other`) are not measured there, so GPU figures are a lower bound")
     result_json = report.build(
         command=child, flag=p.entry, role=p.role, chosen=p.chosen, steps=args.steps, probes=probes, model=model,
-        at=at or [top.spec.value * 2, top.spec.value * 4], capacity_bytes=cap_bytes, capacity_source=source, device=device,
+        at=at or [top.spec.value * 2, top.spec.value * 4], capacity_bytes=cap_bytes, capacity_source=source, device=asdict(device) if device is not None else None,
         margin=margin, largest=largest, cards_margin=cards_margin, cards=cards, savings=savings, saving_probes=saving_probes, notes=notes,
     )
     result_json["fit_record"] = str(_write_record(runner.runs, runner.prefix, result_json))
@@ -161,13 +156,12 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _device_of(probe: ProbeResult) -> dict[str, Any] | None:
+def _device_of(probe: ProbeResult) -> Device | None:
     """The probe run's device as meta.json lists it (the card, or the CPU and its RAM)."""
-    from memtop.runs.rundir import read_meta
+    from memtop.runs.rundir import load_meta
 
-    meta = read_meta(probe.run_dir) if probe.run_dir else None
-    devices = (meta or {}).get("devices") or []
-    return devices[0] if devices and isinstance(devices[0], dict) else None
+    meta = load_meta(probe.run_dir)[0] if probe.run_dir else None
+    return meta.devices[0] if meta is not None and meta.devices else None
 
 
 class _Runner:

@@ -17,20 +17,10 @@ if TYPE_CHECKING:
     from memtop.supervise import RunEnder
 
 from memtop.commands import add_common_options
-from memtop.commands.child_command import positive_int
-from memtop.commands.child_command import split_child_command as _split
+from memtop.commands.child_command import add_child_argument, positive_int
 
 NAME = "train"
 HELP = "launch a training command under the profiler"
-
-# Options of `memtop train` that take a value (needed to find where the child's command starts).
-_VALUE_OPTIONS = {"--runs-dir", "--name", "--max-steps", "--interval", "--refresh", "--device-memory"}
-
-
-def split_child_command(argv: list[str]) -> tuple[list[str], list[str]]:
-    """``[own options] -- CMD ...`` or ``[own options] script.py ARGS`` -> (own, child)."""
-    return _split(argv, _VALUE_OPTIONS)
-
 
 def _positive_float(text: str) -> float:
     try:
@@ -53,6 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from memtop.commands._device_memory import size_arg
 
     parser.add_argument("--device-memory", type=size_arg, default=None, metavar="SIZE", help="cap the process's CUDA memory (e.g. 24GB) to act as a smaller card")
+    add_child_argument(parser)
 
 
 def _run_name(child: list[str], explicit: str | None) -> str:
@@ -92,6 +83,8 @@ def detect_devices() -> list[dict[str, Any]]:
 
 
 def _cpu_name() -> str:
+    """The CPU model, from /proc/cpuinfo on Linux: psutil has no model name (platform.processor() is
+    often empty on Linux)."""
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as fh:
             for line in fh:
@@ -105,9 +98,11 @@ def _cpu_name() -> str:
 
 
 def _physical_memory() -> int | None:
+    import psutil
+
     try:
-        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
-    except (ValueError, OSError, AttributeError):
+        return int(psutil.virtual_memory().total)
+    except (OSError, RuntimeError):
         return None
 
 

@@ -8,6 +8,7 @@ large error four times further out.
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -61,6 +62,9 @@ def polyfit(xs: Sequence[float], ys: Sequence[float], degree: int) -> tuple[floa
     """Least-squares polynomial coefficients (lowest power first); None without enough spread."""
     if len({float(x) for x in xs}) <= degree:
         return None
+    if degree == 1:
+        slope, intercept = statistics.linear_regression([float(x) for x in xs], [float(y) for y in ys])
+        return intercept, slope
     # Scale x to about 1 so the normal equations stay well conditioned for values like 1e6 points.
     s = max(abs(float(x)) for x in xs) or 1.0
     us = [float(x) / s for x in xs]

@@ -10,13 +10,13 @@ from dataclasses import dataclass, field
 from memtop.errors import MemtopError
 from memtop.fitting.scaling import (
     SCALING_WORDS,
-    FlagEntry,
     current_value,
     default_values,
     find_flag,
     pick_scaling_flag,
     scaling_role,
 )
+from memtop.runs.flag_entry import FlagEntry
 
 
 @dataclass

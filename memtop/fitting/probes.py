@@ -17,9 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from memtop.runs.format import CATEGORIES
-from memtop.runs.reader import RankTail, load_run, rank_files
-from memtop.runs.rundir import read_meta, sanitize_name
+from memtop.runs.reader import RankTail, StepRecord, load_run, rank_files
+from memtop.runs.rundir import load_meta, sanitize_name
 
 # The probe's hook measures activations every step: a probe is a few steps long, and sampling
 # could miss the one step that holds the peak.
@@ -88,30 +87,23 @@ class ProbeResult:
         }
 
 
-def _step_peak(rec: Any) -> tuple[int | None, str | None]:
-    """``rec`` is a step record (read with ``.get``, as a decoded record or a plain dict)."""
-    peak = rec.get("peak")
-    if isinstance(peak, int):
-        return peak, "allocator_peak"
-    tracked = rec.get("tracked")
-    if isinstance(tracked, int):
-        return tracked, "tracked"
-    cats = rec.get("categories") or {}
-    known = [v for v in cats.values() if isinstance(v, int)]
-    return (sum(known), "tracked") if known else (None, None)
+def _step_peak(rec: StepRecord) -> tuple[int | None, str | None]:
+    """The step's peak and what it measures (the allocator's, else the tracked bytes)."""
+    if rec.peak is not None:
+        return rec.peak, "allocator_peak"
+    if rec.tracked is not None:
+        return rec.tracked, "tracked"
+    if any(v is not None for v in rec.categories):
+        return rec.categories.tracked(), "tracked"
+    return None, None
 
 
 TRACKED = ("parameters", "gradients", "optimizer_state", "activations")
 
 
-def _take_moments(best: dict[str, dict[str, int]], rec: Any) -> None:
-    moments = rec.get("moments")
-    if not isinstance(moments, dict):
-        return
-    for name, m in moments.items():
-        if not isinstance(m, dict):
-            continue
-        comp = {c: v for c in TRACKED if isinstance(v := m.get(c), int)}
+def _take_moments(best: dict[str, dict[str, int]], rec: StepRecord) -> None:
+    for name, m in rec.moments.items():
+        comp = {c: v for c in TRACKED if (v := getattr(m, c)) is not None}
         if len(comp) < len(TRACKED):
             continue
         total = sum(comp.values())
@@ -124,32 +116,28 @@ def read_probe(result: ProbeResult) -> None:
     if result.run_dir is None:
         return
     data = load_run(result.run_dir)
-    best: Any = None
+    best: StepRecord | None = None
     best_peak = -1
     frag: float | None = None
     steps = 0
     for rank in data.records:
         for rec in data.steps(rank):
-            steps = max(steps, int(rec.get("step") or 0))
+            steps = max(steps, rec.step)
             peak, _ = _step_peak(rec)
             if peak is not None and peak > best_peak:
                 best, best_peak = rec, peak
             _take_moments(result.moments, rec)
-            f = rec.get("fragmentation_pct")
-            if isinstance(f, (int, float)):
-                frag = max(frag or 0.0, float(f))
+            if rec.fragmentation_pct is not None:
+                frag = max(frag or 0.0, rec.fragmentation_pct)
     result.steps = steps
     result.fragmentation_pct = frag
     if best is None:
         return
     result.peak_bytes, result.measure = _step_peak(best)
-    cats = best.get("categories") or {}
-    result.categories = {c: (cats.get(c) if isinstance(cats.get(c), int) else None) for c in CATEGORIES}
-    result.device = best.get("device") if isinstance(best.get("device"), str) else None
-    used = best.get("device_used")
-    result.device_used = used if isinstance(used, int) else None
-    reserved = best.get("reserved")
-    result.reserved = reserved if isinstance(reserved, int) else None
+    result.categories = best.categories.as_dict()
+    result.device = best.device
+    result.device_used = best.device_used
+    result.reserved = best.reserved
 
 
 def _last_output_line(run_dir: Path | None) -> str:
@@ -214,8 +202,8 @@ def run_probe(spec: ProbeSpec, runs_dir: Path, steps: int, progress: ProgressFn 
                     tail = RankTail(next(iter(files.values())))
             if tail is not None:
                 for rec in tail.poll():
-                    if rec.get("type") == "step":
-                        seen = max(seen, int(rec.get("step") or 0))
+                    if isinstance(rec, StepRecord):
+                        seen = max(seen, rec.step)
             if progress is not None:
                 progress(seen, time.monotonic() - started)
         _, err = proc.communicate()
@@ -228,8 +216,8 @@ def run_probe(spec: ProbeSpec, runs_dir: Path, steps: int, progress: ProgressFn 
         raise
     if run_dir is None:
         run_dir = _find_run_dir(runs_dir, spec.name, before)
-    meta = read_meta(run_dir) if run_dir else None
-    status = str(meta.get("status")) if meta and meta.get("status") else ("failed" if proc.returncode else "finished")
+    meta = load_meta(run_dir)[0] if run_dir else None
+    status = meta.status if meta and meta.status else ("failed" if proc.returncode else "finished")
     result = ProbeResult(spec, run_dir, status, proc.returncode, 0, None, None, duration=time.monotonic() - started)
     read_probe(result)
     if result.steps == 0 and result.status != "oom":

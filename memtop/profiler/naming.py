@@ -51,9 +51,9 @@ def scan_live() -> tuple[list[torch.optim.Optimizer], list[nn.Module]]:
     for o in gc.get_objects():
         t = type(o)
         if issubclass(t, module_type):
-            modules.append(o)  # type: ignore[arg-type]
+            modules.append(o)
         elif issubclass(t, opt_type):
-            optimizers.append(o)  # type: ignore[arg-type]
+            optimizers.append(o)
     return optimizers, [m for m in _root_modules(modules) if _has_tensors(m)]
 
 
@@ -77,7 +77,7 @@ def live_graph_roots() -> list[object]:
     seen: set[int] = set()
     for o in gc.get_objects():
         if issubclass(type(o), tensor_type):
-            node = o.grad_fn  # type: ignore[attr-defined]
+            node = o.grad_fn
             if node is not None and id(node) not in seen:
                 seen.add(id(node))
                 roots.append(node)
@@ -101,7 +101,7 @@ def variable_name_for(obj: object, default: str) -> str:
     namespace = getattr(main, "__dict__", None)
     if isinstance(namespace, dict):
         for name, value in list(namespace.items()):
-            if value is obj and not name.startswith("_"):
+            if value is obj and isinstance(name, str) and not name.startswith("_"):
                 return name
     return default
 

@@ -109,7 +109,7 @@ class DeltaStepEncoder:
                 plan = self._plans[diff] = self._plan(diff, len(values), base)
             if plan is not None:
                 template, take = plan
-                text = template % take(values)
+                text: str = template % take(values)
                 if "inf" not in text and "nan" not in text:  # a non-finite float: the general encoder refuses it
                     return text.replace("None", "null")
         line = self._full.encode_flat(flat, large_json)

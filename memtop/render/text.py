@@ -92,7 +92,7 @@ def render_peak(rep: Report) -> list[str]:
         lines += table(["category", "bytes", "% of peak", ""], rows, "lrrl")
     if p.large_tensors:
         lines.append("  largest tensors at the peak:")
-        trows = [[t["name"], fmt_bytes(t["bytes"]), t["category"], "×".join(str(x) for x in t["shape"]) or "-", str(t["dtype"]).replace("torch.", "")] for t in p.large_tensors[:8]]
+        trows = [[t.name, fmt_bytes(t.bytes), t.category, "×".join(str(x) for x in t.shape) or "-", t.dtype.replace("torch.", "")] for t in p.large_tensors[:8]]
         lines += table(["name", "bytes", "category", "shape", "dtype"], trows, "lrlll", indent=4)
     return lines
 
@@ -207,7 +207,7 @@ def render_oom(rep: Report) -> list[str]:
         lines.append(f"  would have fitted: {o.fits_with.change}")
     if o.smallest_batch:
         b = o.smallest_batch
-        lines.append(f"  smallest batch that fits: {b['flag']} {b['from']} → {b['to']} (saves ≈{fmt_bytes(b['saving_bytes'])})")
+        lines.append(f"  smallest batch that fits: {b.flag} {b.old} → {b.new} (saves ≈{fmt_bytes(b.saving_bytes)})")
     if o.message:
         lines.append(f"  error: {o.message}")
     return lines

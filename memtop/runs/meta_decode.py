@@ -6,12 +6,10 @@ file is kept: one bad value must not lose the run's command and times.
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 from memtop.runs.checks import (
-    MAX_INT,
     MAX_PATH,
     MAX_PATH_PART,
     MAX_STR,
@@ -25,6 +23,7 @@ from memtop.runs.checks import (
     unix_time,
 )
 from memtop.runs.decode import Skip
+from memtop.runs.flag_entry import FlagEntry, flags_from_json, flags_to_json
 from memtop.runs.records import Device, RunMeta
 
 MAX_META: Final = 4 << 20  # bytes of meta.json
@@ -58,35 +57,11 @@ def _devices(v: Any) -> tuple[Device, ...]:
     return tuple(out)
 
 
-def scalar(v: Any) -> bool:
-    return v is None or isinstance(v, bool) or (isinstance(v, str) and len(v) <= MAX_STR) or (isinstance(v, (int, float)) and abs(v) <= MAX_INT and math.isfinite(v))
-
-
-def _flag_entry(e: Any) -> dict[str, Any] | None:
-    """One detected flag, normalized: ``flag`` a string, ``kind`` a string, ``aliases`` a list of
-    strings; other values scalars or lists of scalars (dropped otherwise). None: not a flag."""
-    if not isinstance(e, dict) or len(e) > 64:
-        return None
-    flag = e.get("flag")
-    if not isinstance(flag, str) or not flag or len(flag) > 256:
-        return None
-    out: dict[str, Any] = {}
-    for k, v in e.items():
-        if not isinstance(k, str) or len(k) > 64:
-            continue
-        if scalar(v) or (isinstance(v, list) and len(v) <= 1024 and all(scalar(x) for x in v)):
-            out[k] = v
-    out["kind"] = out["kind"] if isinstance(out.get("kind"), str) else "str"
-    aliases = out.get("aliases")
-    out["aliases"] = [a for a in aliases if isinstance(a, str)] if isinstance(aliases, list) else []
-    return out
-
-
-def _flags(v: Any) -> tuple[Mapping[str, Any], ...] | None:
-    """meta.json's detected flags; entries that are not flags are left out."""
+def _flags(v: Any) -> tuple[FlagEntry, ...] | None:
+    """meta.json's detected flags; entries that are not flags are left out (at most 512 read)."""
     if v is None:
         return None
-    return tuple(f for e in json_list(v, "detected_flags") if (f := _flag_entry(e)) is not None)
+    return tuple(flags_from_json(json_list(v, "detected_flags")))
 
 
 _META_FIELDS: Final[dict[str, Callable[[Any], Any]]] = {
@@ -104,6 +79,7 @@ _META_FIELDS: Final[dict[str, Callable[[Any], Any]]] = {
     "python_version": lambda v: short_str(v, "python_version", 64),
     "host": lambda v: short_str(v, "host", 256),
     "pid": lambda v: opt_count(v, "pid"),
+    "child_pid": lambda v: opt_count(v, "child_pid"),
     "devices": _devices,
     "detected_flags": _flags,
     "max_steps": lambda v: opt_count(v, "max_steps"),
@@ -135,7 +111,7 @@ def sanitize_meta(obj: Any) -> tuple[dict[str, Any], list[str]] | None:
             out[k] = None
             dropped.append(k)
             continue
-        out[k] = [dict(e) for e in value] if k == "detected_flags" and value is not None else v
+        out[k] = flags_to_json(value) if k == "detected_flags" and value is not None else v
     return out, dropped
 
 

@@ -12,9 +12,10 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar, cast
+from typing import TypeVar
 
-from memtop.runs.decode import FULL_HEAD, MAX_LINE, Skip, SkipCounter, StepRebuilder, decode_line
+from memtop.runs.checks import MAX_LINE
+from memtop.runs.decode import FULL_HEAD, Skip, SkipCounter, StepRebuilder, decode_line
 from memtop.runs.format import SCHEMA_VERSION
 from memtop.runs.recordfiles import file_label, record_files
 from memtop.runs.records import ExitRecord, OomRecord, Record, RunMeta, StageRecord, StepRecord, WarningRecord
@@ -173,7 +174,7 @@ class RunData:
         for recs in self.records.values():
             for rec in recs:
                 if isinstance(rec, cls):
-                    yield cast(R, rec)
+                    yield rec
 
     def count_skips(self, skipped: SkipCounter) -> None:
         self.skipped.update(skipped)

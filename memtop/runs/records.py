@@ -9,9 +9,8 @@ Frozen dataclasses with slots rather than msgspec Structs: the hook and the GPU 
 need another dependency, and the analysis path decodes only a few hundred records (see
 docs/performance.md, "Record decoding", for the measurement behind the choice).
 
-Compatibility: each record also answers ``rec.get("key")`` / ``rec["key"]`` with the validated
-JSON value, for the analyzers that are still written against dicts (rules, estimates, oom,
-compare) and for the hook's TensorBoard follower. New code uses the attributes.
+Readers use the attributes only. ``as_json()`` gives the validated JSON object back, for the few
+places that must show a record as it was written (the GPU validation's raw checks).
 """
 
 from __future__ import annotations
@@ -20,23 +19,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Final, NamedTuple
 
+from memtop.runs.flag_entry import FlagEntry
 from memtop.runs.format import CATEGORIES
 
 
 class _Doc:
-    """Mapping-style read access to the validated JSON object a record was decoded from."""
+    """The validated JSON object a record was decoded from, for showing it as written."""
 
     __slots__ = ()
     doc: Mapping[str, Any]
-
-    def get(self, key: str, default: Any = None) -> Any:
-        return self.doc.get(key, default)
-
-    def __getitem__(self, key: str) -> Any:
-        return self.doc[key]
-
-    def __contains__(self, key: object) -> bool:
-        return key in self.doc
 
     def as_json(self) -> dict[str, Any]:
         """The record as the JSON object it was read from (validated; unknown keys kept)."""
@@ -130,6 +121,12 @@ class StepRecord(_Doc):
     @property
     def type(self) -> str:
         return self.TYPE
+
+    @property
+    def has_large_tensors(self) -> bool:
+        """Whether the record lists its large tensors (an empty list counts; a record without the
+        key, written by hand or by an older writer, does not)."""
+        return "large_tensors" in self.doc
 
     @property
     def level(self) -> int:
@@ -256,8 +253,9 @@ class RunMeta(_Doc):
     python_version: str | None = None
     host: str | None = None
     pid: int | None = None
+    child_pid: int | None = None  # the training process `memtop train` launched
     devices: tuple[Device, ...] = ()
-    detected_flags: tuple[Mapping[str, Any], ...] | None = field(default=None, hash=False)
+    detected_flags: tuple[FlagEntry, ...] | None = None  # as `memtop train` detected them at launch
     max_steps: int | None = None
     dropped: tuple[str, ...] = ()
     doc: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)

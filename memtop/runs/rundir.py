@@ -86,12 +86,17 @@ def new_meta(run_dir: Path, command: list[str], devices: list[dict[str, Any]]) -
 
 
 def write_meta(run_dir: Path, meta: dict[str, Any]) -> None:
-    """Write meta.json atomically (temp file + rename) so a reader never sees half a file."""
+    """Write meta.json atomically (temp file + rename) so a reader never sees half a file.
+
+    The temp file is flushed to disk before the rename: otherwise a crash of the machine soon
+    after can leave the new name pointing at an empty file (ext4, xfs without data journaling)."""
     target = run_dir / META_FILE
     tmp = run_dir / f".{META_FILE}.{os.getpid()}.tmp"
     with open(tmp, "w", encoding="utf-8") as fh:
         json.dump(meta, fh, indent=2, sort_keys=True)
         fh.write("\n")
+        fh.flush()
+        os.fsync(fh.fileno())
     os.replace(tmp, target)
 
 

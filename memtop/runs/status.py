@@ -10,36 +10,35 @@ from __future__ import annotations
 
 import socket
 from pathlib import Path
-from typing import Any
 
-from memtop.runs.rundir import read_meta
+from memtop.runs.records import RunMeta
+from memtop.runs.rundir import load_meta
 
 RUNNING = "running"
 LOST = "lost"
 
 
-def run_status(run_dir: Path, meta: dict[str, Any] | None = None) -> str | None:
+def run_status(run_dir: Path, meta: RunMeta | None = None) -> str | None:
     """``finished``, ``failed``, ``oom``, ``killed``, ``interrupted``, ``running`` or ``lost``.
 
     None when there is no meta.json status to go by (the caller may read the records instead).
     ``meta`` saves a read when the caller has it already.
     """
     if meta is None:
-        meta = read_meta(run_dir)
-    status = meta.get("status") if meta else None
-    if not isinstance(status, str):
+        meta = load_meta(run_dir)[0]
+    if meta is None or meta.status is None:
         return None
-    if status == RUNNING and meta is not None and processes_gone(meta):
+    status = meta.status
+    if status == RUNNING and processes_gone(meta):
         return LOST
     return status
 
 
-def processes_gone(meta: dict[str, Any]) -> bool:
+def processes_gone(meta: RunMeta) -> bool:
     """True when every process meta.json names (memtop's ``pid``, ``child_pid``) is gone from this host."""
-    host = meta.get("host")
-    if isinstance(host, str) and host and host != socket.gethostname():
+    if meta.host and meta.host != socket.gethostname():
         return False
-    pids = [p for p in (meta.get("pid"), meta.get("child_pid")) if isinstance(p, int) and not isinstance(p, bool) and p > 0]
+    pids = [p for p in (meta.pid, meta.child_pid) if p is not None and p > 0]
     if not pids:
         return False
     return not any(_alive(pid) for pid in pids)
@@ -49,8 +48,8 @@ def _alive(pid: int) -> bool:
     import psutil
 
     try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+        return bool(psutil.Process(pid).status() != psutil.STATUS_ZOMBIE)
     except psutil.NoSuchProcess:
         return False
     except (psutil.AccessDenied, OSError):
-        return psutil.pid_exists(pid)
+        return bool(psutil.pid_exists(pid))

@@ -26,26 +26,39 @@ def _number(v: object) -> TypeGuard[float]:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
-def scalars_for(rec: Mapping[str, Any]) -> dict[str, float]:
-    """The spec's TensorBoard tags for one step record (null or non-finite figures are left out)."""
+def _scalars(cats: Mapping[str, object], figures: tuple[object, object, object], frag: object, large: int | None) -> dict[str, float]:
+    """The spec's TensorBoard tags (null or non-finite figures are left out)."""
     out: dict[str, float] = {}
-    cats = rec.get("categories")
-    if isinstance(cats, dict):
-        for cat in fmt.CATEGORIES:
-            v = cats.get(cat)
-            if _number(v):
-                out[fmt.tb_category_tag(cat)] = v / _MB
-    for key, tag in (("allocated", fmt.TB_ALLOCATED), ("reserved", fmt.TB_RESERVED), ("peak", fmt.TB_PEAK)):
-        v = rec.get(key)
+    for cat in fmt.CATEGORIES:
+        v = cats.get(cat)
+        if _number(v):
+            out[fmt.tb_category_tag(cat)] = v / _MB
+    for v, tag in zip(figures, (fmt.TB_ALLOCATED, fmt.TB_RESERVED, fmt.TB_PEAK), strict=True):
         if _number(v):
             out[tag] = v / _MB
-    frag = rec.get("fragmentation_pct")
     if _number(frag):
         out[fmt.TB_FRAGMENTATION] = float(frag)
-    large = rec.get("large_tensors")
-    if isinstance(large, list):
-        out[fmt.TB_LARGE_COUNT] = float(len(large))
+    if large is not None:
+        out[fmt.TB_LARGE_COUNT] = float(large)
     return out
+
+
+def scalars_for(rec: StepRecord) -> dict[str, float]:
+    """The spec's TensorBoard tags for one decoded step record."""
+    large = len(rec.large_tensors) if rec.has_large_tensors else None
+    return _scalars(rec.categories.as_dict(), (rec.allocated, rec.reserved, rec.peak), rec.fragmentation_pct, large)
+
+
+def scalars_for_written(rec: Mapping[str, Any]) -> dict[str, float]:
+    """The same tags for a step record as the hook's writer builds it (a dict, not yet a line)."""
+    cats = rec.get("categories")
+    large = rec.get("large_tensors")
+    return _scalars(
+        cats if isinstance(cats, dict) else {},
+        (rec.get("allocated"), rec.get("reserved"), rec.get("peak")),
+        rec.get("fragmentation_pct"),
+        len(large) if isinstance(large, list) else None,
+    )
 
 
 class EventWriter:
@@ -58,10 +71,15 @@ class EventWriter:
         self._writer = EventFileWriter(str(logdir), flush_secs=int(max(1, flush_secs)))
 
     def add_step(self, rec: Mapping[str, Any]) -> None:
+        """A step record from the hook's writer, in the training process (see :func:`scalars_for_written`)."""
         step = rec.get("step")
         if isinstance(step, int):
             wall = rec.get("time")
-            self.add_scalars(step, float(wall) if _number(wall) else None, scalars_for(rec))
+            self.add_scalars(step, float(wall) if _number(wall) else None, scalars_for_written(rec))
+
+    def add_record(self, rec: StepRecord) -> None:
+        """A decoded step record (the follower, ``memtop export``)."""
+        self.add_scalars(rec.step, rec.time, scalars_for(rec))
 
     def add_scalars(self, step: int, wall: float | None, scalars: dict[str, float]) -> None:
         """One event holding all of a step's scalars."""
@@ -109,7 +127,7 @@ class RunFollower:
                 writer = self._writers.get(rank)
                 if writer is None:
                     writer = self._writers[rank] = EventWriter(self.run_dir / fmt.TENSORBOARD_DIR / file_stem(rank))
-                writer.add_step(rec.doc)  # validated by the decoder
+                writer.add_record(rec)
                 written += 1
         return written
 

@@ -491,7 +491,7 @@ class FileRunReader:
         return data
 
     def _writer_gone(self, meta: RunMeta) -> bool:
-        return run_status(self.run_dir, dict(meta.doc)) == LOST
+        return run_status(self.run_dir, meta) == LOST
 
     def _build(self) -> RunSnapshot:
         meta = self._meta.data or RunMeta()

@@ -1,7 +1,7 @@
 """Checks over a run directory's records: the CUDA identities, step continuity, the figures.
 
 Each line goes through memtop's one decode step (:func:`memtop.runs.reader.read_file`); the
-identities are then checked on the validated JSON of each record, and every line the decoder
+identities are then checked on each typed record, and every line the decoder
 skipped is a violation with its reason, so that the reader cannot hide a bad record.
 """
 
@@ -10,84 +10,73 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from memtop.runs.reader import rank_files, read_file
+from memtop.runs.records import ExitRecord, OomRecord, Record, RunMeta, StageRecord, StepRecord, WarningRecord
 from memtop.runs.rundir import load_meta
 
 CATEGORIES = ("parameters", "gradients", "optimizer_state", "activations", "other")
 MAX_VIOLATIONS_LISTED = 20
 
 
+R = TypeVar("R", StepRecord, StageRecord, OomRecord, WarningRecord, ExitRecord)
+
+
 @dataclass
 class Records:
-    """Every record of a record file (its validated JSON), and the lines the decoder skipped."""
+    """Every record of a record file (decoded and validated), and the lines the decoder skipped."""
 
-    items: list[dict[str, Any]] = field(default_factory=list)
+    items: list[Record] = field(default_factory=list)
     bad_lines: int = 0
     skipped: str = ""  # the decoder's reasons, "2 unreadable line(s) skipped: 2 not JSON ..."
 
-    def of_type(self, kind: str) -> list[dict[str, Any]]:
-        return [r for r in self.items if r.get("type") == kind]
+    def of_class(self, cls: type[R]) -> list[R]:
+        return [r for r in self.items if isinstance(r, cls)]
 
 
 def read_records(path: Path) -> Records:
     recs, skipped, error = read_file(path)
-    out = Records(items=[r.as_json() for r in recs], bad_lines=sum(skipped.values()), skipped=skipped.describe() if skipped else "")
+    out = Records(items=list(recs), bad_lines=sum(skipped.values()), skipped=skipped.describe() if skipped else "")
     if error:
         out.skipped = error
     return out
 
 
-def _int(rec: dict[str, Any], key: str) -> int | None:
-    value = rec.get(key)
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
-def step_violations(rec: dict[str, Any]) -> list[str]:
+def step_violations(rec: StepRecord) -> list[str]:
     """What is wrong with one CUDA step record (empty when every identity holds)."""
-    where = f"step {rec.get('step')}"
+    where = f"step {rec.step}"
     problems: list[str] = []
-    device = rec.get("device")
-    if not (isinstance(device, str) and device.startswith("cuda")):
-        problems.append(f"{where}: device is {device!r}, not cuda")
-    allocated, reserved, peak = _int(rec, "allocated"), _int(rec, "reserved"), _int(rec, "peak")
-    frag = _int(rec, "fragmentation_bytes")
+    if not (rec.device or "").startswith("cuda"):
+        problems.append(f"{where}: device is {rec.device!r}, not cuda")
+    allocated, reserved, peak, frag = rec.allocated, rec.reserved, rec.peak, rec.fragmentation_bytes
     for key, value in (("allocated", allocated), ("reserved", reserved), ("peak", peak), ("fragmentation_bytes", frag)):
         if value is None:
-            problems.append(f"{where}: {key} is {rec.get(key)!r}, not an int")
-    cats = rec.get("categories")
+            problems.append(f"{where}: {key} is None, not an int")
     values: list[int] = []
-    if not isinstance(cats, dict):
-        problems.append(f"{where}: categories missing")
-    else:
-        for name in CATEGORIES:
-            v = _int(cats, name)
-            if v is None:
-                problems.append(f"{where}: categories.{name} is {cats.get(name)!r}, not an int")
-            else:
-                values.append(v)
-                if v < 0:
-                    problems.append(f"{where}: categories.{name} = {v} < 0")
+    for name, v in rec.categories.as_dict().items():
+        if v is None:
+            problems.append(f"{where}: categories.{name} is None, not an int")
+        else:
+            values.append(v)  # the decoder refuses negative byte counts
     if peak is not None and len(values) == len(CATEGORIES) and sum(values) != peak:
         problems.append(f"{where}: sum of categories {sum(values)} != peak {peak} (diff {sum(values) - peak})")
     if allocated is not None and reserved is not None and frag is not None:
         if allocated + frag != reserved:
             problems.append(f"{where}: allocated {allocated} + fragmentation_bytes {frag} != reserved {reserved}")
-        pct = rec.get("fragmentation_pct")
-        if reserved > 0 and isinstance(pct, (int, float)) and abs(pct - frag / reserved * 100) > 0.01:
+        pct = rec.fragmentation_pct
+        if reserved > 0 and pct is not None and abs(pct - frag / reserved * 100) > 0.01:
             problems.append(f"{where}: fragmentation_pct {pct} != {frag / reserved * 100:.4f}")
     if peak is not None and allocated is not None and peak < allocated:
         problems.append(f"{where}: peak {peak} < allocated {allocated}")
     return problems
 
 
-def nvml_below_reserved(rec: dict[str, Any]) -> bool:
+def nvml_below_reserved(rec: StepRecord) -> bool:
     """NVML's figure under the allocator's reserved bytes. Not an identity: memtop samples NVML at
     most once a second, so a record can carry a figure from before the allocator grew. Counted and
     reported, not failed."""
-    used, reserved = _int(rec, "device_used"), _int(rec, "reserved")
-    return used is not None and reserved is not None and used < reserved
+    return rec.device_used is not None and rec.reserved is not None and rec.device_used < rec.reserved
 
 
 @dataclass
@@ -120,21 +109,21 @@ def check_run(run_dir: Path | None, expect_steps: int | None = None) -> RunCheck
     if not files:
         out.violations.append("no rank*.jsonl file")
         return out
-    steps: list[dict[str, Any]] = []
+    steps: list[StepRecord] = []
     for path in files.values():
         records = read_records(path)
         if records.bad_lines:
             out.violations.append(f"{path.name}: {records.bad_lines} lines are not JSON objects or not valid records ({records.skipped})")
         elif records.skipped:  # not readable at all (not a regular file, no permission)
             out.violations.append(records.skipped)
-        rank_steps = records.of_type("step")
-        numbers = [r.get("step") for r in rank_steps]
+        rank_steps = records.of_class(StepRecord)
+        numbers = [r.step for r in rank_steps]
         if numbers != list(range(1, len(numbers) + 1)):
             out.violations.append(f"{path.name}: step numbers are not 1..{len(numbers)}: {numbers[:12]}")
         for rec in rank_steps:
             out.violations.extend(step_violations(rec))
-        for rec in records.of_type("warning"):
-            out.violations.append(f"{path.name}: warning record: {rec.get('message')!r}")
+        for warning in records.of_class(WarningRecord):
+            out.violations.append(f"{path.name}: warning record: {warning.message!r}")
         steps += rank_steps
     out.steps = len(steps)
     if expect_steps is not None and out.steps != expect_steps:
@@ -146,22 +135,18 @@ def check_run(run_dir: Path | None, expect_steps: int | None = None) -> RunCheck
     return out
 
 
-def step_figures(steps: list[dict[str, Any]]) -> dict[str, Any]:
+def step_figures(steps: list[StepRecord]) -> dict[str, Any]:
     """Peak, reserved, fragmentation, step time and NVML-minus-reserved over the step records."""
-
-    def ints(key: str) -> list[int]:
-        return [v for r in steps if (v := _int(r, key)) is not None]
-
     figures: dict[str, Any] = {}
-    for key in ("peak", "reserved", "allocated"):
-        vals = ints(key)
-        figures[f"max_{key}"] = max(vals) if vals else None
-    pcts = [float(r["fragmentation_pct"]) for r in steps if isinstance(r.get("fragmentation_pct"), (int, float))]
+    for key, vals in (("peak", [r.peak for r in steps]), ("reserved", [r.reserved for r in steps]), ("allocated", [r.allocated for r in steps])):
+        known = [v for v in vals if v is not None]
+        figures[f"max_{key}"] = max(known) if known else None
+    pcts = [r.fragmentation_pct for r in steps if r.fragmentation_pct is not None]
     figures["max_fragmentation_pct"] = max(pcts) if pcts else None
     figures["median_fragmentation_pct"] = statistics.median(pcts) if pcts else None
-    times = [float(r["step_time"]) for r in steps if isinstance(r.get("step_time"), (int, float))]
+    times = [r.step_time for r in steps if r.step_time is not None]
     figures["median_step_ms"] = statistics.median(times) * 1e3 if times else None
-    gaps = [u - v for r in steps if (u := _int(r, "device_used")) is not None and (v := _int(r, "reserved")) is not None]
+    gaps = [u - v for r in steps if (u := r.device_used) is not None and (v := r.reserved) is not None]
     figures["nvml_minus_reserved_median"] = int(statistics.median(gaps)) if gaps else None
     figures["nvml_records"] = len(gaps)
     figures["nvml_below_reserved_records"] = sum(1 for r in steps if nvml_below_reserved(r))
@@ -176,8 +161,7 @@ def find_run_dir(runs_dir: Path, name: str) -> Path | None:
     return max(found, key=lambda p: p.stat().st_mtime) if found else None
 
 
-def read_meta(run_dir: Path | None) -> dict[str, Any]:
-    if run_dir is None:
-        return {}
-    meta, _ = load_meta(run_dir)  # decoded and validated like every reader's meta.json
-    return meta.as_json() if meta is not None else {}
+def read_meta(run_dir: Path | None) -> RunMeta:
+    """The run's meta.json (decoded like every reader's); an empty one when there is none."""
+    meta = load_meta(run_dir)[0] if run_dir is not None else None
+    return meta if meta is not None else RunMeta()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import time
 from dataclasses import dataclass
@@ -57,7 +58,7 @@ def run_step(step: Step, outdir: Path, timeout: float) -> Outcome:
     env.update(dict(step.env))
     t0 = time.monotonic()
     with open(log, "wb") as out:
-        out.write(("$ " + " ".join(step.argv) + "\n").encode())
+        out.write(("$ " + shlex.join(step.argv) + "\n").encode())
         out.flush()
         try:
             child = subprocess.Popen(list(step.argv), cwd=REPO, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,

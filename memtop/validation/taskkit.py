@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -19,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from memtop.runs.records import RunMeta
 from memtop.validation.checks import RunCheck, check_run, find_run_dir, read_meta
 
 REPO = Path(__file__).resolve().parent.parent.parent
@@ -110,7 +112,7 @@ def run_logged(argv: list[str], log: Path, timeout: float, env: dict[str, str] |
     full_env.pop("MEMTOP_RUN_DIR", None)
     t0 = time.monotonic()
     with open(log, "ab") as out:
-        out.write(("$ " + " ".join(argv) + "\n").encode())
+        out.write(("$ " + shlex.join(argv) + "\n").encode())
         out.flush()
         child = subprocess.Popen(argv, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                  env=full_env, start_new_session=True, preexec_fn=preexec)
@@ -153,7 +155,7 @@ class TrainRun:
     proc: Proc
     run_dir: Path | None
     check: RunCheck
-    meta: dict[str, Any]
+    meta: RunMeta
 
 
 def memtop_train(runs_dir: Path, name: str, child: list[str], max_steps: int | None, timeout: float,

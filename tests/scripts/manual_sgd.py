@@ -28,5 +28,6 @@ for i in range(args.steps):
     loss.backward()
     nn.utils.clip_grad_norm_(params, 0.25)
     for p_ in params:
-        p_.data.add_(p_.grad, alpha=-args.lr)
+        if p_.grad is not None:
+            p_.data.add_(p_.grad, alpha=-args.lr)
 print(f"done: loss {loss.item():.3f}")

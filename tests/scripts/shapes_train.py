@@ -115,7 +115,8 @@ class CheckpointedNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for b in self.blocks:
             x = x + checkpoint(b, x, use_reentrant=True)
-        return self.head(x)
+        out: torch.Tensor = self.head(x)
+        return out
 
 
 def run_reentrant(steps: int, batch: int) -> tuple[list[nn.Module], list[torch.optim.Optimizer], int]:
@@ -213,7 +214,7 @@ def run_lightning(steps: int, batch: int) -> tuple[list[nn.Module], list[torch.o
             losses.append(loss.item())  # noqa: B023
             return loss
 
-        opt.step(closure)
+        opt.step(closure)  # type: ignore[arg-type]  # torch types the closure as returning a float
         print(f"iter {i} loss {losses[-1]:.4f}", flush=True)
     return [lit], [opt], steps
 
@@ -226,7 +227,8 @@ class RNNLM(nn.Module):
         self.decoder = nn.Linear(32, 100)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.decoder(self.rnn(self.encoder(x))[0])
+        out: torch.Tensor = self.decoder(self.rnn(self.encoder(x))[0])
+        return out
 
 
 def run_manual(steps: int, batch: int, explicit: bool = False) -> tuple[list[nn.Module], list[torch.optim.Optimizer], int]:
@@ -246,7 +248,8 @@ def run_manual(steps: int, batch: int, explicit: bool = False) -> tuple[list[nn.
         loss.backward()
         nn.utils.clip_grad_norm_(model.parameters(), 0.25)
         for p in model.parameters():
-            p.data.add_(p.grad, alpha=-20.0)
+            if p.grad is not None:
+                p.data.add_(p.grad, alpha=-20.0)
         if prof is not None:
             prof.step()
         print(f"iter {i} loss {loss.item():.4f}", flush=True)

@@ -20,7 +20,8 @@ class Tied(nn.Module):
         self.head.weight = self.embed.weight  # tied
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.body(self.embed(x)))
+        out: torch.Tensor = self.head(self.body(self.embed(x)))
+        return out
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -8,7 +8,6 @@ Modules by source: :mod:`.launch` (the one launch-command parser), :mod:`.static
 """
 
 from memtop.analyzers.flags.detect import FlagDetection, detect_flags
-from memtop.analyzers.flags.entry import KINDS, SYNTAXES, FlagEntry, flags_from_json, flags_to_json
 from memtop.analyzers.flags.helptext import parse_help_text
 from memtop.analyzers.flags.launch import Launch, Target, find_target, parse_launch, split_command
 from memtop.analyzers.flags.probe import live_probes, stop_probes
@@ -16,6 +15,7 @@ from memtop.analyzers.flags.pyproject import find_pyproject, pyproject_flags
 from memtop.analyzers.flags.render import apply_flag_changes, join, set_bool, set_value
 from memtop.analyzers.flags.static import read_source_flags
 from memtop.analyzers.flags.values import apply_command_values
+from memtop.runs.flag_entry import KINDS, SYNTAXES, FlagEntry, flags_from_json, flags_to_json
 
 format_command = join
 

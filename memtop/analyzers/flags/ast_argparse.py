@@ -10,7 +10,6 @@ from __future__ import annotations
 import ast
 from dataclasses import dataclass, field
 
-from memtop.analyzers.flags.entry import FlagEntry, dest_of, text_value
 from memtop.analyzers.flags.literals import (
     NotLiteral,
     calls_of,
@@ -21,6 +20,7 @@ from memtop.analyzers.flags.literals import (
     literal_or,
     nodes_of,
 )
+from memtop.runs.flag_entry import FlagEntry, dest_of, text_value
 
 _TYPES = {"int": "int", "float": "float", "str": "str", "bool": "str"}
 _SWITCH_ACTIONS = {"store_true", "store_false", "store_const", "count"}

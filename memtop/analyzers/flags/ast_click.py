@@ -12,7 +12,6 @@ import ast
 from dataclasses import dataclass, field
 from typing import Any
 
-from memtop.analyzers.flags.entry import FlagEntry, dest_of, text_value
 from memtop.analyzers.flags.literals import (
     NotLiteral,
     calls_of,
@@ -24,6 +23,7 @@ from memtop.analyzers.flags.literals import (
     literal_or,
     nodes_of,
 )
+from memtop.runs.flag_entry import FlagEntry, dest_of, text_value
 
 _TYPES = {"int": "int", "INT": "int", "float": "float", "FLOAT": "float", "str": "str", "STRING": "str", "bool": "bool", "BOOL": "bool"}
 

@@ -13,8 +13,8 @@ import ast
 from pathlib import Path
 from typing import Any
 
-from memtop.analyzers.flags.entry import FlagEntry
 from memtop.analyzers.flags.literals import NotLiteral, kind_of, literal
+from memtop.runs.flag_entry import FlagEntry
 
 CONFIG_BOOLS = ("True", "False")
 

@@ -12,8 +12,8 @@ import ast
 from dataclasses import dataclass, field
 from typing import Any
 
-from memtop.analyzers.flags.entry import FlagEntry, text_value
 from memtop.analyzers.flags.literals import NotLiteral, calls_of, keyword, kind_of, last_name, literal, literal_or
+from memtop.runs.flag_entry import FlagEntry, text_value
 
 # transformers.TrainingArguments fields the advisor can use: (name, kind, default, help).
 TRAINING_ARGUMENTS: tuple[tuple[str, str, Any, str], ...] = (

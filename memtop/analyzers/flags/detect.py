@@ -11,13 +11,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 from memtop.analyzers.flags.ast_configurator import assigned_values
-from memtop.analyzers.flags.entry import FlagEntry, flags_to_json
 from memtop.analyzers.flags.helptext import from_actions, parse_help_text
 from memtop.analyzers.flags.launch import Target, find_target
 from memtop.analyzers.flags.probe import run_help_probe, stop_probes
 from memtop.analyzers.flags.pyproject import declared_syntax, pyproject_flags
 from memtop.analyzers.flags.static import read_source_flags, read_source_text
 from memtop.analyzers.flags.values import apply_command_values, flags_in_command
+from memtop.runs.flag_entry import FlagEntry, flags_to_json
 
 
 def detect_flags(command: list[str], cwd: Path, timeout: float = 10.0, probe: bool = True) -> list[FlagEntry]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from memtop.analyzers.flags.entry import KINDS, FlagEntry, dest_of, kind_of_text
+from memtop.runs.flag_entry import KINDS, FlagEntry, dest_of, kind_of_text
 
 _OPT_LINE = re.compile(r"^\s{1,8}(-{1,2}[A-Za-z0-9][^\s,=]*(?:[ =](?:\{[^}]*\}|\[[^\]]*\]|[^\s,-]\S*))?(?:,\s*-{1,2}[A-Za-z0-9][^\s,=]*(?:[ =](?:\{[^}]*\}|\[[^\]]*\]|[^\s,-]\S*))?)*)(?:\s{2,}(.*))?$")
 _DEFAULT_RE = re.compile(r"\(default:?\s*([^)]*)\)|\[default:?\s*([^\]]*)\]", re.IGNORECASE)

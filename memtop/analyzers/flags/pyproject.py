@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from memtop.analyzers.flags.entry import KINDS, SYNTAXES, FlagEntry, dest_of, kind_of_text, text_value
+from memtop.runs.flag_entry import KINDS, SYNTAXES, FlagEntry, dest_of, kind_of_text, text_value
 
 MAX_PYPROJECT_BYTES = 1 << 20
 

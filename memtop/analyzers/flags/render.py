@@ -11,9 +11,9 @@ from __future__ import annotations
 import shlex
 from collections.abc import Mapping, Sequence
 
-from memtop.analyzers.flags.entry import FlagEntry
 from memtop.analyzers.flags.launch import parse_launch
 from memtop.analyzers.flags.values import BOOL_WORDS
+from memtop.runs.flag_entry import FlagEntry
 
 ChangeValue = str | int | float | bool
 

@@ -16,8 +16,8 @@ from memtop.analyzers.flags.ast_argparse import read_argparse
 from memtop.analyzers.flags.ast_click import read_click
 from memtop.analyzers.flags.ast_configurator import read_configurator
 from memtop.analyzers.flags.ast_hf import read_hf
-from memtop.analyzers.flags.entry import FlagEntry
 from memtop.analyzers.flags.literals import last_name, nodes_of
+from memtop.runs.flag_entry import FlagEntry
 
 MAX_SOURCE_BYTES = 4 << 20  # a larger "script" is not hand-written training code
 MAX_LOCAL_MODULES = 32

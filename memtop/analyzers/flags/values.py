@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from memtop.analyzers.flags.entry import FlagEntry, kind_of_text
+from memtop.runs.flag_entry import FlagEntry, kind_of_text
 
 # Parsers that take both `--flag VALUE` and `--flag=VALUE` (a configurator takes only the latter).
 FLEXIBLE_SOURCES = frozenset({"argparse", "click", "typer", "hf", "help"})

@@ -38,9 +38,9 @@ def mixed_precision(f: Facts) -> list[Suggestion]:
     dt = f.roles.get("amp_dtype")
     if mp is not None:
         args = cmdline.set_bool(args, mp, True)
-    if dt is not None and dt.get("kind") == "choice":
-        choice = next((c for c in dt.get("choices") or [] if str(c).lower() in BF16_NAMES), None)
-        if choice is not None and str(dt.get("value")).lower() not in BF16_NAMES:
+    if dt is not None and dt.kind == "choice":
+        choice = next((c for c in dt.choices or [] if str(c).lower() in BF16_NAMES), None)
+        if choice is not None and str(dt.value).lower() not in BF16_NAMES:
             args = cmdline.set_value(args, dt, str(choice))
     elif dt is not None and mp is None:
         args = cmdline.set_value(args, dt, bf16_name(dt))
@@ -135,7 +135,7 @@ def batch_accumulation(f: Facts) -> list[Suggestion]:
         title = f"micro-batch {batch} → {new_batch} with gradient accumulation {accum} → {accum * 2}{note}"
         return [Suggestion("batch_accumulation", title, reason, saving, cost, change, "high", "activations", argv, assumption=assumption)]
     # no accumulation flag: the change is in code (a batch flag alone would halve the effective batch)
-    how = f"run with {bs['flag']} {new_batch} and " if bs is not None else "halve the batch your DataLoader yields and "
+    how = f"run with {bs.flag} {new_batch} and " if bs is not None else "halve the batch your DataLoader yields and "
     change = f"in code ({no_flag(f, 'gradient-accumulation')}): {how}step the optimizer every 2 micro-batches:\n{ACCUMULATE_SNIPPET}"
     title = f"micro-batch {batch} → {new_batch}, accumulating gradients over 2 (a code change)" if batch else "halve the micro-batch and accumulate gradients over 2 (a code change)"
     return [Suggestion("batch_accumulation", title, reason, saving, cost, change, "medium" if bs is not None else "low", "activations", assumption=assumption)]
@@ -195,7 +195,7 @@ def frames(f: Facts) -> list[Suggestion]:
     return [
         Suggestion(
             "frames",
-            f"{fr['flag']} {n} → {new}",
+            f"{fr.flag} {n} → {new}",
             f"activations are {of_peak(f, a)} for {n} frames",
             saving,
             "fewer frames per step: less temporal context each step",
@@ -214,7 +214,7 @@ def resolution(f: Facts) -> list[Suggestion]:
     a = f.activations
     if rs is None or n is None or n < 2 or a <= 0:
         return []
-    help_text = str(rs.get("help") or "").lower()
+    help_text = str(rs.help or "").lower()
     if any(w in help_text for w in ("downscale", "downsample", "factor", "divide")):
         new, side = n * 2, 0.5  # a downscale factor: doubling it halves the side
         sizes: set[int] = set()
@@ -237,8 +237,8 @@ def resolution(f: Facts) -> list[Suggestion]:
     return [
         Suggestion(
             "resolution",
-            f"{rs['flag']} {n} → {new} (half the side, a quarter of the pixels)",
-            f"activations are {of_peak(f, a)} at {rs['flag']} {n}",
+            f"{rs.flag} {n} → {new} (half the side, a quarter of the pixels)",
+            f"activations are {of_peak(f, a)} at {rs.flag} {n}",
             saving,
             "lower resolution: less detail learned",
             change,

@@ -62,9 +62,9 @@ def cache_policy(entry: FlagEntry) -> dict[str, int]:
     ``{"aggressive": 0, "normal": 1, "minimal": 2}`` (0 never, 1 sometimes, 2 every step).
     Choices the help does not describe are left out.
     """
-    text = str(entry.get("help") or "").lower()
+    text = str(entry.help or "").lower()
     out: dict[str, int] = {}
-    for choice in entry.get("choices") or []:
+    for choice in entry.choices or []:
         m = re.search(rf"\b{re.escape(str(choice).lower())}\s*[=:]\s*([^,;]+)", text)
         if not m:
             continue
@@ -82,8 +82,8 @@ def empty_cache(f: Facts) -> list[Suggestion]:
     steps = max(1, f.info.steps)
     frequent = fr.cache_releases >= max(3, steps // 4)
     ec = f.roles.get("empty_cache")
-    policy = cache_policy(ec) if ec is not None and ec.get("kind") == "choice" else {}
-    current = policy.get(str(ec.get("value"))) if ec is not None else None
+    policy = cache_policy(ec) if ec is not None and ec.kind == "choice" else {}
+    current = policy.get(str(ec.value)) if ec is not None else None
     held = median_fragmentation(f)
     if ec is not None and policy and current is not None:
         target: str | None = None
@@ -98,7 +98,7 @@ def empty_cache(f: Facts) -> list[Suggestion]:
         return [
             Suggestion(
                 "empty_cache",
-                f"{ec['flag']} {ec['value']} → {target}",
+                f"{ec.flag} {ec.value} → {target}",
                 f"the cache was released {fr.cache_releases} times in {steps} steps; {fmt_bytes(held)} sits reserved but unused at step ends (median)",
                 held if releasing else (-held if held is not None else None),
                 "slower steps where the cache is released (allocations go back to the driver)" if releasing else "faster steps; that memory stays reserved",

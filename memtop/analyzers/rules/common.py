@@ -43,8 +43,8 @@ def amp_state(f: Facts) -> bool | None:
         dt = f.roles.get("amp_dtype")
         return False if state is False and dt is None else state
     dt = f.roles.get("amp_dtype")
-    if dt is not None and dt.get("value") is not None:
-        return str(dt["value"]).lower() in HALF_NAMES
+    if dt is not None and dt.value is not None:
+        return str(dt.value).lower() in HALF_NAMES
     return None
 
 

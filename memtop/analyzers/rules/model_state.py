@@ -4,7 +4,6 @@ half precision, a smaller optimizer state (Adam-family only), LoRA instead of a 
 from __future__ import annotations
 
 import re
-from typing import Any
 
 from memtop.analyzers import cmdline, whatif
 from memtop.analyzers.estimates import is_fp32, tensor_family
@@ -13,6 +12,7 @@ from memtop.analyzers.flags import FlagEntry
 from memtop.analyzers.roles import HALF_NAMES, int_value, is_on
 from memtop.analyzers.rules.common import cmd, no_flag, of_peak, peak_basis, worth
 from memtop.analyzers.suggestion import Suggestion
+from memtop.runs.records import LargeTensor
 from memtop.units import fmt_bytes as fmt
 
 
@@ -37,27 +37,27 @@ def shrink_state(f: Facts, params: int = 0, grads: int = 0, state: int = 0) -> t
 
 def half_precision(f: Facts) -> list[Suggestion]:
     hp = f.roles.get("half_precision")
-    if hp is not None and hp.get("kind") == "bool" and is_on(hp):
+    if hp is not None and hp.kind == "bool" and is_on(hp):
         return []
-    if hp is not None and hp.get("kind") in ("choice", "str") and str(hp.get("value")).lower() in HALF_NAMES:
+    if hp is not None and hp.kind in ("choice", "str") and str(hp.value).lower() in HALF_NAMES:
         return []
-    params = [t for t in f.large if t["category"] == "parameters" and is_fp32(t["dtype"])]
+    params = [t for t in f.large if t.category == "parameters" and is_fp32(t.dtype)]
     if not params:
         return []
-    if hp is not None and hp.get("kind") == "bool":
+    if hp is not None and hp.kind == "bool":
         targets = _targets_of_flag(hp, params)
     else:
-        targets = [max(params, key=lambda t: t["bytes"])]
+        targets = [max(params, key=lambda t: t.bytes)]
     p = g = o = 0
     assumed: list[str] = []
     for t in targets:
-        tp, tg, to, ta = tensor_family(f, t["name"])
+        tp, tg, to, ta = tensor_family(f, t.name)
         p, g, o = p + tp, g + tg, o + to
         assumed.extend(x for x in ta if x not in assumed)
     saving, where = shrink_state(f, p // 2, g // 2, o // 2)
     if not worth(f, saving):
         return []
-    names = ", ".join(t["name"] for t in targets[:3]) + (" …" if len(targets) > 3 else "")
+    names = ", ".join(t.name for t in targets[:3]) + (" …" if len(targets) > 3 else "")
     held = f" and {fmt(o)} of optimizer state" + (f" and {fmt(g)} of gradients" if g else "")
     reason = f"{names} is {of_peak(f, p)} in fp32, with{held[4:]} at the peak"
     assumption = whatif.joined(
@@ -65,10 +65,10 @@ def half_precision(f: Facts) -> list[Suggestion]:
     )
     cost = "fp16 storage rounds the values (≈3 significant digits); keep an fp32 master copy if updates are tiny"
     if hp is not None:
-        if hp.get("kind") == "bool":
+        if hp.kind == "bool":
             args = cmdline.set_bool(f.args, hp, True)
         else:
-            choice = next((c for c in hp.get("choices") or ["bf16"] if str(c).lower() in HALF_NAMES), "bf16")
+            choice = next((c for c in hp.choices or ["bf16"] if str(c).lower() in HALF_NAMES), "bf16")
             args = cmdline.set_value(f.args, hp, str(choice))
         change, argv = cmd(f, args)
         return [Suggestion("half_precision", f"store {names} in half precision", reason, saving, cost, change, "medium", "model_state", argv, assumption=assumption)]
@@ -76,11 +76,11 @@ def half_precision(f: Facts) -> list[Suggestion]:
     return [Suggestion("half_precision", f"store {names} in half precision", reason, saving, cost, change, "medium", "model_state", assumption=assumption)]
 
 
-def _targets_of_flag(flag: FlagEntry, params: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _targets_of_flag(flag: FlagEntry, params: list[LargeTensor]) -> list[LargeTensor]:
     """The parameters a half-precision flag is about: those its help names, else the largest."""
-    words = set(re.findall(r"[a-z]{2,}", str(flag.get("help") or "").lower())) - {"in", "the", "of", "to", "and", "store", "fp", "memory"}
-    named = [t for t in params if words & set(re.findall(r"[a-z]{2,}", t["name"].lower().replace("_", " ")))]
-    return named or [max(params, key=lambda t: t["bytes"])]
+    words = set(re.findall(r"[a-z]{2,}", str(flag.help or "").lower())) - {"in", "the", "of", "to", "and", "store", "fp", "memory"}
+    named = [t for t in params if words & set(re.findall(r"[a-z]{2,}", t.name.lower().replace("_", " ")))]
+    return named or [max(params, key=lambda t: t.bytes)]
 
 
 def optimizer_state(f: Facts) -> list[Suggestion]:

@@ -73,15 +73,15 @@ def costly_saving_off(f: Facts) -> list[Suggestion]:
     if gc is not None and is_on(gc) and f.activations > 0:
         out.extend(_checkpointing_off(f, gc, free))
     hp = f.roles.get("half_precision")
-    if hp is not None and hp.get("kind") == "bool" and is_on(hp):
-        halves = [t for t in f.large if t["category"] == "parameters" and t["dtype"] in ("torch.float16", "torch.bfloat16")]
-        grown = sum(t["bytes"] for t in halves) * 3  # back to fp32: tensor, grad and Adam state double
+    if hp is not None and hp.kind == "bool" and is_on(hp):
+        halves = [t for t in f.large if t.category == "parameters" and t.dtype in ("torch.float16", "torch.bfloat16")]
+        grown = sum(t.bytes for t in halves) * 3  # back to fp32: tensor, grad and Adam state double
         if halves and grown < 0.8 * free:
             change, argv = cmd(f, cmdline.set_bool(f.args, hp, False))
             out.append(
                 Suggestion(
                     "costly_saving_off",
-                    f"turn {hp['flag']} off (full fp32 precision)",
+                    f"turn {hp.flag} off (full fp32 precision)",
                     f"the peak is {fmt_pct(100 * f.level / f.device_total)} of the device",
                     -grown,
                     f"uses ≈{fmt_bytes(grown)} more; exact fp32 values",
@@ -93,14 +93,14 @@ def costly_saving_off(f: Facts) -> list[Suggestion]:
                 )
             )
     dt = f.roles.get("amp_dtype")
-    if dt is not None and str(dt.get("value")).lower() in ("fp16", "float16", "16", "16-mixed"):
-        choice = next((c for c in dt.get("choices") or [] if str(c).lower() in BF16_NAMES), None)
+    if dt is not None and str(dt.value).lower() in ("fp16", "float16", "16", "16-mixed"):
+        choice = next((c for c in dt.choices or [] if str(c).lower() in BF16_NAMES), None)
         if choice is not None:
             change, argv = cmd(f, cmdline.set_value(f.args, dt, str(choice)))
             out.append(
                 Suggestion(
                     "costly_saving_off",
-                    f"{dt['flag']} {dt['value']} → {choice}",
+                    f"{dt.flag} {dt.value} → {choice}",
                     "fp16 needs loss scaling and can overflow; bf16 has fp32's range at the same size",
                     0,
                     "none in memory; needs a GPU with bf16 (Ampere or newer)",

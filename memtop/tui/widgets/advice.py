@@ -15,6 +15,7 @@ from textual.app import ComposeResult
 from textual.containers import VerticalScroll
 from textual.widgets import Static
 
+from memtop.analyzers.cmdline import join
 from memtop.tui.fmt import fmt_bytes
 from memtop.tui.snapshot import SuggestionRow, SuggestionsView
 from memtop.tui.suggestions import command_change
@@ -40,10 +41,9 @@ def short_change(row: SuggestionRow, command: tuple[str, ...]) -> str:
 
 
 def full_change(row: SuggestionRow) -> str:
-    env = " ".join(f"{k}={shlex.quote(v)}" for k, v in row.env)
     if row.command is not None:
-        return f"{env} {shlex.join(row.command)}".strip()
-    return row.change or env
+        return join(row.command, dict(row.env))
+    return row.change or " ".join(f"{k}={shlex.quote(v)}" for k, v in row.env)
 
 
 def _clip(text: str, limit: int) -> str:

@@ -13,6 +13,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from memtop.runs.records import StepRecord
 from memtop.validation.checks import read_records
 from memtop.validation.taskkit import DEVICE, Result, md_table, memtop_train, sample, task_args
 
@@ -67,11 +68,11 @@ def main() -> None:
     out = run.proc.text()
     finished = "done:" in out or any("done:" in p.read_text(errors="replace") for p in saved.glob("*/output.log"))
     records = read_records(next(iter(saved.glob("*/rank0.jsonl")), saved / "none"))
-    numbers = [r.get("step") for r in records.of_type("step")]
+    numbers = [r.step for r in records.of_class(StepRecord)]
     rows = [["how the disk was filled", how], ["memtop train", "killed at 75 s" if run.proc.timed_out else f"exit {run.proc.rc} in {run.proc.seconds:.0f} s"],
             ["training finished (`done:` line seen)", "yes" if finished else "no"],
             ["step records on disk", f"{len(numbers)} of {STEPS}, {records.bad_lines} partial/bad lines"],
-            ["meta.json status", str(run.meta.get("status"))], ["the disk filled up", "yes" if filled else "no"]]
+            ["meta.json status", str(run.meta.status)], ["the disk filled up", "yes" if filled else "no"]]
     res.note(md_table(["disk full", "found"], rows))
     if not filled:
         res.fail("the disk never filled up: the case was not exercised (more steps or a smaller cap needed)")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 
+from memtop.runs.records import ExitRecord, OomRecord
 from memtop.units import fmt_bytes
 from memtop.validation.checks import read_records
 from memtop.validation.taskkit import Result, analyze, cuda_total_bytes, md_table, memtop_train, sample, task_args
@@ -35,9 +36,9 @@ def main() -> None:
         res.write(args.step_dir)
         return
     records = read_records(run.run_dir / "rank0.jsonl")
-    ooms = records.of_type("oom")
-    exits = records.of_type("exit")
-    status = run.meta.get("status")
+    ooms = records.of_class(OomRecord)
+    exits = records.of_class(ExitRecord)
+    status = run.meta.status
     if status != "oom":
         res.fail(f"meta.json status is {status!r}, expected 'oom'")
     if len(ooms) != 1:
@@ -45,24 +46,22 @@ def main() -> None:
     rows: list[list[str]] = []
     if ooms:
         oom = ooms[0]
-        cats = oom.get("categories") or {}
-        req = oom.get("requested_bytes")
-        for key in ("message", "requested_bytes", "step", "device", "allocated", "reserved", "device_free"):
-            value = oom.get(key)
-            shown = str(value)[:160] if key in ("message", "step", "device") else fmt_bytes(value)
-            rows.append([key, shown])
+        cats = oom.categories.as_dict()
+        req = oom.requested_bytes
+        rows += [["message", oom.message[:160]], ["requested_bytes", fmt_bytes(req)], ["step", str(oom.step)], ["device", str(oom.device)],
+                 ["allocated", fmt_bytes(oom.allocated)], ["reserved", fmt_bytes(oom.reserved)], ["device_free", fmt_bytes(oom.device_free)]]
         rows.append(["categories", ", ".join(f"{k} {fmt_bytes(v)}" for k, v in cats.items())])
-        if not (isinstance(req, int) and req > 0):
+        if not (req is not None and req > 0):
             res.fail(f"requested_bytes is {req!r}")
-        if not (isinstance(cats.get("parameters"), int) and cats["parameters"] > 0):
+        if not oom.categories.parameters:
             res.fail(f"the breakdown has no parameters: {cats}")
-        allocated = oom.get("allocated")
-        if not isinstance(allocated, int) or allocated > cap:
+        allocated = oom.allocated
+        if allocated is None or allocated > cap:
             res.fail(f"allocated at the OOM is {allocated!r} (cap {cap})")
-        if isinstance(allocated, int) and isinstance(req, int) and allocated + req <= cap * 0.9:
+        if allocated is not None and req is not None and allocated + req <= cap * 0.9:
             res.note(f"- note: allocated + requested = {fmt_bytes(allocated + req)}, well under the cap: fragmentation or another limit?")
-    if exits and exits[-1].get("reason") != "oom":
-        res.fail(f"exit record reason {exits[-1].get('reason')!r}, expected 'oom'")
+    if exits and exits[-1].reason != "oom":
+        res.fail(f"exit record reason {exits[-1].reason!r}, expected 'oom'")
     if not run.check.ok and run.check.steps:
         res.fail(f"steps before the OOM: {run.check.summary()}")
     res.note(md_table(["oom record", "value"], rows))
@@ -76,9 +75,9 @@ def main() -> None:
         res.fail(f"memtop analyze --json: \"oom\" is {report.get('oom')!r}, not the OOM explanation")
     res.note(f"\n{run.check.steps} step records before the OOM; memtop analyze: [analyze.log](oom/analyze.log), "
              "[analyze.json.log](oom/analyze.json.log).")
-    res.headline = (f"OOM at step {ooms[0].get('step')}, requested {fmt_bytes(ooms[0].get('requested_bytes'))}, status {status!r}, exit {run.proc.rc}"
+    res.headline = (f"OOM at step {ooms[0].step}, requested {fmt_bytes(ooms[0].requested_bytes)}, status {status!r}, exit {run.proc.rc}"
                     if ooms else f"no oom record (status {status!r}, exit {run.proc.rc})")
-    res.figures = {"cap": cap, "oom": ooms[0] if ooms else None, "exit_code": run.proc.rc}
+    res.figures = {"cap": cap, "oom": ooms[0].as_json() if ooms else None, "exit_code": run.proc.rc}
     res.write(args.step_dir)
 
 

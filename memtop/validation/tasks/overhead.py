@@ -27,6 +27,7 @@ os.environ["MEMTOP_TENSORBOARD"] = "0"  # as under memtop train: events are writ
 import torch  # noqa: E402
 
 import memtop  # noqa: E402
+from memtop.runs.records import ExitRecord  # noqa: E402
 from memtop.validation.checks import read_records  # noqa: E402
 from memtop.validation.taskkit import DEVICE, REPO, Result, md_table, task_args  # noqa: E402
 
@@ -57,7 +58,7 @@ class Workload:
         self.i = 0
 
     def set_batch(self, batch_size: int) -> None:
-        self.batches = [tuple(t.to(self.device) for t in self.data.batch(batch_size, self.args.seq_len)) for _ in range(2)]  # type: ignore[misc]
+        self.batches = [tuple(t.to(self.device) for t in self.data.batch(batch_size, self.args.seq_len)) for _ in range(2)]
 
     def step(self, micro: int) -> None:
         for _ in range(micro):
@@ -132,9 +133,9 @@ def main() -> None:
                 with memtop.profile(w.model, w.opt, runs_dir=tmp, name="overhead") as prof:
                     step()
                     t = timed(step, n)
-                exits = read_records(prof.run_dir / "rank0.jsonl").of_type("exit")
-                if exits and isinstance(exits[-1].get("hook_cpu_seconds"), (int, float)):
-                    own_cpu.append(float(exits[-1]["hook_cpu_seconds"]) / (n + 1))
+                exits = read_records(prof.run_dir / "rank0.jsonl").of_class(ExitRecord)
+                if exits and exits[-1].hook_cpu_seconds is not None:
+                    own_cpu.append(exits[-1].hook_cpu_seconds / (n + 1))
                 shutil.rmtree(prof.run_dir, ignore_errors=True)
                 return t
 

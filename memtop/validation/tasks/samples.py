@@ -52,8 +52,8 @@ def main() -> None:
         if not run.check.ok:
             res.fail(f"{name}: {run.check.summary()}")
             verdict = "identities broken" if verdict == "ok" else verdict
-        if run.meta.get("status") != "finished":
-            res.fail(f"{name}: meta.json status is {run.meta.get('status')!r}, expected 'finished'")
+        if run.meta.status != "finished":
+            res.fail(f"{name}: meta.json status is {run.meta.status!r}, expected 'finished'")
         if run.run_dir is not None:
             text, as_json, report = analyze(run.run_dir, args.step_dir / f"{name}.analyze.log")
             if text.rc != 0 or as_json.rc != 0 or report is None:

@@ -61,18 +61,6 @@ class FlagEntry:
     def replace(self, **changes: Any) -> FlagEntry:
         return dataclasses.replace(self, **changes)
 
-    # Dict-style reads, for the advisor code that was written against the former dict entries.
-    def get(self, key: str, default: Any = None) -> Any:
-        value = getattr(self, key, default) if key in _FIELD_NAMES else default
-        if isinstance(value, tuple):
-            return list(value)
-        return value
-
-    def __getitem__(self, key: str) -> Any:
-        if key not in _FIELD_NAMES:
-            raise KeyError(key)
-        return self.get(key)
-
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
             "flag": self.flag,
@@ -115,15 +103,12 @@ class FlagEntry:
             choices=choices,
             source=source,
             syntax=str(syntax),
-            aliases=tuple(a for a in _texts(raw.get("aliases")) or () if a and not any(c.isspace() for c in a)),
+            aliases=tuple(a for a in _strs(raw.get("aliases")) if a and not any(c.isspace() for c in a)),
             store_false=raw.get("store_false") is True,
             bool_values=(bool_values[0], bool_values[1]) if bool_values is not None and len(bool_values) == 2 else None,
             help=_text(raw.get("help")) or "",
             role=_text(raw.get("role")),
         )
-
-
-_FIELD_NAMES = frozenset(f.name for f in dataclasses.fields(FlagEntry))
 
 
 def dest_of(flag: str) -> str:
@@ -190,3 +175,10 @@ def _texts(v: object) -> tuple[str, ...] | None:
         return None
     out = [t for t in (_value(x) for x in v[:_MAX_LIST]) if t is not None]
     return tuple(out)
+
+
+def _strs(v: object) -> tuple[str, ...]:
+    """The strings of a list (an option's spellings: a number is not one)."""
+    if not isinstance(v, list):
+        return ()
+    return tuple(t for x in v[:_MAX_LIST] if (t := _text(x)) is not None)
