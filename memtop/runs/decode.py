@@ -12,6 +12,12 @@ validated here once, so readers trust what they get:
 * a record of an unknown type or of a newer schema than this memtop reads is skipped.
 
 A line that fails any check is skipped whole, with its reason (:class:`Skip`), never half-read.
+
+Run format v2 writes most step records as deltas of the file's last full step record: a file is
+read in order through :class:`StepRebuilder`, which rebuilds each delta (:func:`rebuild`) before
+it is validated like any record; a delta whose base is missing is ``Skip("no_base")``
+(docs/run-format.md, "Full records and deltas").
+
 ``meta.json`` is decoded the same way by :mod:`memtop.runs.meta_decode`, with the same checks
 (:mod:`memtop.runs.checks`).
 """
