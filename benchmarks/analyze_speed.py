@@ -1,18 +1,22 @@
-"""How long `memtop analyze` takes on a long run (target: under 1 s for 100,000 steps).
+"""How long `memtop analyze` takes on a long run (target: under 1 s for 100,000 and 1,000,000 steps).
 
-Writes a synthetic run shaped like the hook's output (compact JSON, both moments, 16 large tensors
-per step, a leak-free CUDA-shaped series with noise and one spike), then times:
+Writes a synthetic run shaped like the hook's output (both moments, 16 large tensors per step, a
+leak-free CUDA-shaped series with noise and one spike): by default with the hook's own record
+writer (run format v2: full records, deltas and the step index ``rank0.jsonl.idx``;
+tests/longrun.py), or with ``--writer v1`` as run format v1 wrote it (every record full, no step
+index), then times:
 
 * the whole CLI, `python -m memtop analyze RUN` and `--json`, as a user runs it (interpreter start,
   imports, reading, analysis, rendering), median of N runs;
 * the phases in one process: the sampled loader, the report, the renderers;
 * for comparison, decoding every record (`memtop.runs.reader.load_run`; skipped with `--no-full`).
 
-The first analysis of a long rank file scans it and saves the scan in `analysis-index.json` (as
-`memtop train` does when the run ends); later ones read only the lines it names. Both are timed:
-the CLI with the index removed before each run ("scan") and with it in place ("index").
+A v2 run is read through the hook's step index from the first analysis on (nothing is written
+into the run directory). A v1 run's first analysis scans every line and saves the scan in
+`analysis-index.json`; later ones read only the lines it names. Both are timed: the CLI with
+`analysis-index.json` removed before each run ("first") and with it in place, if any.
 
-    python benchmarks/analyze_speed.py [--steps 100000] [--repeat 5] [--keep DIR [--reuse]] [--no-full]
+    python benchmarks/analyze_speed.py [--steps 100000] [--writer v2|v1] [--repeat 5] [--keep DIR [--reuse]] [--no-full]
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 
+from longrun import write_hook_run  # noqa: E402
 from runfactory import GiB, MiB, step_record  # noqa: E402
 
 from memtop.analyzers.load import load_for_analysis  # noqa: E402
@@ -103,11 +108,17 @@ def main() -> int:
     ap.add_argument("--keep", default=None, help="write the run here and keep it")
     ap.add_argument("--reuse", action="store_true", help="with --keep: use the run already there")
     ap.add_argument("--no-full", action="store_true", help="do not time decoding every record")
+    ap.add_argument("--writer", choices=("v2", "v1"), default="v2", help="the hook's writer (v2), or every record full and no step index (v1)")
     args = ap.parse_args()
     root = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="memtop-bench-"))
     t0 = time.perf_counter()
     existing = root / "20261122-120000-long"
-    run = existing if args.reuse and (existing / "rank0.jsonl").is_file() else write_run(root, args.steps)
+    if args.reuse and (existing / "rank0.jsonl").is_file():
+        run = existing
+    elif args.writer == "v2":
+        run = write_hook_run(root, args.steps)
+    else:
+        run = write_run(root, args.steps)
     index = run / INDEX_FILE
     size = (run / "rank0.jsonl").stat().st_size
     print(f"wrote {args.steps} steps ({size / 1e6:.0f} MB) in {time.perf_counter() - t0:.1f} s: {run}")
@@ -156,7 +167,9 @@ def main() -> int:
 
     med = statistics.median
     print(f"\nmachine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
-    print(f"memtop analyze RUN, scan    median {med(scan):.3f} s wall, {med(scan_cpu):.3f} s CPU  (no index: the first analysis)")
+    hooked = (run / "rank0.jsonl.idx").is_file()
+    print(f"run format {'v2 (step index)' if hooked else 'v1 (no step index)'}: {size / max(1, args.steps):.0f} bytes per step")
+    print(f"memtop analyze RUN, first   median {med(scan):.3f} s wall, {med(scan_cpu):.3f} s CPU  (no analysis-index.json: the first analysis)")
     print(f"memtop analyze RUN          median {med(text):.3f} s  (min {min(text):.3f}, max {max(text):.3f}; {args.repeat} runs)")
     print(f"memtop analyze RUN --json   median {med(js):.3f} s  (min {min(js):.3f}, max {max(js):.3f})")
     print(f"CPU time of the indexed runs median {med(CPU):.3f} s  (user + system; the wall time includes waiting for a busy CPU)")

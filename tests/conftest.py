@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -66,8 +65,14 @@ def run_memtop(*args: str, cwd: Path | None = None, timeout: float = 120, env: d
 
 
 def read_records(run_dir: Path, rank: int = 0) -> list[dict[str, Any]]:
+    """Every record of a rank file as its JSON object; step deltas (run format v2) rebuilt."""
+    from memtop.runs.reader import read_file
+
     path = run_dir / f"rank{rank}.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    recs, skipped, error = read_file(path)
+    assert not skipped and error is None, (skipped, error)
+    assert len(recs) == sum(1 for line in path.read_bytes().splitlines() if line.strip())
+    return [r.as_json() for r in recs]
 
 
 def only_run(runs_dir: Path) -> Path:

@@ -1,8 +1,9 @@
 """Seeded mutation of real recorded runs, fed to the read-only verbs in process.
 
 Shared by tests/test_fuzz_runs.py (a few hundred cases per CI run) and benchmarks/fuzz_runs.py
-(≥10,000). A case copies one source run (the recorded fixtures in tests/fixtures/runs and a
-synthetic multi-rank CUDA run with every record type), applies one to three mutations to its rank
+(≥10,000). A case copies one source run (the recorded fixtures in tests/fixtures/runs, a
+synthetic multi-rank CUDA run with every record type, and a run the hook's writer wrote in run
+format v2: step deltas and the step index), applies one to three mutations to its rank
 files or meta.json (truncate, flip bytes, drop keys, change types, huge/negative/NaN numbers,
 1e309, deep nesting, long strings, a 5,000-character cwd, garbage and unknown lines) and runs
 ``analyze --json`` (or the text report), ``compare --json`` against the unmutated source and
@@ -25,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from longrun import write_hook_run
 from runfactory import GiB, MiB, make_run
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "runs"
@@ -194,6 +196,17 @@ def sources(root: Path) -> list[Path]:
     if not synthetic.exists():
         make_run(root, synthetic.name, steps=12, ranks=2, status="oom", exit_code=1, extra_records=extra, per_step=lambda s, r: {"activations": (6 + s % 3) * GiB})
     out.append(synthetic)
+    hooked = root / "20261122-130000-hook-v2"  # run format v2: full records, deltas and the step index
+    if not hooked.exists():
+        from memtop.profiler import step_index
+
+        chunk = step_index.CHUNK_STEPS
+        step_index.CHUNK_STEPS = 8  # a step index for 40 steps, so that the fuzz reaches its reader too
+        try:
+            write_hook_run(root, 40, name=hooked.name)
+        finally:
+            step_index.CHUNK_STEPS = chunk
+    out.append(hooked)
     return out
 
 
@@ -208,7 +221,7 @@ def make_case(src: Path, dst: Path, rng: random.Random) -> list[str]:
             if rng.random() < 0.25:
                 done.append(_mutate_meta(dst / "meta.json", rng))
             else:
-                ranks = sorted(dst.glob("rank*.jsonl"))
+                ranks = sorted(dst.glob("rank*.jsonl")) + sorted(dst.glob("rank*.jsonl.idx"))
                 if not ranks:
                     continue
                 path = rng.choice(ranks)

@@ -45,7 +45,7 @@ def test_every_finished_step_survives_a_crash(tmp_path: Path, sig: str) -> None:
     assert record_files(run_dir) == ["rank0.jsonl"]
     records = read_lines(run_dir / "rank0.jsonl")  # every line complete, valid JSON
     assert steps_of(records) == [1, 2, 3, 4, 5]
-    assert all(r["rank"] == 0 and r["schema"] == 1 for r in records)
+    assert all(r["rank"] == 0 and r["schema"] == 2 for r in records)
 
 
 @pytest.mark.gpu

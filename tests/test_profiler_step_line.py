@@ -56,7 +56,7 @@ def test_step_keys_are_the_records_keys() -> None:
 
 @pytest.mark.parametrize("make", [_cpu_record, _cuda_record])
 def test_fast_line_is_byte_identical_to_json(make: Any) -> None:
-    enc = RecordEncoder()
+    enc = RecordEncoder(deltas=False)
     for step in range(1, 6):
         rec = make(step)
         rec["time"] += step * 0.0173
@@ -82,7 +82,7 @@ def test_fast_line_is_byte_identical_to_json(make: Any) -> None:
     ],
 )
 def test_other_shapes_fall_back_to_the_general_encoder(change: Any) -> None:
-    enc = RecordEncoder()
+    enc = RecordEncoder(deltas=False)
     enc.encode(_cpu_record(1))  # cache the steady parts first
     rec = _cpu_record(2)
     change(rec)
@@ -90,7 +90,7 @@ def test_other_shapes_fall_back_to_the_general_encoder(change: Any) -> None:
 
 
 def test_a_value_equal_to_the_cached_one_but_of_another_type_is_formatted_again() -> None:
-    enc = RecordEncoder()
+    enc = RecordEncoder(deltas=False)
     rec = _cpu_record(1)
     rec["tracked"] = 1
     enc.encode(rec)
@@ -105,4 +105,4 @@ def test_non_finite_floats_are_refused_as_json_refuses_them(bad: float) -> None:
     rec["step_time"] = bad
     assert StepLineEncoder().encode(rec, "[]") is None
     with pytest.raises(ValueError):
-        RecordEncoder().encode(rec)
+        RecordEncoder(deltas=False).encode(rec)

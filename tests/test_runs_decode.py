@@ -161,7 +161,7 @@ def _step_with(key: str, raw: str) -> str:
         ("measured_step", '"7"', "bad_value"),
         ("extra", "[" * 100 + "]" * 100, "too_deep"),  # unknown keys are kept but bounded too
         ("categories", "[" * 100_000 + "]" * 100_000, "too_deep"),  # json.loads: RecursionError
-        ("schema", "2", "newer_schema"),
+        ("schema", "3", "newer_schema"),
         ("schema", '"1"', "bad_value"),
         ("type", '"snapshot"', "unknown_type"),
         ("type", "7", "not_object"),

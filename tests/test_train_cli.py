@@ -48,7 +48,7 @@ def test_run_directory_is_complete(tmp_path: Path) -> None:
     run = only_run(tmp_path)
     assert run.name.endswith("-tiny")
     meta = json.loads((run / "meta.json").read_text())
-    assert meta["schema"] == 1 and meta["exit_code"] == 0 and meta["status"] == "finished"
+    assert meta["schema"] == 2 and meta["exit_code"] == 0 and meta["status"] == "finished"
     assert meta["command"] == [sys.executable, TINY, "--steps", "3"]
     assert meta["ended_at"] >= meta["started_at"]
     assert meta["devices"] and meta["torch_version"]
@@ -58,7 +58,7 @@ def test_run_directory_is_complete(tmp_path: Path) -> None:
     recs = read_records(run)
     assert [r["type"] for r in recs] == ["step", "step", "step", "exit"]
     for r in recs:
-        assert r["schema"] == 1 and r["rank"] == 0 and isinstance(r["time"], float)
+        assert r["schema"] == 2 and r["rank"] == 0 and isinstance(r["time"], float)
     assert recs[1]["step_time"] > 0 and recs[0]["step_time"] is None
     # TensorBoard events with the spec's tags, read by TensorBoard's own reader
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator

@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from memtop.analyzers.hook_index import MARK_EVERY, Chunk, index_path, is_step_line, read_hook_index
 from memtop.analyzers.scan_index import (
     MAX_RANGES,
     MIN_INDEXED_BYTES,
@@ -33,12 +34,14 @@ from memtop.analyzers.scan_index import (
 )
 from memtop.analyzers.series import RankSeries, build_series, count_releases
 from memtop.runs.checks import MAX_INT, MAX_LINE
-from memtop.runs.decode import Skip, SkipCounter, decode_line
+from memtop.runs.decode import DELTA_HEAD, Skip, SkipCounter, decode_delta_line, decode_line
 from memtop.runs.reader import Record, RunData, StepRecord, meta_warnings, rank_files
 from memtop.runs.rundir import load_meta
 from memtop.runs.safeio import Unreadable, open_regular
 
 MAX_DECODED_STEPS = 600
+FULL_EVERY = 256  # the hook writes the step lines whose index is a multiple of this as full records (memtop.profiler.step_delta)
+BASE_WINDOW = 8 * 1024 * 1024  # how far before a step delta its full record is looked for
 
 _STEP_MARKERS = (b'{"type":"step"', b'{"type": "step"')
 _KEYS = {
@@ -52,6 +55,37 @@ _RESERVED_PEAK = re.compile(rb'"reserved": ?(\d+|null), ?"peak": ?(\d+|null)')
 Buffer = bytes | mmap.mmap
 
 
+class _Decoder:
+    """Decodes lines anywhere in a rank file: a step delta (run format v2) is rebuilt over the
+    nearest full step record before it (found by its first bytes, decoded once and kept), which is
+    the base :class:`memtop.runs.decode.StepRebuilder` would use reading the file in order."""
+
+    def __init__(self, buf: Buffer) -> None:
+        self.buf = buf
+        self._bases: dict[int, StepRecord | None] = {}
+
+    def __call__(self, s: int, e: int) -> Record | Skip:
+        buf = self.buf
+        if e - s > MAX_LINE:
+            return Skip("too_long")
+        m = DELTA_HEAD.match(buf, s, e)
+        if m is None:
+            return decode_line(bytes(buf[s:e]))
+        head = b'\n{"type":"step","schema":' + m.group(1) + b',"rank":'
+        lo = max(0, s - BASE_WINDOW)
+        j = buf.rfind(head, lo, s)
+        start = j + 1 if j >= 0 else (0 if lo == 0 and buf[: len(head) - 1] == head[1:] else -1)
+        base: StepRecord | None = None
+        if start >= 0:
+            if start in self._bases:
+                base = self._bases[start]
+            else:
+                end = buf.find(b"\n", start, s)
+                got = Skip("too_long") if end < 0 or end - start > MAX_LINE else decode_line(bytes(buf[start:end]))
+                base = self._bases[start] = got if isinstance(got, StepRecord) else None
+        return decode_delta_line(bytes(buf[s:e]), base)
+
+
 @dataclass
 class _Lines:
     """Line boundaries in a buffer: step lines, and everything else that is not blank."""
@@ -60,14 +94,13 @@ class _Lines:
     step_starts: list[int]
     step_ends: list[int]
     other: list[tuple[int, int]]
+    decoder: _Decoder
 
     def step(self, k: int) -> bytes:
         return bytes(self.buf[self.step_starts[k] : self.step_ends[k]])
 
     def decode_step(self, k: int) -> Record | Skip:
-        if self.step_ends[k] - self.step_starts[k] > MAX_LINE:
-            return Skip("too_long")
-        return decode_line(self.step(k))
+        return self.decoder(self.step_starts[k], self.step_ends[k])
 
 
 @contextmanager
@@ -90,15 +123,15 @@ def _mapped(path: Path) -> Iterator[tuple[Buffer, FileKey]]:
 _HEADS = frozenset(m[:14] for m in _STEP_MARKERS)  # the first 14 bytes of a step line, either spacing
 
 
-def _split(buf: Buffer) -> _Lines:
-    """Step lines (by their first bytes) and the other non-blank lines, in one pass of newline finds."""
-    n = len(buf)
+def _split(buf: Buffer, decoder: _Decoder, pos: int = 0, n: int | None = None) -> _Lines:
+    """Step lines (by their first bytes) and the other non-blank lines of ``buf[pos:n]`` (offsets
+    in ``buf``), in one pass of newline finds."""
+    n = len(buf) if n is None else n
     find = buf.find
     heads = _HEADS
     starts: list[int] = []
     ends: list[int] = []
     other: list[tuple[int, int]] = []
-    pos = 0
     while pos < n:
         end = find(b"\n", pos)
         if end < 0:
@@ -109,7 +142,7 @@ def _split(buf: Buffer) -> _Lines:
         elif end > pos and (end - pos > MAX_LINE or buf[pos:end].strip()):
             other.append((pos, end))
         pos = end + 1
-    return _Lines(buf, starts, ends, other)
+    return _Lines(buf, starts, ends, other, decoder)
 
 
 def _values(found: list[bytes]) -> list[int | None]:
@@ -167,10 +200,12 @@ def _scan_columns(lines: _Lines) -> tuple[list[int | None], list[int | None]]:
     if cuda:
         pairs = _RESERVED_PEAK.findall(blobs.prefixes())
         if len(pairs) == n:
-            return _values([p for _, p in pairs]), _values([r for r, _ in pairs])
+            peaks = _values([p for _, p in pairs])
+            if None not in peaks:  # else: a step without a peak reads its tracked bytes, below
+                return peaks, _values([r for r, _ in pairs])
     peak = _column(blobs, "peak")
     level: list[int | None] | None = peak
-    if peak is None or peak[0] is None:
+    if peak is None or None in peak:  # level = peak where measured, else tracked, line by line
         tracked = _column(blobs, "tracked")
         level = [p if p is not None else t for p, t in zip(peak, tracked, strict=True)] if peak and tracked else (tracked or peak)
     reserved = _column(blobs, "reserved")
@@ -187,12 +222,33 @@ def _argmax(col: list[int | None]) -> int | None:
     return vals.index(top) if top >= 0 else None
 
 
+def grid(n: int, limit: int) -> int | None:
+    """The spacing of the step lines a long file's analysis decodes (multiples of the step index
+    the hook's index marks), or None when the file is too short for it (evenly spaced picks)."""
+    if n < MARK_EVERY * limit:
+        return None
+    g = MARK_EVERY * -(-n // (MARK_EVERY * limit))
+    if g >= FULL_EVERY:  # a multiple of the hook's full-record spacing: the picks are full records
+        g = FULL_EVERY * -(-n // (FULL_EVERY * limit))
+    return g
+
+
+def _spaced(n: int, limit: int) -> set[int]:
+    """Step lines to decode before the maxima and the last line are added."""
+    if n <= limit:
+        return set(range(n))
+    g = grid(n, limit)
+    if g is not None:
+        return set(range(0, n, g))
+    stride = (n - 1) / (limit - 1)
+    return {round(k * stride) for k in range(limit)}
+
+
 def _picks(n: int, limit: int, level: list[int | None], reserved: list[int | None]) -> list[int]:
     """Step lines to decode: evenly spaced, plus the maxima and the last line."""
+    picks = _spaced(n, limit)
     if n <= limit:
-        return list(range(n))
-    stride = (n - 1) / (limit - 1)
-    picks = {round(k * stride) for k in range(limit)}
+        return sorted(picks)
     for col in (level, reserved):
         i = _argmax(col)
         if i is not None:
@@ -213,8 +269,6 @@ class _Rank:
     other_ranges: list[Range]
 
 
-def _decode_other(buf: Buffer, s: int, e: int) -> Record | Skip:
-    return Skip("too_long") if e - s > MAX_LINE else decode_line(bytes(buf[s:e]))
 
 
 def _sort_other(got: Record | Skip, skipped: SkipCounter, steps: list[StepRecord], others: list[Record]) -> None:
@@ -228,14 +282,15 @@ def _sort_other(got: Record | Skip, skipped: SkipCounter, steps: list[StepRecord
 
 
 def _load_rank(buf: Buffer, limit: int) -> _Rank:
-    lines = _split(buf)
+    decode = _Decoder(buf)
+    lines = _split(buf, decode)
     n = len(lines.step_starts)
     level, reserved = _scan_columns(lines)
     skipped = SkipCounter()
     others: list[Record] = []
     steps: list[StepRecord] = []
     for s, e in lines.other:
-        _sort_other(_decode_other(buf, s, e), skipped, steps, others)
+        _sort_other(decode(s, e), skipped, steps, others)
     picks = _picks(n, limit, level, reserved)
     top = _argmax(level)
     decoded: list[StepRecord] = []
@@ -277,14 +332,15 @@ def _load_rank(buf: Buffer, limit: int) -> _Rank:
 
 def _from_index(buf: Buffer, idx: RankIndex) -> _Rank:
     """The same result as :func:`_load_rank` gave when it wrote ``idx``, decoding only its lines."""
+    decode = _Decoder(buf)
     skipped = SkipCounter()
     others: list[Record] = []
     steps: list[StepRecord] = []
     for s, e in idx.others:
-        _sort_other(_decode_other(buf, s, e), skipped, steps, others)
+        _sort_other(decode(s, e), skipped, steps, others)
     decoded: list[StepRecord] = []
     for s, e in idx.steps:
-        got = _decode_other(buf, s, e)
+        got = decode(s, e)
         if isinstance(got, StepRecord):
             decoded.append(got)
         else:
@@ -299,6 +355,98 @@ def _from_index(buf: Buffer, idx: RankIndex) -> _Rank:
         step_ranges=list(idx.steps),
         other_ranges=list(idx.others),
     )
+
+
+def _first_max(values: list[tuple[int | None, Range | None]]) -> Range | None:
+    """The range holding the largest figure (the first, on a tie), or None when there is none."""
+    top, at = -1, None
+    for v, r in values:
+        if v is not None and r is not None and v > top:
+            top, at = v, r
+    return at
+
+
+def _from_hook_index(buf: Buffer, chunks: list[Chunk], limit: int) -> _Rank | None:
+    """:func:`_load_rank`'s result, reading the stretch the hook's index covers from the index and
+    scanning the rest; None when the file is too short for sampling by the index's marks, or a line
+    the index names does not hold the figure it says (the caller then scans the file)."""
+    decode = _Decoder(buf)
+    covered, covered_steps = chunks[-1].end, chunks[-1].first_step + chunks[-1].steps
+    tail = _split(buf, decode, covered)
+    tail_level, tail_reserved = _scan_columns(tail)
+    tail_n = len(tail.step_starts)
+    n = covered_steps + tail_n
+    g = grid(n, limit)
+    if g is None:
+        return None
+    ranges: dict[int, Range] = {}  # step index -> line range
+    marks = [m for c in chunks for m in c.marks]
+    for i in range(0, covered_steps, g):
+        s = marks[i // MARK_EVERY]
+        if not is_step_line(buf, s):
+            return None
+        ranges[i] = (s, _line_end(buf, s))
+    for i in range(-(-covered_steps // g) * g, n, g):
+        k = i - covered_steps
+        ranges[i] = (tail.step_starts[k], tail.step_ends[k])
+    # the maxima: over the stretches first, then the tail (the first one on a tie, as a scan finds)
+    top_ranges: list[Range] = []
+    for figure, at, col in (("level", "level_at", tail_level), ("reserved", "reserved_at", tail_reserved)):
+        cands: list[tuple[int | None, Range | None]] = [(getattr(c, figure), getattr(c, at)) for c in chunks]
+        t = _argmax(col)
+        if t is not None:
+            cands.append((col[t], (tail.step_starts[t], tail.step_ends[t])))
+        r = _first_max(cands)
+        if r is not None:
+            top_ranges.append(r)
+    last = (tail.step_starts[-1], tail.step_ends[-1]) if tail_n else chunks[-1].last_at
+    by_start = {r[0]: r for r in ranges.values()}
+    for r in (*top_ranges, *([last] if last is not None else [])):
+        by_start.setdefault(r[0], r)
+    skipped = SkipCounter()
+    others: list[Record] = []
+    steps: list[StepRecord] = []
+    other_ranges: list[Range] = []
+    for c in chunks:
+        if c.others is None:
+            other_ranges += _split(buf, decode, c.start, c.end).other
+        else:
+            other_ranges += c.others
+    other_ranges += tail.other
+    for s, e in other_ranges:
+        _sort_other(decode(s, e), skipped, steps, others)
+    decoded: list[StepRecord] = []
+    picked = sorted(by_start.values())
+    want_level = {c.level_at: c.level for c in chunks if c.level_at is not None}
+    want_reserved = {c.reserved_at: c.reserved for c in chunks if c.reserved_at is not None}
+    for s, e in picked:
+        got = decode(s, e)
+        if not isinstance(got, StepRecord):
+            if (s, e) in top_ranges:
+                return None  # the largest line does not decode: the scan knows what to take instead
+            skipped[got.reason if isinstance(got, Skip) else "bad_value"] += 1
+            continue
+        # the index's figures must be the lines' own
+        if want_level.get((s, e), got.level) != got.level or want_reserved.get((s, e), got.reserved) != got.reserved:
+            return None
+        decoded.append(got)
+    prev = next((c.last_reserved for c in reversed(chunks) if c.last_reserved is not None), None)
+    releases = sum(c.releases for c in chunks) + count_releases([prev, *tail_reserved])
+    return _Rank(
+        steps=[*decoded, *steps],
+        others=others,
+        skipped=skipped,
+        sampled=True,
+        releases=releases,
+        step_lines=n + len(steps),
+        step_ranges=picked,
+        other_ranges=other_ranges,
+    )
+
+
+def _line_end(buf: Buffer, s: int) -> int:
+    e = buf.find(b"\n", s)
+    return len(buf) if e < 0 else e
 
 
 def _usable(idx: RankIndex | None, key: FileKey, limit: int, buf: Buffer) -> bool:
@@ -328,11 +476,13 @@ def _index_of(got: _Rank, key: FileKey, limit: int) -> RankIndex | None:
 def load_for_analysis(run_dir: Path, limit: int = MAX_DECODED_STEPS, save_index: bool = True, use_index: bool = True) -> tuple[RunData, dict[int, RankSeries]]:
     """The run (meta, non-step records, the decoded step records) and its per-rank series.
 
-    A rank file that ``analysis-index.json`` describes as it is now (:mod:`memtop.analyzers.scan_index`)
-    is read through the index, which gives the same result as a scan; otherwise it is scanned, and
-    a long file's scan is saved in the index (``save_index``; ``use_index=False`` always scans; best effort: a read-only run
-    directory is simply scanned each time). Never raises for bad content; unreadable files become
-    warnings.
+    A rank file with the hook's step index (``rank<N>.jsonl.idx``, :mod:`memtop.analyzers.hook_index`)
+    is read through it: only the stretch it does not cover is scanned. Otherwise (runs of run
+    format v1, or a hook that could not write one) a rank file that ``analysis-index.json``
+    describes as it is now (:mod:`memtop.analyzers.scan_index`) is read through that; otherwise it
+    is scanned, and a long file's scan is saved there (``save_index``; ``use_index=False`` always
+    scans; best effort: a read-only run directory is simply scanned each time). Every way gives the
+    same result as a scan. Never raises for bad content; unreadable files become warnings.
     """
     meta, why = load_meta(run_dir)
     run = RunData(path=run_dir, meta=meta)
@@ -346,7 +496,12 @@ def load_for_analysis(run_dir: Path, limit: int = MAX_DECODED_STEPS, save_index:
             with _mapped(path) as (buf, key):
                 entries = index.get(path.name, [])
                 idx = next((e for e in entries if e.limit == limit), None)
-                if idx is not None and _usable(idx, key, limit, buf):
+                chunks = read_hook_index(path, buf, len(buf)) if use_index and len(buf) else []
+                hooked = _from_hook_index(buf, chunks, limit) if chunks else None
+                if hooked is not None:
+                    got = hooked  # the hook's own index: nothing is saved into the run directory
+                    changed = changed or bool(entries)
+                elif idx is not None and _usable(idx, key, limit, buf):
                     got = _from_index(buf, idx)
                     new_index[path.name] = entries
                 else:
@@ -380,9 +535,10 @@ def load_for_analysis(run_dir: Path, limit: int = MAX_DECODED_STEPS, save_index:
 def index_long_run(run_dir: Path) -> bool:
     """Scan a finished run's long rank files now and save the scan (:mod:`memtop.analyzers.scan_index`),
     so that its first ``memtop analyze`` reads a few hundred lines instead of the whole file.
-    Does nothing (False) when every rank file is short. Never raises."""
+    Does nothing (False) when every rank file is short or has the hook's step index (run format
+    v2: analysis reads it instead). Never raises."""
     try:
-        long = any(p.stat().st_size >= MIN_INDEXED_BYTES for p in rank_files(run_dir).values())
+        long = any(p.stat().st_size >= MIN_INDEXED_BYTES and not index_path(p).is_file() for p in rank_files(run_dir).values())
         if long:
             load_for_analysis(run_dir)
     except OSError:

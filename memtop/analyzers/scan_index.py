@@ -26,7 +26,7 @@ from typing import Any
 from memtop.runs.safeio import Unreadable, read_bounded
 
 INDEX_FILE = "analysis-index.json"
-INDEX_VERSION = 1
+INDEX_VERSION = 2  # 2: long files sampled on the grid of the hook's step index (older indexes are scanned again)
 MIN_INDEXED_BYTES = 64 * 1024 * 1024
 MAX_INDEX_BYTES = 4 * 1024 * 1024
 MAX_PER_FILE = 4  # entries per rank file, one per sample size (`memtop runs` samples fewer lines than `analyze`)

@@ -14,6 +14,7 @@ us a record against 20-24 us for ``json`` (docs/performance.md).
 from __future__ import annotations
 
 from json.encoder import encode_basestring_ascii
+from operator import itemgetter
 from typing import Any
 
 STEP_KEYS = (
@@ -46,6 +47,11 @@ CATEGORY_KEYS = ("parameters", "gradients", "optimizer_state", "activations", "o
 MOMENT_KEYS = ("allocated", "parameters", "gradients", "optimizer_state", "activations")
 HIGHWATER_KEYS = ("parameters", "gradients", "optimizer_state", "activations")
 
+# the record's numbers in key order, in C: [schema … peak], then (after the categories) [activations_step … device_total]
+_HEAD_NUMBERS = itemgetter("schema", "rank", "time", "step", "step_time", "allocated", "reserved", "peak")
+_MID_NUMBERS = itemgetter(
+    "activations_step", "measured_step", "tracked", "fragmentation_bytes", "fragmentation_pct", "inactive_split_bytes", "device_used", "device_total"
+)
 _NUMBER_TYPES = frozenset({int, float, type(None)})  # not bool: %s writes True, json writes true
 _STRING_KEYS = frozenset({"type", "device", "peak_point"})
 # What `%s` writes that json does not: None (null), and the non-finite floats json refuses.
@@ -109,10 +115,10 @@ class StepLineEncoder:
         self._cached = {}
         return True
 
-    def encode(self, rec: dict[str, Any], large_json: str) -> str | None:
-        """The record as one compact JSON object (no newline), with ``large_json`` (already
-        serialized) as its ``large_tensors``, placed last when non-empty as the general encoder
-        places it; or None when ``rec`` is not a step record of the fixed shape."""
+    @staticmethod
+    def flatten(rec: dict[str, Any], large_json: str) -> Flat | None:
+        """The record's numbers in key order and its shape (the strings and the moments' names),
+        or None when ``rec`` is not a step record of the fixed shape."""
         if tuple(rec) != STEP_KEYS:
             return None
         cats, moments, hw = rec["categories"], rec["moments"], rec["highwater"]
@@ -120,20 +126,28 @@ class StepLineEncoder:
             return None
         if tuple(cats) != CATEGORY_KEYS or tuple(hw) != HIGHWATER_KEYS:
             return None
-        values: tuple[Any, ...] = (
-            rec["schema"], rec["rank"], rec["time"], rec["step"], rec["step_time"], rec["allocated"], rec["reserved"], rec["peak"],
-            *cats.values(),
-            rec["activations_step"], rec["measured_step"], rec["tracked"], rec["fragmentation_bytes"], rec["fragmentation_pct"],
-            rec["inactive_split_bytes"], rec["device_used"], rec["device_total"],
-        )  # fmt: skip
+        moment_values: list[Any] = []
         for m in moments.values():
             if type(m) is not dict or tuple(m) != MOMENT_KEYS:
                 return None
-            values += tuple(m.values())
-        values += (*hw.values(), rec["sample_every"])
-        if not _NUMBER_TYPES.issuperset(map(type, values)):
+            moment_values += m.values()
+        values = (*_HEAD_NUMBERS(rec), *cats.values(), *_MID_NUMBERS(rec), *moment_values, *hw.values(), rec["sample_every"])
+        types = tuple(map(type, values))
+        if not _NUMBER_TYPES.issuperset(types):
             return None  # bools, numpy scalars, strings where numbers belong: the general encoder decides
         shape = (rec["type"], rec["device"], rec["peak_point"], tuple(moments), large_json != "[]")
+        return values, types, shape
+
+    def encode(self, rec: dict[str, Any], large_json: str) -> str | None:
+        """The record as one compact JSON object (no newline), with ``large_json`` (already
+        serialized) as its ``large_tensors``, placed last when non-empty as the general encoder
+        places it; or None when ``rec`` is not a step record of the fixed shape."""
+        flat = self.flatten(rec, large_json)
+        return None if flat is None else self.encode_flat(flat, large_json)
+
+    def encode_flat(self, flat: Flat, large_json: str) -> str | None:
+        """:meth:`encode` of a record already flattened by :meth:`flatten`."""
+        values, types, shape = flat
         if shape != self._shape and not self._set_shape(shape):
             self._shape = None
             return None
@@ -141,10 +155,11 @@ class StepLineEncoder:
         cuts = (0, *_CUTS, len(values))
         cached = self._cached
         for i, segment in enumerate(self._segments):
-            part = values[cuts[i] : cuts[i + 1]]
+            a, b = cuts[i], cuts[i + 1]
+            part = values[a:b]
             hit = cached.get(i)
             # compared with their types: 1 == 1.0 == True, but json writes each differently
-            if hit is not None and hit[0] == part and hit[1] == tuple(map(type, part)):
+            if hit is not None and hit[0] == part and hit[1] == types[a:b]:
                 out.append(hit[2])
                 continue
             text = segment % part
@@ -152,13 +167,16 @@ class StepLineEncoder:
                 return None  # a non-finite float: the general encoder refuses it (allow_nan=False)
             text = text.replace("None", "null")
             if i in _STEADY:
-                cached[i] = (part, tuple(map(type, part)), text)
+                cached[i] = (part, types[a:b], text)
             out.append(text)
         out.append(self._tail)
         if shape[4]:
             out.append(large_json)
             out.append("}")
         return "".join(out)
+
+
+Flat = tuple[tuple[Any, ...], tuple[type, ...], tuple[Any, ...]]
 
 
 # Where the values are cut into segments (indices into the flat tuple of numbers, in key order):

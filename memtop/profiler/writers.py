@@ -12,27 +12,48 @@ from pathlib import Path
 from typing import Any
 
 from memtop.profiler import rankfile
+from memtop.profiler.step_delta import DeltaStepEncoder
+from memtop.profiler.step_index import STEP_HEAD, StepIndexWriter
 from memtop.profiler.step_line import StepLineEncoder
 
 
 class RecordEncoder:
     """One record -> one JSON line (bytes), reusing the serialized large-tensor list while it is
-    unchanged; step records of the usual shape take :class:`StepLineEncoder` (the same bytes)."""
+    unchanged; step records of the usual shape take the fast path of :mod:`memtop.profiler.step_line`
+    (the same bytes as ``json``), written as run format v2's full records and deltas
+    (:mod:`memtop.profiler.step_delta`; ``deltas=False``: every step record full)."""
 
-    def __init__(self) -> None:
+    def __init__(self, deltas: bool = True) -> None:
         self._large: tuple[object, str] = (None, "[]")
         self._json = json.JSONEncoder(separators=(",", ":"), allow_nan=False, default=str)
         self._steps = StepLineEncoder()
+        self._deltas = DeltaStepEncoder() if deltas else None
+        self._step_lines = 0  # step records of this file so far
+
+    def forget_base(self) -> None:
+        """The next step record is written full (the last line may not have arrived)."""
+        if self._deltas is not None:
+            self._deltas.forget()
+
+    def new_file(self) -> None:
+        """Records go to a new file from here on: a full record first, step lines counted from 0."""
+        self.forget_base()
+        self._step_lines = 0
 
     def encode(self, record: dict[str, Any]) -> bytes:
         """The record's line; ``large_tensors``, if any, ends up as the record's last key."""
         large = record.get("large_tensors")
-        if record.get("type") == "step" and isinstance(large, list):
-            if large is not self._large[0]:
-                self._large = (large, self._json.encode(large))
-            line = self._steps.encode(record, self._large[1])
-            if line is not None:
-                return (line + "\n").encode("utf-8")
+        if record.get("type") == "step":
+            index = self._step_lines
+            self._step_lines = index + 1
+            if isinstance(large, list):
+                if large is not self._large[0]:
+                    self._large = (large, self._json.encode(large))
+                deltas = self._deltas
+                line = self._steps.encode(record, self._large[1]) if deltas is None else deltas.encode(record, self._large[1], index)
+                if line is not None:
+                    return (line + "\n").encode("utf-8")
+            self.forget_base()  # written whole by the general encoder below: deltas start again after it
         if isinstance(large, list) and large:
             # step records repeat the same large-tensor list for long stretches: serialize it once
             if large is not self._large[0]:
@@ -76,7 +97,9 @@ class RankFileWriter:
     process whose ``torch.distributed`` rank becomes known later moves its file to that rank's name.
     """
 
-    def __init__(self, run_dir: Path, rank: int, on_written: Callable[[dict[str, Any]], None] | None = None) -> None:
+    RANK_CHECK_EVERY = 64  # records between two looks for a torch.distributed rank
+
+    def __init__(self, run_dir: Path, rank: int, on_written: Callable[[dict[str, Any]], None] | None = None, step_index: bool = True) -> None:
         self.run_dir = run_dir
         self.rank = rank
         self._on_written = on_written
@@ -85,6 +108,10 @@ class RankFileWriter:
         self._fd: int | None = None
         self._pid = -1
         self._settled = False  # the name comes from torch.distributed: never moved again
+        self._unsettled_writes = 0
+        self._want_index = step_index
+        self.index: StepIndexWriter | None = None
+        self._writing = False
         self.path: Path | None = None
         self.failed_writes = 0
         self._torn = False  # the last write stopped mid-line (disk full)
@@ -102,10 +129,19 @@ class RankFileWriter:
             self.rank, self._settled = dist_rank, True
         fd, self.path = rankfile.claim(self.run_dir, self.rank)
         self._fd, self._pid, self._torn = fd, _process_id, False
+        self._encoder.new_file()  # deltas never refer to a record of another file (a forked child's parent's)
+        self.index = StepIndexWriter(self.path) if self._want_index else None
         return fd
 
     def _settle(self) -> None:
-        """torch.distributed initialized after the file was opened: take the rank's name if free."""
+        """torch.distributed initialized after the file was opened: take the rank's name if free.
+
+        Asked at the first records, then every :data:`RANK_CHECK_EVERY` records (a rank appears
+        once, at ``init_process_group``, usually before the first step)."""
+        n = self._unsettled_writes
+        self._unsettled_writes = n + 1
+        if n > 4 and n % self.RANK_CHECK_EVERY:
+            return
         dist_rank = rankfile.distributed_rank()
         if dist_rank is None or self.path is None:
             return
@@ -113,6 +149,8 @@ class RankFileWriter:
         moved = rankfile.move_to_rank(self.path, dist_rank)
         if moved is not None:
             self.path, self.rank = moved, dist_rank
+            if self.index is not None and self._pid == _process_id:
+                self.index.moved(moved)
 
     def write(self, record: dict[str, Any]) -> None:
         """Serialize and write one record now; it is in the kernel when this returns."""
@@ -124,16 +162,28 @@ class RankFileWriter:
                 self._settle()
             record["rank"] = self.rank
             data = self._encoder.encode(record)
+            index = self.index
             if self._torn:
                 data = b"\n" + data  # end the line a failed write left half written: this record stays whole
             size, was_torn = len(data), self._torn
+            is_step = data[:14] == STEP_HEAD
+            if index is not None and (was_torn or self._writing):
+                index.abandon()  # a torn line, or a record written from a signal handler mid-write
+            self._writing = True
             try:
                 while data:
                     data = data[os.write(fd, data) :]
             except OSError:
                 self._torn = was_torn if len(data) == size else True
+                self._encoder.forget_base()  # this line may be missing: no delta may refer to it
+                if index is not None:
+                    index.abandon()
                 raise
+            finally:
+                self._writing = False
             self._torn = False
+            if index is not None and not index.dead:
+                index.add(record, size, is_step)
         if self._on_written is not None:
             self._on_written(record)
 
@@ -154,6 +204,8 @@ class RankFileWriter:
             fd, self._fd = self._fd, None
             if fd is None or self._pid != _process_id:
                 return  # never opened, or the parent's file inherited through fork: not ours to close
+            if self.index is not None:
+                self.index.close()
             try:
                 os.fsync(fd)
             except OSError:

@@ -12,6 +12,12 @@ validated here once, so readers trust what they get:
 * a record of an unknown type or of a newer schema than this memtop reads is skipped.
 
 A line that fails any check is skipped whole, with its reason (:class:`Skip`), never half-read.
+
+Run format v2 writes most step records as deltas of the file's last full step record: a file is
+read in order through :class:`StepRebuilder`, which rebuilds each delta (:func:`rebuild`) before
+it is validated like any record; a delta whose base is missing is ``Skip("no_base")``
+(docs/run-format.md, "Full records and deltas").
+
 ``meta.json`` is decoded the same way by :mod:`memtop.runs.meta_decode`, with the same checks
 (:mod:`memtop.runs.checks`).
 """
@@ -19,6 +25,7 @@ A line that fails any check is skipped whole, with its reason (:class:`Skip`), n
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -72,6 +79,7 @@ REASONS: Final = {
     "unknown_type": "unknown record type",
     "newer_schema": "written by a newer memtop (newer schema)",
     "bad_value": "a value of the wrong type or out of range",
+    "no_base": "a step delta whose full record is missing or unreadable",
 }
 
 
@@ -379,6 +387,12 @@ def decode_object(obj: Any) -> Record | Skip:
     build = _BUILDERS.get(kind)
     if build is None:
         return Skip("unknown_type", kind[:64])
+    if DELTA_KEY in obj and kind == "step":
+        return Skip("no_base", "a delta read without its base")  # rebuilt by StepRebuilder / rebuild()
+    return _decode_known(obj, kind, build)
+
+
+def _decode_known(obj: dict[str, Any], kind: str, build: Callable[[Mapping[str, Any], int], Record]) -> Record | Skip:
     schema = obj.get("schema", 1)
     if isinstance(schema, bool) or not isinstance(schema, int) or schema < 1:
         return Skip("bad_value", "schema: not a positive integer")
@@ -397,8 +411,15 @@ def decode_object(obj: Any) -> Record | Skip:
 def decode_line(line: bytes | str) -> Record | Skip:
     """One line of a rank file -> a typed record, or a :class:`Skip` with the reason.
 
-    A blank line gives ``Skip("blank")``, which readers do not count.
+    A blank line gives ``Skip("blank")``, which readers do not count. A step delta (run format
+    v2) cannot be read alone: it gives ``Skip("no_base")``; read a file with :class:`StepRebuilder`.
     """
+    got = parse_line(line)
+    return got if isinstance(got, Skip) else decode_object(got)
+
+
+def parse_line(line: bytes | str) -> Any:
+    """The line's JSON value, with the checks of :func:`decode_line` (length, nesting), or a Skip."""
     if len(line) > MAX_LINE:
         return Skip("too_long")
     try:
@@ -414,4 +435,61 @@ def decode_line(line: bytes | str) -> Record | Skip:
     opens = line.count(b"[") + line.count(b"{") if isinstance(line, bytes) else line.count("[") + line.count("{")
     if opens > _WALK_OVER and not depth_ok(obj):
         return Skip("too_deep")
-    return decode_object(obj)
+    return obj
+
+
+# ------------------------------------------------------------------------------ step deltas (v2)
+
+DELTA_KEY: Final = "base"
+# The first bytes of the hook's step lines: a full record has "rank" right after "schema", a
+# delta has "base" there (memtop.profiler.step_delta). docs/run-format.md, "Rebuilding a step".
+FULL_HEAD: Final = re.compile(rb'\{"type":"step","schema":(\d{1,9}),"rank":')
+DELTA_HEAD: Final = re.compile(rb'\{"type":"step","schema":(\d{1,9}),"base":')
+
+
+def rebuild(base: StepRecord | None, delta: dict[str, Any]) -> Record | Skip:
+    """A delta laid over its base: the base's JSON object, the delta's keys over it, ``base`` dropped.
+
+    ``base`` is the nearest full step record before the delta in its file (None if that line did
+    not decode); a delta that names another step, or another schema, is ``Skip("no_base")``.
+    """
+    step = delta.get(DELTA_KEY)
+    if base is None or type(step) is not int or step != base.step or delta.get("schema") != base.schema:
+        return Skip("no_base", f"base {str(step)[:20]}")
+    full = {**base.doc, **delta}
+    del full[DELTA_KEY]
+    return _decode_known(full, "step", _step)
+
+
+def decode_delta_line(line: bytes, base: StepRecord | None) -> Record | Skip:
+    """One delta line (:data:`DELTA_HEAD`) rebuilt over ``base``."""
+    obj = parse_line(line)
+    if isinstance(obj, Skip):
+        return obj
+    if not isinstance(obj, dict) or obj.get("type") != "step":
+        return Skip("not_object")
+    return rebuild(base, obj)
+
+
+class StepRebuilder:
+    """The one way to read a rank file's lines in order: each line becomes a record or a skip, and
+    step deltas are rebuilt over the file's last full step record (one rebuilder per file; call
+    :meth:`reset` when the file is read again from its start)."""
+
+    __slots__ = ("_base",)
+
+    def __init__(self) -> None:
+        self._base: StepRecord | None = None
+
+    def reset(self) -> None:
+        self._base = None
+
+    def decode(self, line: bytes) -> Record | Skip:
+        if line[:16] == b'{"type":"step","':
+            if FULL_HEAD.match(line) is not None:
+                got = decode_line(line)
+                self._base = got if isinstance(got, StepRecord) else None
+                return got
+            if DELTA_HEAD.match(line) is not None:
+                return decode_delta_line(line, self._base)
+        return decode_line(line)

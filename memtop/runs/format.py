@@ -1,4 +1,4 @@
-"""Names and shapes of run format v1 (see docs/run-format.md).
+"""Names and shapes of run format v2 (see docs/run-format.md; v1 runs read as they are).
 
 This module holds the format's names (files, environment variables, TensorBoard tags); the
 record keys and their types are spelled once, in :mod:`memtop.runs.records`, and validated once,
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Final
 
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2  # 2: step deltas (docs/run-format.md); schema-1 records read unchanged
 
 CATEGORIES: Final = ("parameters", "gradients", "optimizer_state", "activations", "other")
 
@@ -24,6 +24,7 @@ OUTPUT_LOG: Final = "output.log"
 TENSORBOARD_DIR: Final = "tensorboard"
 RANK_FILE_PREFIX: Final = "rank"
 RANK_FILE_SUFFIX: Final = ".jsonl"
+STEP_INDEX_SUFFIX: Final = ".idx"  # rank<N>.jsonl.idx: the hook's step index of a long record file (not a record file)
 PROC_FILE_PREFIX: Final = "proc"  # proc<pid>.jsonl: a process of the run without a rank of its own
 
 # Environment variables through which `memtop train` configures the hook in the child.

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from memtop.runs.checks import MAX_LINE
-from memtop.runs.decode import Skip, SkipCounter, decode_line
+from memtop.runs.decode import FULL_HEAD, Skip, SkipCounter, StepRebuilder, decode_line
 from memtop.runs.format import SCHEMA_VERSION
 from memtop.runs.recordfiles import file_label, record_files
 from memtop.runs.records import ExitRecord, OomRecord, Record, RunMeta, StageRecord, StepRecord, WarningRecord
@@ -42,7 +42,8 @@ R = TypeVar("R", StepRecord, StageRecord, OomRecord, WarningRecord, ExitRecord)
 
 
 def parse_line(line: str | bytes) -> Record | None:
-    """One JSONL line -> a typed record, or None when it is not a valid record."""
+    """One JSONL line -> a typed record, or None when it is not a valid record (a step delta
+    is not one alone: read files with :class:`RankTail` or :class:`StepRebuilder`)."""
     got = decode_line(line)
     return None if isinstance(got, Skip) else got
 
@@ -70,6 +71,7 @@ class RankTail:
         self._partial = b""
         self._overlong = False  # inside a line over MAX_LINE: drop bytes up to its newline
         self._ino: int | None = None
+        self._rebuild = StepRebuilder()  # step deltas over the file's last full record
         self.skipped = SkipCounter()
         self.restarts = 0
         self.error: str | None = None
@@ -101,6 +103,7 @@ class RankTail:
         self.offset = 0
         self._partial = b""
         self._overlong = False
+        self._rebuild.reset()
         self.restarts += 1
 
     def _lines(self, chunk: bytes, final: bool) -> list[Record]:
@@ -113,21 +116,26 @@ class RankTail:
         data = self._partial + chunk if self._partial else chunk
         lines = data.split(b"\n")
         self._partial = lines.pop()
+        overlong_base = False
         if len(self._partial) > MAX_LINE:
             self.skipped["too_long"] += 1
+            overlong_base = FULL_HEAD.match(self._partial) is not None  # a full step record lost: no base after it
             self._partial = b""
             self._overlong = True
         if final and self._partial:
             lines.append(self._partial)
             self._partial = b""
         out: list[Record] = []
+        decode = self._rebuild.decode
         for raw in lines:
-            got = decode_line(raw)
+            got = decode(raw)
             if isinstance(got, Skip):
                 if got.reason != "blank":
                     self.skipped[got.reason] += 1
             else:
                 out.append(got)
+        if overlong_base:
+            self._rebuild.reset()
         return out
 
 
@@ -184,7 +192,7 @@ def meta_warnings(run_dir: Path, meta: RunMeta | None, why: str | None) -> list[
         detail = f" ({why})" if why else ""
         return [f"{run_dir}: meta.json is missing or unreadable{detail}; figures come from the rank files alone"]
     out: list[str] = []
-    if meta.schema is not None and meta.schema != SCHEMA_VERSION:
+    if meta.schema is not None and meta.schema > SCHEMA_VERSION:
         out.append(f"{run_dir}: unknown schema version {meta.schema!r} (this memtop reads {SCHEMA_VERSION}); reading leniently")
     if meta.dropped:
         out.append(f"{run_dir}: meta.json: ignored unusable value(s) of {', '.join(meta.dropped[:8])}")

@@ -21,8 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from memtop.runs.decode import Skip, StepRebuilder
 from memtop.runs.format import CATEGORIES, META_FILE, OUTPUT_LOG
-from memtop.runs.reader import RankTail, Record, RunData, parse_line, rank_files
+from memtop.runs.reader import RankTail, Record, RunData, rank_files
 from memtop.runs.recordfiles import file_label
 from memtop.runs.records import (
     Categories,
@@ -265,7 +266,8 @@ def read_tail_records(path: Path, nbytes: int) -> tuple[list[Record], int]:
     if start > 0 and lines:
         lines.pop(0)  # began mid-line
     end = size - len(lines.pop()) if lines else size  # an incomplete last line is left for later
-    records = [rec for rec in (parse_line(raw) for raw in lines if raw.strip()) if rec is not None]
+    rebuild = StepRebuilder()  # step deltas before the window's first full record are left out
+    records = [rec for rec in (rebuild.decode(raw) for raw in lines if raw.strip()) if not isinstance(rec, Skip)]
     return records, end
 
 

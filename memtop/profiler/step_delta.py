@@ -1,0 +1,140 @@
+"""Run format v2's step lines: a full record now and then, and in between only what changed.
+
+A *full* step record is the whole record (:mod:`memtop.profiler.step_line`). A *delta* carries
+``"base": S`` (the ``step`` of the last full record of this file), the keys every step line has
+(:data:`ALWAYS_KEYS`, which analysis scans and ``jq`` users read), and only those other keys whose
+value differs from the base's. A reader rebuilds it as "the base's object, the delta's keys laid
+over it, ``base`` dropped" (docs/run-format.md).
+
+A full record is written for the first step record, after any record the fast path could not
+take (another shape, extra keys: the general encoder wrote it), whenever the large-tensor list or
+the moments changed, when the device, peak point or moment names changed, and for every step line
+whose index in the file is a multiple of :data:`FULL_EVERY`, which bounds how far back a reader
+looks for a base (and lets the analysis of a long run sample full records: memtop.analyzers.load).
+
+Values are compared with their types (``1 == 1.0 == True``, but JSON writes each differently), so
+a rebuilt record is exactly the record a writer of full records would have written.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from operator import is_not, itemgetter, ne
+from typing import Any, Final
+
+from memtop.profiler.step_line import CATEGORY_KEYS, HIGHWATER_KEYS, Flat, StepLineEncoder
+
+FULL_EVERY: Final = 256
+BASE_KEY: Final = "base"
+ALWAYS_KEYS: Final = ("type", "schema", "rank", "time", "step", "step_time", "allocated", "reserved", "peak", "tracked", "device_used")
+# device_used is written every step: on a CPU it is the resident set size, which changes every
+# step, and a delta whose other keys are all unchanged is then found by one comparison.
+
+# A delta line: the always-written keys ("base" right after "schema", so a reader can tell a delta
+# from a full record by the line's first bytes), then the changed groups, in the record's key order.
+_HEAD = '{"type":"step","schema":%s,"base":%s,"rank":%s,"time":%s,"step":%s,"step_time":%s,"allocated":%s,"reserved":%s,"peak":%s,"tracked":%s,"device_used":%s'
+_HEAD_AT = (0, 1, 2, 3, 4, 5, 6, 7, 15, 19)  # where the always-written numbers sit in the flat tuple (base: baked into the template)
+_NO_PLAN: Final[Any] = object()
+
+
+def _dict_part(key: str, names: tuple[str, ...]) -> str:
+    return f',"{key}":{{' + ",".join(f'"{n}":%s' for n in names) + "}"
+
+
+def _groups(n_moments: int) -> tuple[tuple[int, int, str], ...]:
+    """(start, end, template) of each delta-coded group of numbers in the flat tuple, in key order."""
+    hw = 21 + 5 * n_moments
+    return (
+        (8, 13, _dict_part("categories", CATEGORY_KEYS)),
+        (13, 14, ',"activations_step":%s'),
+        (14, 15, ',"measured_step":%s'),
+        (16, 17, ',"fragmentation_bytes":%s'),
+        (17, 18, ',"fragmentation_pct":%s'),
+        (18, 19, ',"inactive_split_bytes":%s'),
+        (20, 21, ',"device_total":%s'),
+        (hw, hw + 4, _dict_part("highwater", HIGHWATER_KEYS)),
+        (hw + 4, hw + 5, ',"sample_every":%s'),
+    )
+
+
+for _, _, _t in _groups(0):  # a marker in a template would be mistaken for a non-finite number
+    assert not any(m in _t for m in ("inf", "nan", "None"))
+assert not any(m in _HEAD for m in ("inf", "nan", "None"))
+
+
+class _Base:
+    __slots__ = ("values", "types", "shape", "large", "step", "moments")
+
+    def __init__(self, flat: Flat, large: str) -> None:
+        self.values, self.types, self.shape = flat
+        self.large = large
+        self.step: int = self.values[3]
+        self.moments = (21, 21 + 5 * len(self.shape[3]))
+
+
+class DeltaStepEncoder:
+    """Step records -> full or delta lines (no newline); None where the fast path does not apply
+    (the caller writes the record with the general encoder, which is a full record).
+
+    Per delta: which numbers differ from the base (value or type) is one pass in C
+    (``map(ne, ...)``); the template and the getter of the numbers it needs are made once per
+    pattern of changes and base, so a steady run formats one short ``%`` template per step."""
+
+    def __init__(self) -> None:
+        self._full = StepLineEncoder()
+        self._base: _Base | None = None
+        self._groups = _groups(0)
+        self._plans: dict[bytes, tuple[str, Callable[[tuple[Any, ...]], tuple[Any, ...]]] | None] = {}
+
+    def forget(self) -> None:
+        """The next step record is written full (a new file, a failed write, a general-encoder line)."""
+        self._base = None
+
+    def encode(self, rec: dict[str, Any], large_json: str, index: int) -> str | None:
+        """``index``: the step line's index in its file (step lines before it)."""
+        flat = StepLineEncoder.flatten(rec, large_json)
+        if flat is None:
+            self._base = None
+            return None
+        values, types, shape = flat
+        base = self._base
+        if base is not None and index % FULL_EVERY and shape == base.shape and large_json == base.large:
+            bv, bt = base.values, base.types
+            if values[8:15] == bv[8:15] and values[16:19] == bv[16:19] and values[20:] == bv[20:] and types[8:] == bt[8:]:
+                diff = b""  # the usual step: no delta-coded number changed
+            else:
+                diff = bytes(map(ne, values[8:], bv[8:])) + bytes(map(is_not, types[8:], bt[8:]))  # hashed fast
+            plan = self._plans.get(diff, _NO_PLAN)
+            if plan is _NO_PLAN:
+                plan = self._plans[diff] = self._plan(diff, len(values), base)
+            if plan is not None:
+                template, take = plan
+                text: str = template % take(values)
+                if "inf" not in text and "nan" not in text:  # a non-finite float: the general encoder refuses it
+                    return text.replace("None", "null")
+        line = self._full.encode_flat(flat, large_json)
+        if line is None or type(values[3]) is not int:
+            self._base = None
+        else:
+            self._base = _Base(flat, large_json)
+            self._plans = {}
+            if self._groups[-1][1] != len(values):
+                self._groups = _groups(len(shape[3]))
+        return line
+
+    def _plan(self, diff: bytes, n: int, base: _Base) -> tuple[str, Callable[[tuple[Any, ...]], tuple[Any, ...]]] | None:
+        """The delta's template and the getter of its numbers for this pattern of changes; None
+        when the moments changed (a full record then)."""
+        m = n - 8  # diff: values[8:] differ, then types[8:] differ
+        changed = [False] * 8 + ([bool(a or b) for a, b in zip(diff[:m], diff[m:], strict=True)] if diff else [False] * m)
+        a, b = base.moments
+        if any(changed[a:b]):
+            return None
+        head = _HEAD.replace('"base":%s', f'"base":{base.step}', 1)
+        parts, at = [head], list(_HEAD_AT)
+        for start, end, template in self._groups:
+            if any(changed[start:end]):
+                parts.append(template)
+                at.extend(range(start, end))
+        parts.append("}")
+        return "".join(parts), itemgetter(*at)
