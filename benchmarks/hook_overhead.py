@@ -182,7 +182,8 @@ def measure(w: Workload, target_ms: float, rounds: int, steps: int) -> dict[str,
         "torch_profiler_wall_pct": round((ratio(wall, "torch.profiler") - 1) * 100, 2),
         "torch_profiler_vs_memtop_wall": round(ratio(wall, "torch.profiler") / ratio(wall, "memtop"), 3),
         "memtop_first_block_cpu_ms": round(first_block_ms, 1),
-        "activation_walk_ms": round(session._act_cost * 1e3, 3),
+        # (``_act_cost``: the session before it was split, for before/after runs of this file)
+        "activation_walk_ms": round(getattr(getattr(session, "sampling", None), "act_cost", getattr(session, "_act_cost", 0.0)) * 1e3, 3),
         "activation_walk_every_k_steps": session.sample_every,
     }
 

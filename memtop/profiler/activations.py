@@ -227,3 +227,15 @@ def backward_roots(t_outputs: object) -> list[object]:
             if node is not None:
                 roots.append(node)
     return roots
+
+
+def has_backward_root(t_outputs: object) -> bool:
+    """Whether :func:`backward_roots` would find any (without making the list: every step asks)."""
+    items = t_outputs if isinstance(t_outputs, (tuple, list)) else (t_outputs,)
+    for t in items:
+        if isinstance(t, torch.Tensor):
+            if t.grad_fn is not None:
+                return True
+        elif getattr(t, "node", None) is not None:
+            return True
+    return False

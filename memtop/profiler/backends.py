@@ -46,6 +46,10 @@ class Backend(Protocol):
         """(used by this process, total) of the device."""
         ...
 
+    def end_of_step(self) -> tuple[int | None, AllocatorState, int | None, int | None]:
+        """What a step record reads, in one call: (``take_peak()``, ``state()``, *``device_usage()``)."""
+        ...
+
 
 _statm: list[int] = []  # the fd of this process's /proc/self/statm, opened once: a pread is far cheaper than open+read+close
 
@@ -121,6 +125,9 @@ class CpuBackend:
     def device_usage(self) -> tuple[int | None, int | None]:
         return _rss_bytes(), self._total
 
+    def end_of_step(self) -> tuple[int | None, AllocatorState, int | None, int | None]:
+        return None, _NO_ALLOCATOR, _rss_bytes(), self._total
+
 
 class CudaBackend:
     """torch.cuda counters for one device, plus NVML (sampled at most once a second)."""
@@ -161,6 +168,12 @@ class CudaBackend:
             self._nvml_at = now
             self._nvml_value = self._nvml.usage()
         return self._nvml_value
+
+    def end_of_step(self) -> tuple[int | None, AllocatorState, int | None, int | None]:
+        peak = self.take_peak()
+        state = self.state()
+        used, total = self.device_usage()
+        return peak, state, used, total
 
 
 class NvmlProbe:

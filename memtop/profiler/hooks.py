@@ -103,14 +103,14 @@ def guarded(fn: Callable[..., None]) -> Callable[..., None]:
 
 @guarded
 def _on_optimizer_post(opt: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
-    session = get_session()
+    session = _session or get_session()
     if session is not None:
         session.on_optimizer_step(opt)
 
 
 @guarded
 def _on_backward(t_outputs: Any) -> None:
-    session = get_session(create=is_zero_code())
+    session = _session or get_session(create=is_zero_code())
     if session is not None:
         session.on_backward(t_outputs)
 

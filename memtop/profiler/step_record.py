@@ -1,0 +1,205 @@
+"""The step record's dict, built from the step's moments at the least cost per step.
+
+Between measured steps the per-tensor figures are carried, so on most steps the moments are the
+same composition objects as the step before: their parts of the record (categories, moments,
+high-water marks, large tensors) are then the same dict and list objects as last time rather
+than new ones. A part handed to the writer is never changed afterwards (the TensorBoard writer
+reads records on its own thread); a part whose figures changed is built anew. On a CPU (no
+allocator figures), a step whose moments were all those carried compositions :meth:`repeats
+<StepRecordBuilder.repeat>` the last record: a copy with its own time, step, step time and device
+figures.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from memtop.profiler.accounting import TensorInfo
+from memtop.profiler.backends import AllocatorState
+from memtop.profiler.moments import Composition, StepMoments, moment_record
+from memtop.runs import format as fmt
+
+
+class StepRecordBuilder:
+    def __init__(self, max_large_tensors: int) -> None:
+        self.max_large_tensors = max_large_tensors
+        self._last_large: tuple[list[TensorInfo], list[dict[str, object]]] = ([], [])
+        self._large_sources: tuple[list[TensorInfo], ...] = ()  # the lists _last_large was made from
+        self._large_sizes: tuple[int, ...] = ()
+        self._large_comp: Composition | None = None
+        # the last record's parts, and what they were made from
+        self._moments_key: tuple[Composition, ...] = ()
+        self._moments_rec: dict[str, dict[str, int | None]] = {}
+        self._highwater: list[int] = []
+        self._highwater_rec: dict[str, int] = {}
+        self._cats_key: tuple[Composition | None, int | None] = (None, None)
+        self._cats: dict[str, int | None] = {}
+        self.overcount: tuple[int, int] | None = None  # (tracked, peak) when the tracked tensors exceeded the peak
+        # the last record, and what it was made of, where a record equal to it but for the time,
+        # the step and the device figures may follow (a CPU step between measured steps)
+        self._last: dict[str, Any] | None = None
+        self._last_key: tuple[Any, ...] = ()
+
+    def large_tensors(self, comp: Composition) -> list[dict[str, object]]:
+        """The largest tensors, largest first; the same list object as last step when unchanged
+        (the record writer then reuses its serialized form)."""
+        if comp is self._large_comp:
+            return self._last_large[1]  # a carried composition: its parts are complete, never appended to
+        self._large_comp = comp
+        sources = (comp.parameters.large, comp.gradients.large, comp.optimizer_state.large, comp.activations.large)
+        seen = self._large_sources
+        if len(seen) == 4 and all(a is b for a, b in zip(sources, seen, strict=True)) and self._large_sizes == tuple(map(len, sources)):
+            return self._last_large[1]  # the same lists as last step, unchanged (figures carried between measured steps)
+        self._large_sources, self._large_sizes = sources, tuple(map(len, sources))
+        items: list[TensorInfo] = []
+        for large in sources:
+            items.extend(large)
+        items.sort(key=lambda t: t.bytes, reverse=True)
+        top = items[: self.max_large_tensors]
+        if top != self._last_large[0]:
+            self._last_large = (top, [t.as_record() for t in top])
+        return self._last_large[1]
+
+    def _categories(self, comp: Composition, tracked: int, peak: int | None) -> dict[str, int | None]:
+        if self._cats_key[0] is comp and self._cats_key[1] == peak:
+            return self._cats
+        other = None
+        self.overcount = None
+        if peak is not None:
+            if tracked > peak:
+                self.overcount = (tracked, peak)
+            other = max(0, peak - tracked)
+        self._cats = {
+            "parameters": comp.parameters.bytes,
+            "gradients": comp.gradients.bytes,
+            "optimizer_state": comp.optimizer_state.bytes,
+            "activations": comp.activations.bytes,
+            "other": other,
+        }
+        self._cats_key = (comp, peak)
+        return self._cats
+
+    def _moments(self, moments: dict[str, Composition]) -> dict[str, dict[str, int | None]]:
+        key = tuple(moments.values())
+        last = self._moments_key
+        if len(key) == len(last) and all(a is b for a, b in zip(key, last, strict=True)):
+            return self._moments_rec  # the same compositions: carried, unchanged since they were made
+        self._moments_key = key
+        self._moments_rec = {point: moment_record(c) for point, c in moments.items()}
+        return self._moments_rec
+
+    def _highwater_of(self, state: StepMoments) -> dict[str, int]:
+        if state.highwater != self._highwater:
+            self._highwater = list(state.highwater)
+            self._highwater_rec = state.highwater_record()
+        return self._highwater_rec
+
+    def build(
+        self,
+        *,
+        rank: int,
+        now: float,
+        step: int,
+        device: str,
+        step_time: float | None,
+        alloc: AllocatorState,
+        peak: int | None,
+        state: StepMoments,
+        activations_step: int | None,
+        measured_step: int | None,
+        device_used: int | None,
+        device_total: int | None,
+        sample_every: int,
+        carried: tuple[Composition, ...] | None = None,
+    ) -> dict[str, Any]:
+        """The record; ``carried``: the step's moments were these carried compositions only (a
+        later step made of the same ones may then :meth:`repeat` it)."""
+        rec = self._build(rank, now, step, device, step_time, alloc, peak, state, activations_step, measured_step, device_used, device_total, sample_every)
+        steady = carried is not None and peak is None and alloc.allocated is None and alloc.reserved is None and alloc.inactive_split is None
+        self._last = rec if steady else None
+        self._last_key = (carried, rank, device, activations_step, measured_step, sample_every)
+        return rec
+
+    def repeat(
+        self,
+        carried: tuple[Composition, ...],
+        rank: int,
+        now: float,
+        step: int,
+        device: str,
+        step_time: float | None,
+        alloc: AllocatorState,
+        peak: int | None,
+        activations_step: int | None,
+        measured_step: int | None,
+        device_used: int | None,
+        device_total: int | None,
+        sample_every: int,
+    ) -> dict[str, Any] | None:
+        """The last record with this step's time, step, step time and device figures, where this
+        step's moments were the same carried compositions as that record's (and no allocator
+        figure exists to differ: a CPU run); else None."""
+        last = self._last
+        if last is None or peak is not None or alloc.allocated is not None or alloc.reserved is not None or alloc.inactive_split is not None:
+            return None
+        if (carried, rank, device, activations_step, measured_step, sample_every) != self._last_key:
+            return None
+        rec = last.copy()  # the same keys in the same order: the record format's order
+        rec["time"] = now
+        rec["step"] = step
+        rec["step_time"] = step_time
+        rec["device_used"] = device_used
+        rec["device_total"] = device_total
+        return rec
+
+    def _build(
+        self,
+        rank: int,
+        now: float,
+        step: int,
+        device: str,
+        step_time: float | None,
+        alloc: AllocatorState,
+        peak: int | None,
+        state: StepMoments,
+        activations_step: int | None,
+        measured_step: int | None,
+        device_used: int | None,
+        device_total: int | None,
+        sample_every: int,
+    ) -> dict[str, Any]:
+        comp = state.best
+        assert comp is not None
+        tracked = comp.tracked
+        allocated, reserved = alloc.allocated, alloc.reserved
+        frag_bytes = frag_pct = None
+        if allocated is not None and reserved is not None:
+            frag_bytes = reserved - allocated
+            frag_pct = (100.0 * frag_bytes / reserved) if reserved else 0.0
+        # one literal in the key order of the record format (the record writer's fast path expects it)
+        return {
+            "type": "step",
+            "schema": fmt.SCHEMA_VERSION,
+            "rank": rank,
+            "time": now,
+            "step": step,
+            "device": device,
+            "step_time": step_time,
+            "allocated": allocated,
+            "reserved": reserved,
+            "peak": peak,
+            "categories": self._categories(comp, tracked, peak),
+            "peak_point": comp.point,
+            "activations_step": activations_step,
+            "measured_step": measured_step,
+            "tracked": tracked,
+            "fragmentation_bytes": frag_bytes,
+            "fragmentation_pct": frag_pct,
+            "inactive_split_bytes": alloc.inactive_split,
+            "device_used": device_used,
+            "device_total": device_total,
+            "large_tensors": self.large_tensors(comp),
+            "moments": self._moments(state.moments),
+            "highwater": self._highwater_of(state),
+            "sample_every": sample_every,
+        }
