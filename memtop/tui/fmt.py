@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import signal
 
-from memtop.units import fmt_bytes
+from memtop.units import fmt_bytes, fmt_pct  # one byte and one percent formatter for every view
 
 __all__ = [
     "describe_exit_code",
@@ -71,14 +71,6 @@ def fmt_step_time(seconds: float | None) -> str:
     if seconds < 1:
         return f"{seconds * 1000:.0f} ms/step"
     return f"{seconds:.2f} s/step"
-
-
-def fmt_pct(value: float | None, *, na: str = "n/a") -> str:
-    if value is None:
-        return na
-    if abs(value) >= 10:
-        return f"{value:.0f}%"
-    return f"{value:.1f}%"
 
 
 def fmt_count(n: int) -> str:
