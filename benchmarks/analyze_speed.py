@@ -22,10 +22,8 @@ into the run directory). A v1 run's first analysis scans every line and saves th
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
-import random
 import resource
 import statistics
 import subprocess
@@ -39,7 +37,6 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 
 from longrun import write_hook_run  # noqa: E402
-from runfactory import GiB, MiB, step_record  # noqa: E402
 
 from memtop.analyzers.load import load_for_analysis  # noqa: E402
 from memtop.analyzers.report import build, to_json  # noqa: E402
@@ -47,43 +44,6 @@ from memtop.analyzers.scan_index import INDEX_FILE  # noqa: E402
 from memtop.render.json import dumps  # noqa: E402
 from memtop.render.text import render  # noqa: E402
 from memtop.runs.reader import load_run  # noqa: E402
-from memtop.runs.rundir import write_meta  # noqa: E402
-
-
-def write_run(root: Path, steps: int) -> Path:
-    run = root / "20261122-120000-long"
-    run.mkdir(parents=True, exist_ok=True)
-    write_meta(
-        run,
-        {
-            "schema": 1,
-            "run_id": run.name,
-            "command": ["python", "train.py", "--batch-size", "32"],
-            "cwd": str(root),
-            "started_at": 1_700_000_000.0,
-            "ended_at": 1_700_000_000.0 + steps * 0.25,
-            "exit_code": 0,
-            "status": "finished",
-            "devices": [{"index": 0, "name": "NVIDIA H100 80GB HBM3", "total_bytes": 80 * GiB, "kind": "cuda"}],
-            "detected_flags": [],
-        },
-    )
-    rng = random.Random(0)
-    spike = steps * 2 // 3
-    with open(run / "rank0.jsonl", "w", encoding="utf-8") as fh:
-        for s in range(1, steps + 1):
-            acts = 6 * GiB + rng.randint(-200, 200) * MiB + (3 * GiB if s == spike else 0)
-            rec = step_record(s, activations=acts, fragmentation=rng.randint(100, 900) * MiB)
-            rec["moments"] = {
-                "forward_end": {"allocated": rec["allocated"], **{k: v for k, v in rec["categories"].items() if k != "other"}},
-                "optimizer_step": {"allocated": rec["allocated"], "parameters": 2 * GiB, "gradients": 2 * GiB, "optimizer_state": 4 * GiB, "activations": 0},
-            }
-            big = rec["large_tensors"]
-            for i in range(13):
-                big.append({"name": f"model.layers.{i}.mlp.weight", "category": "parameters", "bytes": 64 * MiB, "shape": [4096, 4096], "dtype": "torch.float32"})
-            fh.write(json.dumps(rec, separators=(",", ":")) + "\n")
-    return run
-
 
 CPU: list[float] = []  # CPU seconds (user + system) of each timed CLI run
 
@@ -115,10 +75,8 @@ def main() -> int:
     existing = root / "20261122-120000-long"
     if args.reuse and (existing / "rank0.jsonl").is_file():
         run = existing
-    elif args.writer == "v2":
-        run = write_hook_run(root, args.steps)
-    else:
-        run = write_run(root, args.steps)
+    else:  # v1: the same records, every one full, no step index
+        run = write_hook_run(root, args.steps, deltas=args.writer == "v2", index=args.writer == "v2")
     index = run / INDEX_FILE
     size = (run / "rank0.jsonl").stat().st_size
     print(f"wrote {args.steps} steps ({size / 1e6:.0f} MB) in {time.perf_counter() - t0:.1f} s: {run}")

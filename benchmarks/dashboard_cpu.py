@@ -33,8 +33,12 @@ from dashboard_pty import Terminal  # noqa: E402
 WRITER = r"""
 import json, sys, time
 sys.path.insert(0, sys.argv[3])
+sys.path.insert(0, sys.argv[5])
 from runfactory import step_record, GiB, MiB
-run, rate = sys.argv[1], float(sys.argv[2])
+from memtop.profiler.writers import RecordEncoder
+from memtop.profiler.step_line import STEP_KEYS
+run, rate, fmt = sys.argv[1], float(sys.argv[2]), sys.argv[4]
+encoder = RecordEncoder(deltas=fmt == "v2")  # v1: every step line full
 tensors = [{"name": f"model.layers.{i}.mlp.weight", "category": "parameters", "bytes": (64 - i) * MiB,
             "shape": [4096, 4096 - i], "dtype": "torch.bfloat16"} for i in range(16)]
 step, t0 = 0, time.time()
@@ -45,7 +49,14 @@ with open(run + "/rank0.jsonl", "a") as fh, open(run + "/output.log", "a") as lo
                           activations=(6 + (step % 50) / 100) * GiB, fragmentation=(300 + step % 97) * MiB)
         rec["time"] = time.time()
         rec["large_tensors"] = tensors
-        fh.write(json.dumps(rec, separators=(",", ":")) + "\n")
+        rec["schema"] = 2 if fmt == "v2" else 1
+        cats = rec["categories"]
+        moment = {"allocated": rec["allocated"], "parameters": cats["parameters"], "gradients": cats["gradients"],
+                  "optimizer_state": cats["optimizer_state"], "activations": cats["activations"]}
+        rec.update(measured_step=rec["activations_step"], moments={"forward_end": moment, "optimizer_step": dict(moment, activations=0)},
+                   highwater={k: cats[k] for k in ("parameters", "gradients", "optimizer_state", "activations")})
+        rec = {k: rec[k] for k in STEP_KEYS}  # the hook's key order: the writer's fast path
+        fh.write(encoder.encode(rec).decode())
         fh.flush()
         if step % max(1, int(rate / 5)) == 0:
             log.write(f"step {step} loss {1.0 / step:.5f}\n")
@@ -82,11 +93,13 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=50.0, help="step records per second")
     parser.add_argument("--warmup", type=float, default=5.0)
     parser.add_argument("--refresh", type=float, default=None, help="pass --refresh to memtop watch (default: its default)")
+    parser.add_argument("--format", choices=("v1", "v2"), default="v2", help="run format the writer writes (v2: full records and deltas, as the hook)")
     args = parser.parse_args()
     tests_dir = str(Path(__file__).resolve().parent.parent / "tests")
     with tempfile.TemporaryDirectory() as tmp:
         run = make_live_run(Path(tmp), os.getpid())
-        writer = subprocess.Popen([sys.executable, "-c", WRITER, str(run), str(args.rate), tests_dir])
+        repo = str(Path(__file__).resolve().parent.parent)
+        writer = subprocess.Popen([sys.executable, "-c", WRITER, str(run), str(args.rate), tests_dir, args.format, repo])
         argv = [sys.executable, "-m", "memtop", "watch", str(run)]
         if args.refresh is not None:
             argv += ["--refresh", str(args.refresh)]
@@ -112,7 +125,7 @@ def main() -> int:
     rate = (lines_after - lines_before) / wall
     mib = [r / 2**20 for r in rss]
     print(f"machine: {platform.machine()} {os.cpu_count()} cores, python {platform.python_version()}, load {os.getloadavg()[0]:.2f}")
-    print(f"writer: {rate:.1f} step records/s over {wall:.0f} s (records {json.dumps([lines_before, lines_after])})")
+    print(f"writer: run format {args.format}, {rate:.1f} step records/s over {wall:.0f} s (records {json.dumps([lines_before, lines_after])})")
     print(f"dashboard CPU: {100 * cpu / wall:.2f}% of one core ({cpu:.2f} s CPU in {wall:.0f} s)")
     print(f"dashboard RSS MiB: start {mib[0]:.1f}, end {mib[-1]:.1f}, max {max(mib):.1f}, samples {[round(m, 1) for m in mib]}")
     return 0

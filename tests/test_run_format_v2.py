@@ -202,3 +202,30 @@ def test_an_overlong_full_record_leaves_its_deltas_without_a_base(tmp_path: Path
     data, _ = load_for_analysis(path.parent, save_index=False)
     assert sorted(r.step for r in data.steps(0)) == [1, 2, 3]
     assert data.skipped == {"too_long": 1, "no_base": 1}
+
+
+def test_moments_that_move_every_step_stay_in_deltas(tmp_path: Path) -> None:
+    """On CUDA the allocator's figure at each moment moves a little from step to step: the moments
+    then travel in the delta (whole), not as a full record with its large-tensor list every step."""
+    enc = RecordEncoder()
+    full = RecordEncoder(deltas=False)
+    recs = []
+    for s in range(1, 301):
+        rec = _record(s)
+        rec["large_tensors"] = [{"name": f"model.w{i}", "category": "parameters", "bytes": 1 << 20, "shape": [512, 512], "dtype": "torch.float32"} for i in range(8)]
+        rec["moments"] = {
+            "forward_end": {"allocated": 1000 + s % 7, "parameters": 10, "gradients": 0, "optimizer_state": 20, "activations": 30 + s % 5},
+            "optimizer_step": {"allocated": 900 + s % 3, "parameters": 10, "gradients": 10, "optimizer_state": 20, "activations": 0},
+        }
+        recs.append(rec)
+    lines = [enc.encode(copy.deepcopy(r)) for r in recs]
+    truth = [json.loads(full.encode(copy.deepcopy(r))) for r in recs]
+    fulls = [ln for ln in lines if not ln.startswith(b'{"type":"step","schema":2,"base":')]
+    assert len(fulls) == 2  # the first step line and the 256th: nothing else forces a full record
+    assert sum(map(len, lines)) < 0.4 * sum(map(len, (full.encode(copy.deepcopy(r)) for r in recs)))
+    path = tmp_path / "run" / "rank0.jsonl"
+    path.parent.mkdir()
+    path.write_bytes(b"".join(lines))
+    assert _docs(read_file(path)[0]) == truth
+    data, _ = load_for_analysis(path.parent, limit=7, save_index=False)  # deltas decoded anywhere
+    assert all(doc in truth for doc in _docs(data.records[0]))

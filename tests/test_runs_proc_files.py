@@ -192,3 +192,15 @@ def test_gpu_checker_reports_every_line_the_decoder_skips(tmp_path: Path) -> Non
     assert meta.run_id == run_dir.name and meta.exit_code == 0 and meta.status == "finished"
     (run_dir / "meta.json").write_text("{not json")
     assert read_meta(run_dir) == RunMeta()
+
+
+def test_the_end_of_run_check_reads_in_pieces_and_finds_a_record_across_a_piece_boundary(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    needle = b'"type":"oom"'
+    for cut in (1, 5, len(needle) - 1):  # the record type split over the 1 MiB boundary at each place
+        pad = b"x" * ((1 << 20) - cut)
+        (run_dir / "rank0.jsonl").write_bytes(pad + needle + b"\n")
+        assert _records_contain(run_dir, needle)
+    (run_dir / "rank0.jsonl").write_bytes(b"x" * (3 << 20))
+    assert not _records_contain(run_dir, needle)

@@ -321,8 +321,12 @@ def _records_contain(run_dir: Path, needle: bytes) -> bool:
     for path in rank_files(run_dir).values():
         try:
             with open_regular(path) as fh:  # regular files only: never blocks on a FIFO
-                if needle in fh.read():
-                    return True
+                tail = b""
+                # in 1 MiB pieces: a long run's file (hundreds of MB) is never held whole
+                while chunk := fh.read(1 << 20):
+                    if needle in tail + chunk[: len(needle)] or needle in chunk:
+                        return True
+                    tail = chunk[-(len(needle) - 1) :]
         except OSError:
             continue
     return False

@@ -7,8 +7,8 @@ value differs from the base's. A reader rebuilds it as "the base's object, the d
 over it, ``base`` dropped" (docs/run-format.md).
 
 A full record is written for the first step record, after any record the fast path could not
-take (another shape, extra keys: the general encoder wrote it), whenever the large-tensor list or
-the moments changed, when the device, peak point or moment names changed, and for every step line
+take (another shape, extra keys: the general encoder wrote it), whenever the large-tensor list
+changed, when the device, peak point or moment names changed, and for every step line
 whose index in the file is a multiple of :data:`FULL_EVERY`, which bounds how far back a reader
 looks for a base (and lets the analysis of a long run sample full records: memtop.analyzers.load).
 
@@ -19,10 +19,11 @@ a rebuilt record is exactly the record a writer of full records would have writt
 from __future__ import annotations
 
 from collections.abc import Callable
+from json.encoder import encode_basestring_ascii
 from operator import is_not, itemgetter, ne
 from typing import Any, Final
 
-from memtop.profiler.step_line import CATEGORY_KEYS, HIGHWATER_KEYS, Flat, StepLineEncoder
+from memtop.profiler.step_line import CATEGORY_KEYS, HIGHWATER_KEYS, MOMENT_KEYS, Flat, StepLineEncoder
 
 FULL_EVERY: Final = 256
 BASE_KEY: Final = "base"
@@ -43,9 +44,16 @@ def _dict_part(key: str, names: tuple[str, ...]) -> str:
     return f',"{key}":{{' + ",".join(f'"{n}":%s' for n in names) + "}"
 
 
-def _groups(n_moments: int) -> tuple[tuple[int, int, str], ...]:
+def _moments_part(names: tuple[str, ...]) -> str:
+    """All the moments, whole (a delta carries them when any of their figures changed: on CUDA
+    the allocator's figure at a moment often moves a little from step to step)."""
+    inner = "{" + ",".join(f'"{k}":%s' for k in MOMENT_KEYS) + "}"
+    return ',"moments":{' + ",".join(f"{encode_basestring_ascii(n)}:{inner}" for n in names) + "}"
+
+
+def _groups(names: tuple[str, ...]) -> tuple[tuple[int, int, str], ...]:
     """(start, end, template) of each delta-coded group of numbers in the flat tuple, in key order."""
-    hw = 21 + 5 * n_moments
+    hw = 21 + 5 * len(names)
     return (
         (8, 13, _dict_part("categories", CATEGORY_KEYS)),
         (13, 14, ',"activations_step":%s'),
@@ -54,24 +62,25 @@ def _groups(n_moments: int) -> tuple[tuple[int, int, str], ...]:
         (17, 18, ',"fragmentation_pct":%s'),
         (18, 19, ',"inactive_split_bytes":%s'),
         (20, 21, ',"device_total":%s'),
+        (21, hw, _moments_part(names)),
         (hw, hw + 4, _dict_part("highwater", HIGHWATER_KEYS)),
         (hw + 4, hw + 5, ',"sample_every":%s'),
     )
 
 
-for _, _, _t in _groups(0):  # a marker in a template would be mistaken for a non-finite number
+for _, _, _t in _groups(("forward_end", "optimizer_step")):  # a marker in a template would be mistaken for a non-finite number
     assert not any(m in _t for m in ("inf", "nan", "None"))
 assert not any(m in _HEAD for m in ("inf", "nan", "None"))
 
 
 class _Base:
-    __slots__ = ("values", "types", "shape", "large", "step", "moments")
+    __slots__ = ("values", "types", "shape", "large", "step", "groups")
 
     def __init__(self, flat: Flat, large: str) -> None:
         self.values, self.types, self.shape = flat
         self.large = large
         self.step: int = self.values[3]
-        self.moments = (21, 21 + 5 * len(self.shape[3]))
+        self.groups = _groups(tuple(self.shape[3]))
 
 
 class DeltaStepEncoder:
@@ -85,7 +94,6 @@ class DeltaStepEncoder:
     def __init__(self) -> None:
         self._full = StepLineEncoder()
         self._base: _Base | None = None
-        self._groups = _groups(0)
         self._plans: dict[bytes, tuple[str, Callable[[tuple[Any, ...]], tuple[Any, ...]]] | None] = {}
         # the last line's numbers and the plan it was written with (None: a full line), from which
         # the line of a record equal to it but for time, step, step_time and device_used is made
@@ -159,22 +167,16 @@ class DeltaStepEncoder:
         else:
             self._base = _Base(flat, large_json)
             self._plans = {}
-            if self._groups[-1][1] != len(values):
-                self._groups = _groups(len(shape[3]))
             self._last, self._repeat = (values, None), None
         return line
 
     def _plan(self, diff: bytes, n: int, base: _Base) -> tuple[str, Callable[[tuple[Any, ...]], tuple[Any, ...]]] | None:
-        """The delta's template and the getter of its numbers for this pattern of changes; None
-        when the moments changed (a full record then)."""
+        """The delta's template and the getter of its numbers for this pattern of changes."""
         m = n - 8  # diff: values[8:] differ, then types[8:] differ
         changed = [False] * 8 + ([bool(a or b) for a, b in zip(diff[:m], diff[m:], strict=True)] if diff else [False] * m)
-        a, b = base.moments
-        if any(changed[a:b]):
-            return None
         head = _HEAD.replace('"base":%s', f'"base":{base.step}', 1)
         parts, at = [head], list(_HEAD_AT)
-        for start, end, template in self._groups:
+        for start, end, template in base.groups:
             if any(changed[start:end]):
                 parts.append(template)
                 at.extend(range(start, end))
