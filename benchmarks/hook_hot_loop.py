@@ -52,6 +52,8 @@ PARTS = (
     ("memtop.profiler.step_record", "StepRecordBuilder", "build", "  record dict"),
     ("memtop.profiler.writers", "RankFileWriter", "put", "  writer: put (all below)"),
     ("memtop.profiler.writers", "RecordEncoder", "encode", "    encode"),
+    ("memtop.profiler.writers", "RankFileWriter", "put_repeat", "  writer: put_repeat (a repeated record, all below)"),
+    ("memtop.profiler.writers", "RecordEncoder", "encode_repeat", "    encode_repeat (the repeat's template filled)"),
     ("memtop.profiler.rankfile", None, "distributed_rank", "    torch.distributed rank check"),
 )
 

@@ -79,13 +79,21 @@ def test_carried_steps_are_exact_and_change_signals_measure_at_once(sampled: Any
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     x = torch.randn(4, 16)
     handed: list[tuple[dict[str, Any], str]] = []  # every step record as the writer got it
-    put = RankFileWriter.put
+    handed_steps: list[int] = []
+    put, put_repeat = RankFileWriter.put, RankFileWriter.put_repeat
 
     def keep(writer: RankFileWriter, rec: dict[str, Any]) -> None:
         handed.append((rec, json.dumps(rec)))
+        handed_steps.append(rec["step"])
         put(writer, rec)
 
+    def keep_repeat(writer: RankFileWriter, last: dict[str, Any], time: float, step: int, step_time: float | None, used: int | None) -> None:
+        handed.append((last, json.dumps(last)))  # the record repeated: never changed either
+        handed_steps.append(step)
+        put_repeat(writer, last, time, step, step_time, used)
+
     monkeypatch.setattr(RankFileWriter, "put", keep)
+    monkeypatch.setattr(RankFileWriter, "put_repeat", keep_repeat)
     forward_truth: list[tuple[int, int, int]] = []
     end_truth: list[tuple[int, int, int]] = []
     for step in range(1, 13):
@@ -128,6 +136,7 @@ def test_carried_steps_are_exact_and_change_signals_measure_at_once(sampled: Any
         assert tuple(r) == STEP_KEYS, tuple(r)
         assert r["step_time"] == pytest.approx(r["time"] - prev["time"], abs=1e-6)
         assert r["device_used"] is not None and r["device_used"] > 0
-    assert [json.loads(snapshot)["step"] for _, snapshot in handed] == list(range(1, 13))
+    assert handed_steps == list(range(1, 13))
+    assert any(step != json.loads(snapshot)["step"] for step, (_, snapshot) in zip(handed_steps, handed, strict=True))  # some steps were repeats
     for rec, snapshot in handed:
         assert json.dumps(rec) == snapshot, rec["step"]

@@ -46,7 +46,16 @@ def _profile(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, device: str) -> tu
         if record.get("type") == "step":
             truth.append(json.loads(full.encode(copy.deepcopy(record))))
 
+    original_repeat = RankFileWriter.put_repeat
+
+    def spy_repeat(self: RankFileWriter, last: dict[str, Any], time: float, step: int, step_time: float | None, used: int | None) -> None:
+        original_repeat(self, last, time, step, step_time, used)  # a repeat of the last record: no dict made
+        rec = writers.repeat_record(last, time, step, step_time, used)
+        rec["rank"] = self.rank
+        truth.append(json.loads(full.encode(rec)))
+
     monkeypatch.setattr(writers.RankFileWriter, "write", spy)
+    monkeypatch.setattr(writers.RankFileWriter, "put_repeat", spy_repeat)
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(64, 256), torch.nn.ReLU(), torch.nn.Linear(256, 8)).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)

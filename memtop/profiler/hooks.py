@@ -25,6 +25,7 @@ import torch
 from memtop.profiler.config import HookConfig
 from memtop.profiler.session import Session
 
+_thread_time = time.thread_time
 _lock = threading.RLock()
 _session: Session | None = None
 _installed = False
@@ -101,8 +102,27 @@ def guarded(fn: Callable[..., None]) -> Callable[..., None]:
     return wrapper
 
 
-@guarded
 def _on_optimizer_post(opt: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+    """:func:`guarded` written out: called at every optimizer step, one call level less."""
+    session = _session
+    if session is None:
+        _on_optimizer_post_first(opt)  # (the session is made here)
+        return
+    if session.disabled:
+        return
+    t0 = _thread_time()
+    try:
+        session.on_optimizer_step(opt)
+    except SystemExit:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the hook must never break training
+        _disable(session, exc)
+    finally:
+        session.hook_cpu_seconds += _thread_time() - t0
+
+
+@guarded
+def _on_optimizer_post_first(opt: torch.optim.Optimizer) -> None:
     session = _session or get_session()
     if session is not None:
         session.on_optimizer_step(opt)
@@ -134,7 +154,19 @@ def _engine_run_backward_wrapper(t_outputs: Any, *args: Any, **kwargs: Any) -> A
     assert original is not None
     if _backward_running[0]:
         return original(t_outputs, *args, **kwargs)
-    _on_backward(t_outputs)
+    session = _session
+    if session is None:
+        _on_backward(t_outputs)  # (a zero-code session is made here)
+    elif not session.disabled:  # _on_backward written out: one call level less, every step
+        t0 = _thread_time()
+        try:
+            session.on_backward(t_outputs)
+        except SystemExit:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the hook must never break training
+            _disable(session, exc)
+        finally:
+            session.hook_cpu_seconds += _thread_time() - t0
     _backward_running[0] += 1
     try:
         result = original(t_outputs, *args, **kwargs)

@@ -32,7 +32,7 @@ from memtop.profiler.static_counts import StaticCounts
 from memtop.profiler.step_boundary import StepBoundary
 from memtop.profiler.step_record import StepRecordBuilder
 from memtop.profiler.watched import Watched
-from memtop.profiler.writers import RankFileWriter, TensorBoardWriter
+from memtop.profiler.writers import RankFileWriter, TensorBoardWriter, repeat_record
 from memtop.runs import format as fmt
 
 __all__ = ["CATEGORIES", "Composition", "Session"]
@@ -288,8 +288,8 @@ class Session:
         step = self.step
         now = time.time()
         peak, alloc, used, total = (self._backend or self.backend).end_of_step()
-        last = self._last_record_time
-        step_time = None if last is None else now - last
+        prev = self._last_record_time
+        step_time = None if prev is None else now - prev
         self._last_record_time = now
         sampling = self.sampling
         sampling.step_done(step, step_time)
@@ -297,8 +297,17 @@ class Session:
         device = self._device_str if self._backend is not None and self._device_str is not None else self._device_name()
         pending = tuple(self._pending) if self._pending and self._moments.best is None else None
         rec = None
+        writer = self._writer
         if pending is not None:
-            rec = records.repeat(pending, self.rank, now, step, device, step_time, alloc, peak, self._act_step, sampling.measured_step, used, total, sampling.sample_every)
+            last = records.repeat_of(pending, self.rank, device, alloc, peak, self._act_step, sampling.measured_step, sampling.sample_every)
+            if last is not None:
+                if total == last["device_total"] and writer is not None and not self.closed:
+                    writer.put_repeat(last, now, step, step_time, used)  # no record dict made (most steps of a CPU run)
+                    self._pending.clear()
+                    self._after_step(step)
+                    return
+                rec = repeat_record(last, now, step, step_time, used)
+                rec["device_total"] = total
         if rec is None:
             self._flush_pending()
             rec = records.build(
@@ -322,7 +331,6 @@ class Session:
             self._warn_once("accounting", f"tracked tensors ({tracked} B) exceed the allocator peak ({at_peak} B) at step {step}; 'other' clamped to 0")
         if step == 1:  # extra keys (a copy: the builder may reuse the record it made); the writer's general encoder takes it
             rec = {**rec, **modelinfo.describe(self.models.roots(), self.optimizers())}
-        writer = self._writer
         if writer is not None and not self.closed:
             writer.put(rec)
         else:
@@ -330,6 +338,9 @@ class Session:
         if self._moments.best is not None:  # (a repeated step weighed no moment)
             self._moments.clear()
         self._pending.clear()
+        self._after_step(step)
+
+    def _after_step(self, step: int) -> None:
         if self.config.max_steps is not None and step >= self.config.max_steps:
             self.exit_reason = "max_steps"
             self.close()

@@ -36,6 +36,8 @@ ALWAYS_KEYS: Final = ("type", "schema", "rank", "time", "step", "step_time", "al
 _HEAD = '{"type":"step","schema":%s,"base":%s,"rank":%s,"time":%s,"step":%s,"step_time":%s,"allocated":%s,"reserved":%s,"peak":%s,"tracked":%s,"device_used":%s'
 _HEAD_AT = (0, 1, 2, 3, 4, 5, 6, 7, 15, 19)  # where the always-written numbers sit in the flat tuple (base: baked into the template)
 _NO_PLAN: Final[Any] = object()
+_REPEAT_AT: Final = (2, 3, 4, 19)  # what a repeated record changes: time, step, step_time, device_used
+_REPEAT_TYPES: Final = frozenset({int, float, type(None)})  # not bool (%s writes True)
 
 
 def _dict_part(key: str, names: tuple[str, ...]) -> str:
@@ -93,10 +95,47 @@ class DeltaStepEncoder:
         self._full = StepLineEncoder()
         self._base: _Base | None = None
         self._plans: dict[bytes, tuple[str, Callable[[tuple[Any, ...]], tuple[Any, ...]]] | None] = {}
+        # the last line's numbers and the plan it was written with (None: a full line), from which
+        # the line of a record equal to it but for time, step, step_time and device_used is made
+        self._last: tuple[tuple[Any, ...], tuple[str, Callable[[tuple[Any, ...]], tuple[Any, ...]]] | None] | None = None
+        self._repeat: str | None = None  # that line's template: the four numbers as %s
 
     def forget(self) -> None:
         """The next step record is written full (a new file, a failed write, a general-encoder line)."""
         self._base = None
+        self._last = self._repeat = None
+
+    def encode_repeat(self, index: int, time: object, step: object, step_time: object, device_used: object) -> str | None:
+        """The line of the last encoded record with these four numbers instead of its own, exactly
+        the line :meth:`encode` would write for that record (a delta); None where :meth:`encode`
+        must decide (a full record is due, the last line is not known, an unusual number).
+
+        The other numbers of a delta line are those of the base and of the changed groups, the
+        same for the record and its repeat, so the line is one ``%`` of a template made once."""
+        if not index % FULL_EVERY or self._base is None:
+            return None
+        template = self._repeat
+        if template is None:
+            last = self._last
+            if last is None:
+                return None
+            values, plan = last
+            if plan is None:  # the last line was full: its repeat is a delta with nothing changed
+                plan = self._plans.get(b"", _NO_PLAN)
+                if plan is _NO_PLAN:
+                    plan = self._plans[b""] = self._plan(b"", len(values), self._base)
+                if plan is None:
+                    return None
+            marked = list(values)
+            for at in _REPEAT_AT:
+                marked[at] = "%s"
+            template = self._repeat = (plan[0] % plan[1](tuple(marked))).replace("None", "null")
+        if type(time) is not float or type(step) is not int or type(step_time) not in _REPEAT_TYPES or type(device_used) not in _REPEAT_TYPES:
+            return None
+        text = template % (time, step, step_time, device_used)
+        if "inf" in text or "nan" in text:
+            return None
+        return text.replace("None", "null") if step_time is None or device_used is None else text
 
     def encode(self, rec: dict[str, Any], large_json: str, index: int) -> str | None:
         """``index``: the step line's index in its file (step lines before it)."""
@@ -119,13 +158,16 @@ class DeltaStepEncoder:
                 template, take = plan
                 text: str = template % take(values)
                 if "inf" not in text and "nan" not in text:  # a non-finite float: the general encoder refuses it
+                    self._last, self._repeat = (values, plan), None
                     return text.replace("None", "null")
         line = self._full.encode_flat(flat, large_json)
         if line is None or type(values[3]) is not int:
             self._base = None
+            self._last = self._repeat = None
         else:
             self._base = _Base(flat, large_json)
             self._plans = {}
+            self._last, self._repeat = (values, None), None
         return line
 
     def _plan(self, diff: bytes, n: int, base: _Base) -> tuple[str, Callable[[tuple[Any, ...]], tuple[Any, ...]]] | None:

@@ -56,6 +56,8 @@ class StepIndexWriter:
         self._offset = 0  # bytes of the record file so far
         self._steps_total = 0
         self._prev_reserved: int | None = None
+        self._last_rec: dict[str, Any] | None = None  # the last step record added, and its figures
+        self._last_figs: tuple[int | None, int | None] = (None, None)
         self._new_chunk()
 
     def _new_chunk(self) -> None:
@@ -87,12 +89,16 @@ class StepIndexWriter:
                 else:
                     self._others = None
             return
-        try:
-            peak, reserved = _fig(rec.get("peak")), _fig(rec.get("reserved"))
-            level = peak if peak is not None else _fig(rec.get("tracked"))
-        except ValueError:
-            self.abandon()
-            return
+        if rec is self._last_rec:  # a repeated record (the writer's put_repeat): the same figures
+            level, reserved = self._last_figs
+        else:
+            try:
+                peak, reserved = _fig(rec.get("peak")), _fig(rec.get("reserved"))
+                level = peak if peak is not None else _fig(rec.get("tracked"))
+            except ValueError:
+                self.abandon()
+                return
+            self._last_rec, self._last_figs = rec, (level, reserved)
         if self._steps_total % MARK_EVERY == 0:
             self._marks.append(s - self._start)
         self._steps_total += 1

@@ -120,37 +120,28 @@ class StepRecordBuilder:
         self._last_key = (carried, rank, device, activations_step, measured_step, sample_every)
         return rec
 
-    def repeat(
+    def repeat_of(
         self,
         carried: tuple[Composition, ...],
         rank: int,
-        now: float,
-        step: int,
         device: str,
-        step_time: float | None,
         alloc: AllocatorState,
         peak: int | None,
         activations_step: int | None,
         measured_step: int | None,
-        device_used: int | None,
-        device_total: int | None,
         sample_every: int,
     ) -> dict[str, Any] | None:
-        """The last record with this step's time, step, step time and device figures, where this
-        step's moments were the same carried compositions as that record's (and no allocator
-        figure exists to differ: a CPU run); else None."""
+        """The last record, where this step's record is a copy of it but for the time, step,
+        step time and device figures: this step's moments were the same carried compositions as
+        that record's (and no allocator figure exists to differ: a CPU run); else None. Never
+        changed: the writer copies it (:func:`memtop.profiler.writers.repeat_record`) or writes
+        its line with the four figures replaced (:meth:`RankFileWriter.put_repeat`)."""
         last = self._last
         if last is None or peak is not None or alloc.allocated is not None or alloc.reserved is not None or alloc.inactive_split is not None:
             return None
         if (carried, rank, device, activations_step, measured_step, sample_every) != self._last_key:
             return None
-        rec = last.copy()  # the same keys in the same order: the record format's order
-        rec["time"] = now
-        rec["step"] = step
-        rec["step_time"] = step_time
-        rec["device_used"] = device_used
-        rec["device_total"] = device_total
-        return rec
+        return last
 
     def _build(
         self,

@@ -29,9 +29,25 @@ class RecordEncoder:
         self._steps = StepLineEncoder()
         self._deltas = DeltaStepEncoder() if deltas else None
         self._step_lines = 0  # step records of this file so far
+        self._source: tuple[dict[str, Any], object] | None = None  # the last step line's record (or the one it repeats) and rank
+
+    def encode_repeat(self, source: dict[str, Any], rank: int, time: float, step: int, step_time: float | None, device_used: int | None) -> bytes | None:
+        """The line of ``source`` with these four figures instead of its own, where the last step
+        line was ``source``'s (or a repeat of it, with its rank): the bytes :meth:`encode` would
+        write for such a copy, without the copy. None: :meth:`encode` must take the copy."""
+        last, deltas = self._source, self._deltas
+        if deltas is None or last is None or last[0] is not source or last[1] != rank:
+            return None
+        index = self._step_lines
+        line = deltas.encode_repeat(index, time, step, step_time, device_used)
+        if line is None:
+            return None
+        self._step_lines = index + 1
+        return (line + "\n").encode("utf-8")
 
     def forget_base(self) -> None:
         """The next step record is written full (the last line may not have arrived)."""
+        self._source = None
         if self._deltas is not None:
             self._deltas.forget()
 
@@ -40,8 +56,10 @@ class RecordEncoder:
         self.forget_base()
         self._step_lines = 0
 
-    def encode(self, record: dict[str, Any]) -> bytes:
-        """The record's line; ``large_tensors``, if any, ends up as the record's last key."""
+    def encode(self, record: dict[str, Any], source: dict[str, Any] | None = None) -> bytes:
+        """The record's line; ``large_tensors``, if any, ends up as the record's last key.
+
+        ``source``: the record this one repeats (:meth:`encode_repeat`), if not itself."""
         large = record.get("large_tensors")
         if record.get("type") == "step":
             index = self._step_lines
@@ -52,7 +70,9 @@ class RecordEncoder:
                 deltas = self._deltas
                 line = self._steps.encode(record, self._large[1]) if deltas is None else deltas.encode(record, self._large[1], index)
                 if line is not None:
+                    self._source = (record if source is None else source, record["rank"])
                     return (line + "\n").encode("utf-8")
+            self._source = None
             self.forget_base()  # written whole by the general encoder below: deltas start again after it
         if isinstance(large, list) and large:
             # step records repeat the same large-tensor list for long stretches: serialize it once
@@ -67,6 +87,16 @@ class RecordEncoder:
         else:
             line = self._json.encode(record) + "\n"
         return line.encode("utf-8")
+
+
+def repeat_record(last: dict[str, Any], time: float, step: int, step_time: float | None, device_used: int | None) -> dict[str, Any]:
+    """A copy of the step record ``last`` with its own time, step, step time and device_used."""
+    rec = last.copy()  # the same keys in the same order: the record format's order
+    rec["time"] = time
+    rec["step"] = step
+    rec["step_time"] = step_time
+    rec["device_used"] = device_used
+    return rec
 
 
 _process_id = os.getpid()
@@ -155,42 +185,68 @@ class RankFileWriter:
     def write(self, record: dict[str, Any]) -> None:
         """Serialize and write one record now; it is in the kernel when this returns."""
         with self._lock:
-            if self._closed:
-                raise ValueError("the record file is closed")
-            fd = self._open()
-            if not self._settled:
-                self._settle()
+            fd = self._ready()
             record["rank"] = self.rank
-            data = self._encoder.encode(record)
-            index = self.index
-            if self._torn:
-                data = b"\n" + data  # end the line a failed write left half written: this record stays whole
-            size, was_torn = len(data), self._torn
-            is_step = data[:14] == STEP_HEAD
-            if index is not None and (was_torn or self._writing):
-                index.abandon()  # a torn line, or a record written from a signal handler mid-write
-            self._writing = True
-            try:
-                while data:
-                    data = data[os.write(fd, data) :]
-            except OSError:
-                self._torn = was_torn if len(data) == size else True
-                self._encoder.forget_base()  # this line may be missing: no delta may refer to it
-                if index is not None:
-                    index.abandon()
-                raise
-            finally:
-                self._writing = False
-            self._torn = False
-            if index is not None and not index.dead:
-                index.add(record, size, is_step)
+            self._emit(fd, self._encoder.encode(record), record)
         if self._on_written is not None:
             self._on_written(record)
+
+    def _ready(self) -> int:
+        if self._closed:
+            raise ValueError("the record file is closed")
+        fd = self._open()
+        if not self._settled:
+            self._settle()
+        return fd
+
+    def _emit(self, fd: int, data: bytes, record: dict[str, Any]) -> None:
+        """Write one encoded line; ``record``: its figures for the step index."""
+        index = self.index
+        if self._torn:
+            data = b"\n" + data  # end the line a failed write left half written: this record stays whole
+        size, was_torn = len(data), self._torn
+        is_step = data[:14] == STEP_HEAD
+        if index is not None and (was_torn or self._writing):
+            index.abandon()  # a torn line, or a record written from a signal handler mid-write
+        self._writing = True
+        try:
+            while data:
+                data = data[os.write(fd, data) :]
+        except OSError:
+            self._torn = was_torn if len(data) == size else True
+            self._encoder.forget_base()  # this line may be missing: no delta may refer to it
+            if index is not None:
+                index.abandon()
+            raise
+        finally:
+            self._writing = False
+        self._torn = False
+        if index is not None and not index.dead:
+            index.add(record, size, is_step)
 
     def put(self, record: dict[str, Any]) -> None:
         """Write a step record; a full disk or a closed file costs the record, never the training."""
         try:
             self.write(record)
+        except (OSError, ValueError):
+            self.failed_writes += 1
+
+    def put_repeat(self, last: dict[str, Any], time: float, step: int, step_time: float | None, device_used: int | None) -> None:
+        """:meth:`put` of a copy of ``last`` (the last step record handed over, never changed
+        since) with these four figures: the same bytes, the same index entry, the same record for
+        ``on_written``; where the encoder knows the line it repeats, the copy is never made."""
+        try:
+            with self._lock:
+                fd = self._ready()
+                data = None if self._on_written is not None else self._encoder.encode_repeat(last, self.rank, time, step, step_time, device_used)
+                if data is not None:
+                    self._emit(fd, data, last)  # the index reads peak, reserved, tracked: last's
+                    return
+                rec = repeat_record(last, time, step, step_time, device_used)
+                rec["rank"] = self.rank
+                self._emit(fd, self._encoder.encode(rec, last), rec)
+            if self._on_written is not None:
+                self._on_written(rec)
         except (OSError, ValueError):
             self.failed_writes += 1
 
