@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import math
 from typing import Any
@@ -11,6 +12,7 @@ import pytest
 
 from memtop.profiler.step_line import STEP_KEYS, StepLineEncoder
 from memtop.profiler.writers import RecordEncoder
+from memtop.runs.records import StepRecord
 
 
 def _json_line(rec: dict[str, Any]) -> bytes:
@@ -48,6 +50,13 @@ def _cuda_record(step: int = 3) -> dict[str, Any]:
     rec["categories"]["other"] = 5
     rec["moments"] = {"backward_end": {"allocated": 1, "parameters": 2, "gradients": 3, "optimizer_state": 4, "activations": 5}}
     return rec
+
+
+def test_the_writers_keys_are_the_typed_models_fields() -> None:
+    """What the hook writes and what readers decode are the same keys (runs/records.py spells them)."""
+    fields = {f.name for f in dataclasses.fields(StepRecord)} - {"doc"}
+    first_record_only = {"model_kinds", "model_kinds_more", "optimizer"}  # the general encoder writes them
+    assert set(STEP_KEYS) - {"type"} == fields - first_record_only
 
 
 def test_step_keys_are_the_records_keys() -> None:

@@ -17,6 +17,8 @@ from json.encoder import encode_basestring_ascii
 from operator import itemgetter
 from typing import Any
 
+from memtop.runs.records import Categories, Highwater, Moment
+
 STEP_KEYS = (
     "type",
     "schema",
@@ -43,9 +45,10 @@ STEP_KEYS = (
     "highwater",
     "sample_every",
 )
-CATEGORY_KEYS = ("parameters", "gradients", "optimizer_state", "activations", "other")
-MOMENT_KEYS = ("allocated", "parameters", "gradients", "optimizer_state", "activations")
-HIGHWATER_KEYS = ("parameters", "gradients", "optimizer_state", "activations")
+# the nested objects' keys come from the typed record model (memtop/runs/records.py), spelled once
+CATEGORY_KEYS: tuple[str, ...] = Categories._fields
+MOMENT_KEYS: tuple[str, ...] = Moment._fields
+HIGHWATER_KEYS: tuple[str, ...] = Highwater._fields
 
 # the record's numbers in key order, in C: [schema … peak], then (after the categories) [activations_step … device_total]
 _HEAD_NUMBERS = itemgetter("schema", "rank", "time", "step", "step_time", "allocated", "reserved", "peak")
