@@ -53,7 +53,7 @@ def main() -> int:
     print(f"\nmachine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
     print(f"cases {tally.cases}, verb calls {tally.calls}, seed {args.seed}")
     print(f"problems (tracebacks, hangs, bad exits): {len(tally.problems)}")
-    print(f"wall {wall:.0f} s, CPU {time.process_time() - cpu0:.0f} s, slowest call {tally.slowest:.2f} s, peak RSS {rss:.0f} MiB (limit {args.limit_gib:g} GiB)")
+    print(f"wall {wall:.0f} s, CPU {time.process_time() - cpu0:.0f} s, slowest call {tally.slowest:.2f} s ({tally.slowest_case}), peak RSS {rss:.0f} MiB (limit {args.limit_gib:g} GiB)")
     print("exit codes: " + ", ".join(f"{k}: {v}" for k, v in sorted(tally.codes.items())))
     print("mutations: " + ", ".join(f"{k}: {v}" for k, v in sorted(tally.mutations.items(), key=lambda kv: -kv[1])))
     for p in tally.problems[:10]:

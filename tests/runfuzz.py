@@ -300,6 +300,7 @@ class Tally:
     mutations: dict[str, int] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
     slowest: float = 0.0
+    slowest_case: str = ""
 
 
 def cases(root: Path, n: int, seed: int) -> Iterator[tuple[int, Path, Path, list[str]]]:
@@ -323,7 +324,9 @@ def run_cases(root: Path, n: int, seed: int = 0, progress: Callable[[Tally], Non
         for argv in (analyze, ["compare", str(src), str(dst), "--json"], ["export", str(dst), "--csv", str(out_csv)]):
             o = call(argv)
             tally.calls += 1
-            tally.slowest = max(tally.slowest, o.seconds)
+            if o.seconds > tally.slowest:
+                tally.slowest = o.seconds
+                tally.slowest_case = f"case {i} ({src.name}; {', '.join(done)}): {argv[0]}"
             key = f"{o.verb} exit {o.code}" if o.error is None else f"{o.verb} error"
             tally.codes[key] = tally.codes.get(key, 0) + 1
             p = problem(o)
