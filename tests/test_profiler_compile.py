@@ -14,16 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_profiler_shapes import (
-    Expected,
-    Mlp,
-    check,
-    param_ptrs,
-    saved_tensors,
-    static_truth,
-    step_records,
-    zero_code,
-)
+from test_profiler_shapes import Mlp, check, step_records, train_step, zero_code
 
 pytestmark = [pytest.mark.usefixtures("fresh_hooks")]
 
@@ -39,15 +30,7 @@ def _train_compiled(tmp_path: Path, backend: str) -> None:
     expected = []
     with zero_code(tmp_path) as records:
         for batch in BATCHES:
-            x = torch.randn(batch, 64)
-            fwd = static_truth([model], [opt])
-            with saved_tensors(param_ptrs(model)) as seen:
-                loss = compiled(x).pow(2).mean()
-            loss.backward()
-            opt.step()
-            expected.append(Expected(fwd, static_truth([model], [opt]), sum(seen.values())))
-            opt.zero_grad(set_to_none=True)
-            del loss
+            expected.append(train_step(model, opt, compiled, torch.randn(batch, 64)))
     steps = step_records(records())
     check(steps, expected)
     # no growth with the number of steps: the same batch size gives the same figure each time

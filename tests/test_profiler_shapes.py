@@ -131,6 +131,22 @@ class Expected:
     activations: int
 
 
+def train_step(
+    model: nn.Module, opt: torch.optim.Optimizer, forward: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, resident: set[int] = frozenset()  # type: ignore[assignment]
+) -> Expected:
+    """One step of the usual shape (``forward(x).pow(2).mean()``, backward, optimizer step,
+    ``zero_grad(set_to_none=True)``) and its truth: the static figures at both moments, and what
+    autograd saved in the forward pass."""
+    fwd = static_truth([model], [opt])
+    with saved_tensors(param_ptrs(model), resident) as seen:
+        loss = forward(x).pow(2).mean()
+    loss.backward()
+    opt.step()
+    expected = Expected(fwd, static_truth([model], [opt]), sum(seen.values()))
+    opt.zero_grad(set_to_none=True)
+    return expected
+
+
 def check(steps: list[dict[str, Any]], expected: list[Expected], point: str = "optimizer_step") -> None:
     assert len(steps) == len(expected), (len(steps), len(expected))
     for i, (rec, exp) in enumerate(zip(steps, expected, strict=True)):
@@ -249,14 +265,7 @@ def test_optimizer_built_after_the_first_forward(tmp_path: Path) -> None:
         model.zero_grad(set_to_none=True)
         opt = torch.optim.Adam(model.parameters(), lr=1e-3)
         for _ in range(3):
-            fwd = static_truth([model], [opt])
-            with saved_tensors(param_ptrs(model)) as seen:
-                loss = model(x).pow(2).mean()
-            loss.backward()
-            opt.step()
-            expected.append(Expected(fwd, static_truth([model], [opt]), sum(seen.values())))
-            opt.zero_grad(set_to_none=True)
-            del loss
+            expected.append(train_step(model, opt, model, x))
     recs = records()
     check(step_records(recs), expected)
     assert not [r for r in recs if r["type"] == "warning"]
@@ -346,14 +355,7 @@ def test_parameters_replaced_mid_training(tmp_path: Path) -> None:
     expected = []
     with zero_code(tmp_path) as records:
         for step in range(1, 6):
-            fwd = static_truth([model], [opt])
-            with saved_tensors(param_ptrs(model)) as seen:
-                loss = model(q).pow(2).mean()
-            loss.backward()
-            opt.step()
-            expected.append(Expected(fwd, static_truth([model], [opt]), sum(seen.values())))
-            opt.zero_grad(set_to_none=True)
-            del loss
+            expected.append(train_step(model, opt, model, q))
             if step in (2, 3):
                 densify(model, opt, 1000)
     check(step_records(records()), expected)
@@ -369,15 +371,7 @@ def test_saved_view_of_a_resident_dataset_counts_the_view(tmp_path: Path) -> Non
     expected = []
     with zero_code(tmp_path) as records:
         for i in range(3):
-            batch = data[i * 128 : (i + 1) * 128]
-            fwd = static_truth([model], [opt])
-            with saved_tensors(param_ptrs(model), resident) as seen:
-                loss = model(batch).pow(2).mean()
-            loss.backward()
-            opt.step()
-            expected.append(Expected(fwd, static_truth([model], [opt]), sum(seen.values())))
-            opt.zero_grad(set_to_none=True)
-            del loss
+            expected.append(train_step(model, opt, model, data[i * 128 : (i + 1) * 128], resident))
     steps = step_records(records())
     check(steps, expected)
     assert all(r["moments"]["forward_end"]["activations"] < 1 << 20 for r in steps)
@@ -391,14 +385,7 @@ def test_saved_view_of_a_temporary_counts_its_whole_storage(tmp_path: Path) -> N
     expected = []
     with zero_code(tmp_path) as records:
         for _ in range(3):
-            fwd = static_truth([model], [opt])
-            with saved_tensors(param_ptrs(model)) as seen:
-                loss = model(torch.randn(1024, 64)[:128]).pow(2).mean()
-            loss.backward()
-            opt.step()
-            expected.append(Expected(fwd, static_truth([model], [opt]), sum(seen.values())))
-            opt.zero_grad(set_to_none=True)
-            del loss
+            expected.append(train_step(model, opt, model, torch.randn(1024, 64)[:128]))
     steps = step_records(records())
     check(steps, expected)
     assert all(r["moments"]["forward_end"]["activations"] >= 1024 * 64 * 4 for r in steps)

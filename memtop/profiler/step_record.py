@@ -113,52 +113,7 @@ class StepRecordBuilder:
         carried: tuple[Composition, ...] | None = None,
     ) -> dict[str, Any]:
         """The record; ``carried``: the step's moments were these carried compositions only (a
-        later step made of the same ones may then :meth:`repeat` it)."""
-        rec = self._build(rank, now, step, device, step_time, alloc, peak, state, activations_step, measured_step, device_used, device_total, sample_every)
-        steady = carried is not None and peak is None and alloc.allocated is None and alloc.reserved is None and alloc.inactive_split is None
-        self._last = rec if steady else None
-        self._last_key = (carried, rank, device, activations_step, measured_step, sample_every)
-        return rec
-
-    def repeat_of(
-        self,
-        carried: tuple[Composition, ...],
-        rank: int,
-        device: str,
-        alloc: AllocatorState,
-        peak: int | None,
-        activations_step: int | None,
-        measured_step: int | None,
-        sample_every: int,
-    ) -> dict[str, Any] | None:
-        """The last record, where this step's record is a copy of it but for the time, step,
-        step time and device figures: this step's moments were the same carried compositions as
-        that record's (and no allocator figure exists to differ: a CPU run); else None. Never
-        changed: the writer copies it (:func:`memtop.profiler.writers.repeat_record`) or writes
-        its line with the four figures replaced (:meth:`RankFileWriter.put_repeat`)."""
-        last = self._last
-        if last is None or peak is not None or alloc.allocated is not None or alloc.reserved is not None or alloc.inactive_split is not None:
-            return None
-        if (carried, rank, device, activations_step, measured_step, sample_every) != self._last_key:
-            return None
-        return last
-
-    def _build(
-        self,
-        rank: int,
-        now: float,
-        step: int,
-        device: str,
-        step_time: float | None,
-        alloc: AllocatorState,
-        peak: int | None,
-        state: StepMoments,
-        activations_step: int | None,
-        measured_step: int | None,
-        device_used: int | None,
-        device_total: int | None,
-        sample_every: int,
-    ) -> dict[str, Any]:
+        later step made of the same ones may then be a repeat of it, :meth:`repeat_of`)."""
         comp = state.best
         assert comp is not None
         tracked = comp.tracked
@@ -168,7 +123,7 @@ class StepRecordBuilder:
             frag_bytes = reserved - allocated
             frag_pct = (100.0 * frag_bytes / reserved) if reserved else 0.0
         # one literal in the key order of the record format (the record writer's fast path expects it)
-        return {
+        rec = {
             "type": "step",
             "schema": fmt.SCHEMA_VERSION,
             "rank": rank,
@@ -194,3 +149,34 @@ class StepRecordBuilder:
             "highwater": self._highwater_of(state),
             "sample_every": sample_every,
         }
+        self._last = rec if carried is not None and _no_allocator(alloc, peak) else None
+        self._last_key = (carried, rank, device, activations_step, measured_step, sample_every)
+        return rec
+
+    def repeat_of(
+        self,
+        carried: tuple[Composition, ...],
+        rank: int,
+        device: str,
+        alloc: AllocatorState,
+        peak: int | None,
+        activations_step: int | None,
+        measured_step: int | None,
+        sample_every: int,
+    ) -> dict[str, Any] | None:
+        """The last record, where this step's record is a copy of it but for the time, step,
+        step time and device figures: this step's moments were the same carried compositions as
+        that record's (and no allocator figure exists to differ: a CPU run); else None. Never
+        changed: the writer copies it (:func:`memtop.profiler.writers.repeat_record`) or writes
+        its line with the four figures replaced (:meth:`RankFileWriter.put_repeat`)."""
+        last = self._last
+        if last is None or not _no_allocator(alloc, peak):
+            return None
+        if (carried, rank, device, activations_step, measured_step, sample_every) != self._last_key:
+            return None
+        return last
+
+
+def _no_allocator(alloc: AllocatorState, peak: int | None) -> bool:
+    """No allocator figure to differ from one step to the next (a CPU run)."""
+    return peak is None and alloc.allocated is None and alloc.reserved is None and alloc.inactive_split is None
