@@ -12,11 +12,12 @@ from __future__ import annotations
 import os
 import signal
 import socket
-import sys
 import threading
 from collections.abc import Callable
 from types import FrameType
 from typing import Any
+
+from memtop.stderr import say as _say
 
 END_SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
 
@@ -122,14 +123,6 @@ def end_own_children(keep: int | None = None) -> list[int]:
         except (ProcessLookupError, PermissionError):
             continue
     return ended
-
-
-def _say(text: str) -> None:
-    try:
-        sys.stderr.write(f"memtop: {text}\n")
-        sys.stderr.flush()
-    except (OSError, ValueError):
-        pass
 
 
 class RunEnder:

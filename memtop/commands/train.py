@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 
 from memtop.commands import add_common_options
 from memtop.commands.child_command import add_child_argument, positive_int
+from memtop.stderr import say as _say
 
 NAME = "train"
 HELP = "launch a training command under the profiler"
@@ -212,15 +213,6 @@ def _supervise(run_dir: Path, child: Child, ender: RunEnder, use_tui: bool, args
     finally:
         if tensorboard is not None:
             tensorboard.stop()
-
-
-def _say(text: str) -> None:
-    """One line on stderr; a terminal that is gone (SIGHUP) must not turn the run's end into a traceback."""
-    try:
-        sys.stderr.write(f"memtop: {text}\n")
-        sys.stderr.flush()
-    except (OSError, ValueError):
-        pass
 
 
 def _save_text(path: Path, text: str) -> str:
