@@ -29,6 +29,7 @@ from memtop.profiler.config import HookConfig
 from memtop.profiler.moments import CATEGORIES, Composition, StepMoments
 from memtop.profiler.sampling import SamplingBudget
 from memtop.profiler.static_counts import StaticCounts
+from memtop.profiler.steady import SteadyStep
 from memtop.profiler.step_boundary import StepBoundary
 from memtop.profiler.step_record import StepRecordBuilder
 from memtop.profiler.watched import Watched
@@ -73,6 +74,8 @@ class Session:
         self._carried_acts: CategoryTotal | None = None  # the carried activations, made once per measured value
         self._carried: dict[str, Composition] = {}  # point -> the last carried composition (reused while unchanged)
         self._pending: list[Composition] = []  # this step's moments that reused a carried composition, not weighed yet
+        self._step_comps: list[Composition] = []  # every moment of this step so far, in order (what its record is made of)
+        self._steady: SteadyStep | None = None  # the next step's moments where nothing changes (a CPU run between measured steps)
         self._no_acts = CategoryTotal()  # activations after the optimizer step (freed)
         self._last_oom_time = 0.0
         self._warned: set[str] = set()
@@ -152,6 +155,7 @@ class Session:
         comp = self._carried.get(point)
         if comp is not None and comp.same(alloc, params, grads, state, acts):
             self._pending.append(comp)
+            self._step_comps.append(comp)
             return
         comp = self._carried[point] = Composition(point, alloc, params, grads, state, acts)
         self._consider(comp)
@@ -160,6 +164,7 @@ class Session:
         if self._pending:
             self._flush_pending()
         self._moments.consider(comp)
+        self._step_comps.append(comp)
 
     def _flush_pending(self) -> None:
         """The pending moments join the step's moments (in the order they happened)."""
@@ -172,6 +177,15 @@ class Session:
         """The autograd engine is about to run backward: the end of a forward pass."""
         if self.disabled:
             return
+        steady = self._steady
+        if steady is not None:
+            if not has_backward_root(t_outputs):
+                return
+            if steady.carries(self.step) and not self.sampling.measuring(self.step + 1):
+                self._pending.append(steady.forward)  # what _consider_carried would reuse, without asking
+                self._step_comps.append(steady.forward)
+                return
+            self._steady = None
         watched = self.watched
         if not (watched.discovered and watched.optimizer_refs) and not watched.discover(self.step):
             return
@@ -206,11 +220,14 @@ class Session:
             older = walk.older
             if self._act_step != next_step or acts.bytes >= self._act_bytes:
                 self._set_activations(acts.bytes, acts.large)
+                self._carried_acts = acts  # the figures carried from here on are this walk's
             self._act_step = next_step
         else:
             acts = CategoryTotal()
         self.sampling.measure_cpu += time.thread_time() - t0
         comp = Composition("forward_end", self.backend.allocated(), params, grads, state, acts)
+        if acts is self._carried_acts:
+            self._carried["forward_end"] = comp  # the next steps' forward ends are this one, carried
         self._consider(comp)
         if walked_now:
             if older:
@@ -232,25 +249,53 @@ class Session:
         t0 = time.thread_time()
         grads = self._end_grads = counts.gradients(self.step)
         self.sampling.measure_cpu += time.thread_time() - t0
-        self._consider(Composition(point, self.backend.allocated(), params, grads, state, self._no_acts))
+        comp = self._carried[point] = Composition(point, self.backend.allocated(), params, grads, state, self._no_acts)
+        self._consider(comp)  # (the next steps' moments here are this one, carried)
+
+    # ------------------------------------------------------------------ the steady step
+    def carried_compositions(self) -> dict[str, Composition]:
+        """Point -> the composition its next moment reuses where the carried figures stand."""
+        return self._carried
+
+    def steady_figures(self, forward: Composition, end: Composition) -> bool:
+        """Whether ``forward`` and ``end`` are made of the figures carried now, as the moments
+        between measured steps would find them (:meth:`_consider_carried`, no allocator)."""
+        counts = self.counts
+        params, cached, acts = counts.param_total, counts.state_cache, self._carried_acts
+        if params is None or cached is None or acts is None or self.sampling.every_step:
+            return False
+        state = cached[1]
+        return forward.same(None, params, self._fwd_grads, state, acts) and end.same(None, params, self._end_grads, state, self._no_acts)
+
+    def ends_steps_alone(self, opt: torch.optim.Optimizer) -> bool:
+        """Whether ``opt``'s step ends every step, no other optimizer stepping between."""
+        return not self.backward_steps and not self._pending and self._boundary.alone(id(opt))
 
     # ------------------------------------------------------------------ step ends
     def on_optimizer_step(self, opt: torch.optim.Optimizer) -> None:
         """An optimizer finished its step (global post-hook)."""
         if self.disabled:
             return
-        self.watched.watch_optimizer(opt)
-        self._consider_step_end("optimizer_step")
+        steady = self._steady
+        if steady is not None and steady.optimizer() is opt and steady.carries_after_step(self.step) and not self.sampling.measuring(self.step + 1):
+            self._pending.append(steady.end)  # what _consider_step_end would reuse, without asking
+            self._step_comps.append(steady.end)
+        else:
+            self._steady = None
+            self.watched.watch_optimizer(opt)
+            self._consider_step_end("optimizer_step")
         self.backward_steps = False
         self._backward_ends = 0
         if self._boundary.ends_step(id(opt), self.optimizer_steps_seen):
             self.optimizer_steps_seen += 1
             self._finish_step()
+            self._steady = SteadyStep.plan(self, opt)
 
     def on_manual_step(self) -> None:
         """``prof.step()``: ends a step only where no optimizer step is seen (inference, custom optimizers)."""
         if self.disabled or self.optimizer_steps_seen:
             return
+        self._steady = None
         self._manual_steps_seen += 1
         self.backward_steps = False
         self._consider_step_end("manual_step")
@@ -295,7 +340,9 @@ class Session:
         sampling.step_done(step, step_time)
         records = self.records
         device = self._device_str if self._backend is not None and self._device_str is not None else self._device_name()
-        pending = tuple(self._pending) if self._pending and self._moments.best is None else None
+        comps = tuple(self._step_comps)
+        self._step_comps.clear()
+        pending = comps if self._pending and self._moments.best is None else None
         rec = None
         writer = self._writer
         if pending is not None:
@@ -324,7 +371,7 @@ class Session:
                 device_used=used,
                 device_total=total,
                 sample_every=sampling.sample_every,
-                carried=pending,
+                comps=comps,
             )
         if records.overcount is not None:
             tracked, at_peak = records.overcount
@@ -363,6 +410,7 @@ class Session:
 
     # ------------------------------------------------------------------ failures and exit
     def on_oom(self, message: str, requested: int | None, device_free: int | None) -> None:
+        self._steady = None
         now = time.monotonic()
         if now - self._last_oom_time < 1.0:
             return  # the allocator observer already reported this one

@@ -66,21 +66,31 @@ class StaticCounts:
             signature.append((id(o), len(o.state), n_params))
         return signature
 
+    def unchanged(self, step: int) -> bool:
+        """Whether the cached totals stand at a moment of the step after ``step``: no change
+        signal, nothing new watched, the optimizers' shapes as counted (compared at the step's
+        first moment and after :meth:`recheck`) and no recount due. The common case, and all a
+        steady step asks."""
+        cached = self.state_cache
+        if self.params.changed.value or self.param_total is None or cached is None or self._generation != self.watched.generation:
+            return False
+        if self._checked_at == step:
+            return True  # this step's first moment checked the optimizers
+        every = self.sampling.recount_every
+        if step - self._param_total_step >= every or step - cached[0] >= every or self._signature_now() != self._signature:
+            return False
+        self._checked_at = step
+        return True
+
     def static(self, step: int) -> tuple[CategoryTotal, CategoryTotal]:
         """Parameters and optimizer state at a moment of the step after ``step`` (the one in flight)."""
-        changed = self.params.changed
         param_total, cached = self.param_total, self.state_cache
-        if not changed.value and param_total is not None and cached is not None and self._generation == self.watched.generation:
-            if self._checked_at == step:
-                return param_total, cached[1]  # this step's first moment checked the optimizers
-            self._checked_at = step
-            signature = self._signature_now()
-            every = self.sampling.recount_every
-            if signature == self._signature and step - self._param_total_step < every and step - cached[0] < every:
-                return param_total, cached[1]  # (the common case: nothing changed, no recount due)
-        else:
-            self._checked_at = step
-            signature = self._signature_now()
+        if self.unchanged(step):
+            assert param_total is not None and cached is not None
+            return param_total, cached[1]  # (the common case: nothing changed, no recount due)
+        changed = self.params.changed
+        self._checked_at = step
+        signature = self._signature_now()
         if changed.value or signature != self._signature:
             changed.value = False
             self._signature = signature

@@ -35,3 +35,7 @@ class StepBoundary:
         if steps_seen >= PRIMARY_SETTLES_AFTER:
             self._settled = True
         return True
+
+    def alone(self, opt_id: int) -> bool:
+        """Whether ``opt_id`` ends every step and no other optimizer steps between."""
+        return self._settled and self._primary == opt_id and not self._others_now and not self._others_before

@@ -110,10 +110,10 @@ class StepRecordBuilder:
         device_used: int | None,
         device_total: int | None,
         sample_every: int,
-        carried: tuple[Composition, ...] | None = None,
+        comps: tuple[Composition, ...] | None = None,
     ) -> dict[str, Any]:
-        """The record; ``carried``: the step's moments were these carried compositions only (a
-        later step made of the same ones may then be a repeat of it, :meth:`repeat_of`)."""
+        """The record; ``comps``: the step's compositions, in the order considered (a later step
+        made of the same ones, carried, may then be a repeat of it, :meth:`repeat_of`)."""
         comp = state.best
         assert comp is not None
         tracked = comp.tracked
@@ -149,9 +149,16 @@ class StepRecordBuilder:
             "highwater": self._highwater_of(state),
             "sample_every": sample_every,
         }
-        self._last = rec if carried is not None and _no_allocator(alloc, peak) else None
-        self._last_key = (carried, rank, device, activations_step, measured_step, sample_every)
+        self._last = rec if comps is not None and _no_allocator(alloc, peak) else None
+        self._last_key = (comps, rank, device, activations_step, measured_step, sample_every)
         return rec
+
+    def repeatable(self) -> tuple[Composition, ...] | None:
+        """The last record's compositions, where a step made of the same ones may repeat it."""
+        if self._last is None:
+            return None
+        comps: tuple[Composition, ...] | None = self._last_key[0]
+        return comps
 
     def repeat_of(
         self,
@@ -165,8 +172,8 @@ class StepRecordBuilder:
         sample_every: int,
     ) -> dict[str, Any] | None:
         """The last record, where this step's record is a copy of it but for the time, step,
-        step time and device figures: this step's moments were the same carried compositions as
-        that record's (and no allocator figure exists to differ: a CPU run); else None. Never
+        step time and device figures: this step's moments were the same compositions as that
+        record's, carried (and no allocator figure exists to differ: a CPU run); else None. Never
         changed: the writer copies it (:func:`memtop.profiler.writers.repeat_record`) or writes
         its line with the four figures replaced (:meth:`RankFileWriter.put_repeat`)."""
         last = self._last

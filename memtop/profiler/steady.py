@@ -1,0 +1,62 @@
+"""The steady step: where the next step's moments can only reuse the carried compositions.
+
+On a CPU run, most steps fall between measured ones and change nothing: each moment reuses the
+composition it had last step and the record repeats the last one (:meth:`~memtop.profiler.
+step_record.StepRecordBuilder.repeat_of`). At the end of such a step the session decides once
+what the next step's moments will be if nothing changes; each moment then asks only what could
+have changed since (a change signal, something newly watched, the optimizers' shapes, a recount
+due, a measured step), not the whole general path. Anything else ends the plan and the moment
+takes the general path, with the session in the state the general path would have left it in
+(the tests compare both: ``tests/test_profiler_steady.py``).
+"""
+
+from __future__ import annotations
+
+import weakref
+from typing import TYPE_CHECKING
+
+from memtop.profiler.moments import Composition
+
+if TYPE_CHECKING:
+    import torch
+
+    from memtop.profiler.session import Session
+
+
+class SteadyStep:
+    __slots__ = ("forward", "end", "optimizer", "_counts", "_generation", "_watched")
+
+    def __init__(self, session: Session, forward: Composition, end: Composition, opt: torch.optim.Optimizer) -> None:
+        self.forward = forward  # every forward end's composition
+        self.end = end  # the optimizer step's
+        self.optimizer = weakref.ref(opt)  # the optimizer whose step ends the steps
+        self._counts = session.counts
+        self._watched = session.watched
+        self._generation = session.watched.generation
+
+    @classmethod
+    def plan(cls, session: Session, opt: torch.optim.Optimizer) -> SteadyStep | None:
+        """After ``opt``'s step ended a step: the next step's plan, where its record may repeat
+        this one (a CPU run: no allocator figure differs), one optimizer steps and every moment
+        of this step was the composition its point now carries."""
+        comps = session.records.repeatable()
+        carried = session.carried_compositions()
+        forward, end = carried.get("forward_end"), carried.get("optimizer_step")
+        if comps is None or forward is None or end is None or len(comps) < 2 or comps[-1] is not end:
+            return None
+        for comp in comps[:-1]:
+            if comp is not forward:
+                return None
+        if not session.steady_figures(forward, end) or not session.ends_steps_alone(opt):
+            return None
+        return cls(session, forward, end, opt)
+
+    def carries(self, step: int) -> bool:
+        """At a forward end of the step after ``step``: nothing changed since the plan."""
+        return self._watched.generation == self._generation and self._counts.unchanged(step)
+
+    def carries_after_step(self, step: int) -> bool:
+        """At the end of the optimizer step: the same, the optimizers' shapes compared again (the
+        state is made at an optimizer's first step)."""
+        self._counts.recheck()
+        return self._watched.generation == self._generation and self._counts.unchanged(step)
