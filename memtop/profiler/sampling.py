@@ -15,6 +15,8 @@ PARAM_RECOUNT_EVERY = 200  # at least this many steps between periodic exact rec
 RECOUNT_BUDGET = 0.001  # behind the change signals), and more where a recount would cost over 0.1% of step time
 ADAPT_EVERY = 8  # steps between re-decisions of the sampling interval (and after every measured step)
 STEP_TIMES_KEPT = 21  # the median of this many recent step times is "the" step time
+SAMPLE_EVERY_ROOM = 1.1  # a wider interval goes 10% beyond what the budget asks …
+SAMPLE_EVERY_SLACK = 1.3  # … and narrows only where the budget allows 30% more often
 
 
 class SamplingBudget:
@@ -71,11 +73,25 @@ class SamplingBudget:
             self.step_time_avg = sorted(times)[len(times) // 2]
             self._adapt()
 
+    def book_record(self, seconds: float) -> None:
+        """The CPU of the record of the measured step just done (its figures are new: the record
+        is built and encoded whole), part of that step's cost."""
+        costs = self._walk_costs
+        if costs:
+            costs[-1] += seconds
+            self.act_cost = sorted(costs)[len(costs) // 2]
+            self._adapt()
+
     def _adapt(self) -> None:
         """Measure the per-tensor figures only as often as fits the overhead budget."""
         if self.every_step or not self.step_time_avg or self.act_cost <= 0:
             return
         budget = self.overhead_budget * self.step_time_avg
-        self.sample_every = max(1, min(1000, math.ceil(self.act_cost / budget))) if budget > 0 else 1
+        every = max(1, min(1000, math.ceil(self.act_cost / budget))) if budget > 0 else 1
+        current = self.sample_every
+        if every > current:  # wider at once (the budget holds), with room: a step time wobbling
+            self.sample_every = min(1000, math.ceil(every * SAMPLE_EVERY_ROOM))  # by a few percent must not
+        elif every * SAMPLE_EVERY_SLACK < current:  # move it back and forth (each change is a new record)
+            self.sample_every = every
         recount = self.recount_cost + self.state_recount_cost
         self.recount_every = max(PARAM_RECOUNT_EVERY, math.ceil(recount / (RECOUNT_BUDGET * self.step_time_avg)))

@@ -289,7 +289,8 @@ class Session:
         if self._boundary.ends_step(id(opt), self.optimizer_steps_seen):
             self.optimizer_steps_seen += 1
             self._finish_step()
-            self._steady = SteadyStep.plan(self, opt)
+            if self._steady is None:  # (a steady step leaves its plan standing: nothing it rests on changed)
+                self._steady = SteadyStep.plan(self, opt)
 
     def on_manual_step(self) -> None:
         """``prof.step()``: ends a step only where no optimizer step is seen (inference, custom optimizers)."""
@@ -355,6 +356,8 @@ class Session:
                     return
                 rec = repeat_record(last, now, step, step_time, used)
                 rec["device_total"] = total
+        measured = sampling.measured_step == step
+        t0 = time.thread_time() if measured else 0.0
         if rec is None:
             self._flush_pending()
             rec = records.build(
@@ -382,6 +385,8 @@ class Session:
             writer.put(rec)
         else:
             self.put(rec)
+        if measured:  # a measured step's record is new (built, encoded whole): part of the measuring's cost
+            sampling.book_record(time.thread_time() - t0)
         if self._moments.best is not None:  # (a repeated step weighed no moment)
             self._moments.clear()
         self._pending.clear()

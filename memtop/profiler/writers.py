@@ -167,11 +167,7 @@ class RankFileWriter:
         """torch.distributed initialized after the file was opened: take the rank's name if free.
 
         Asked at the first records, then every :data:`RANK_CHECK_EVERY` records (a rank appears
-        once, at ``init_process_group``, usually before the first step)."""
-        n = self._unsettled_writes
-        self._unsettled_writes = n + 1
-        if n > 4 and n % self.RANK_CHECK_EVERY:
-            return
+        once, at ``init_process_group``, usually before the first step): :meth:`_ready`."""
         dist_rank = rankfile.distributed_rank()
         if dist_rank is None or self.path is None:
             return
@@ -187,25 +183,30 @@ class RankFileWriter:
         with self._lock:
             fd = self._ready()
             record["rank"] = self.rank
-            self._emit(fd, self._encoder.encode(record), record)
+            data = self._encoder.encode(record)
+            self._emit(fd, data, record, data[:14] == STEP_HEAD)
         if self._on_written is not None:
             self._on_written(record)
 
     def _ready(self) -> int:
-        if self._closed:
-            raise ValueError("the record file is closed")
-        fd = self._open()
+        fd = self._fd
+        if fd is None or self._pid != _process_id or self._closed:
+            if self._closed:
+                raise ValueError("the record file is closed")
+            fd = self._open()
         if not self._settled:
-            self._settle()
+            n = self._unsettled_writes
+            self._unsettled_writes = n + 1
+            if n <= 4 or not n % self.RANK_CHECK_EVERY:
+                self._settle()
         return fd
 
-    def _emit(self, fd: int, data: bytes, record: dict[str, Any]) -> None:
-        """Write one encoded line; ``record``: its figures for the step index."""
+    def _emit(self, fd: int, data: bytes, record: dict[str, Any], is_step: bool) -> None:
+        """Write one encoded line; ``record``: its figures for the step index (a step line: ``is_step``)."""
         index = self.index
         if self._torn:
             data = b"\n" + data  # end the line a failed write left half written: this record stays whole
         size, was_torn = len(data), self._torn
-        is_step = data[:14] == STEP_HEAD
         if index is not None and (was_torn or self._writing):
             index.abandon()  # a torn line, or a record written from a signal handler mid-write
         self._writing = True
@@ -240,11 +241,11 @@ class RankFileWriter:
                 fd = self._ready()
                 data = None if self._on_written is not None else self._encoder.encode_repeat(last, self.rank, time, step, step_time, device_used)
                 if data is not None:
-                    self._emit(fd, data, last)  # the index reads peak, reserved, tracked: last's
+                    self._emit(fd, data, last, True)  # the index reads peak, reserved, tracked: last's
                     return
                 rec = repeat_record(last, time, step, step_time, device_used)
                 rec["rank"] = self.rank
-                self._emit(fd, self._encoder.encode(rec, last), rec)
+                self._emit(fd, self._encoder.encode(rec, last), rec, True)
             if self._on_written is not None:
                 self._on_written(rec)
         except (OSError, ValueError):
