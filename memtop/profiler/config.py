@@ -27,7 +27,7 @@ class HookConfig:
     max_large_tensors: int = 16
     activations: str = "auto"  # auto: measured every k-th step within the overhead budget; every; off
     tensorboard: bool = True
-    overhead_budget: float = 0.0025  # the share of step time the activation walk may take
+    overhead_budget: float = 0.001  # the share of step time the per-tensor measuring (walk, gradients, the record they renew) may take
     rank: int = 0
 
     @classmethod

@@ -107,8 +107,9 @@ class DeltaStepEncoder:
 
     def encode_repeat(self, index: int, time: object, step: object, step_time: object, device_used: object) -> str | None:
         """The line of the last encoded record with these four numbers instead of its own, exactly
-        the line :meth:`encode` would write for that record (a delta); None where :meth:`encode`
-        must decide (a full record is due, the last line is not known, an unusual number).
+        the line :meth:`encode` would write for that record (a delta), newline included; None
+        where :meth:`encode` must decide (a full record is due, the last line is not known, an
+        unusual number).
 
         The other numbers of a delta line are those of the base and of the changed groups, the
         same for the record and its repeat, so the line is one ``%`` of a template made once."""
@@ -129,12 +130,13 @@ class DeltaStepEncoder:
             marked = list(values)
             for at in _REPEAT_AT:
                 marked[at] = "%s"
-            template = self._repeat = (plan[0] % plan[1](tuple(marked))).replace("None", "null")
+            template = self._repeat = (plan[0] % plan[1](tuple(marked))).replace("None", "null") + "\n"
         if type(time) is not float or type(step) is not int or type(step_time) not in _REPEAT_TYPES or type(device_used) not in _REPEAT_TYPES:
             return None
-        text = template % (time, step, step_time, device_used)
-        if "inf" in text or "nan" in text:
+        # x - x is 0.0 for a finite float, nan for inf and nan (JSON has neither): the general path says
+        if time - time or (type(step_time) is float and step_time - step_time) or (type(device_used) is float and device_used - device_used):
             return None
+        text = template % (time, step, step_time, device_used)
         return text.replace("None", "null") if step_time is None or device_used is None else text
 
     def encode(self, rec: dict[str, Any], large_json: str, index: int) -> str | None:

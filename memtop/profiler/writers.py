@@ -43,7 +43,7 @@ class RecordEncoder:
         if line is None:
             return None
         self._step_lines = index + 1
-        return (line + "\n").encode("utf-8")
+        return line.encode("utf-8")
 
     def forget_base(self) -> None:
         """The next step record is written full (the last line may not have arrived)."""
