@@ -22,6 +22,7 @@ from memtop.analyzers.suggestion import Suggestion
 from memtop.runs.reader import RunData
 from memtop.tui.app import DashboardApp
 from memtop.tui.reader import FileRunReader
+from memtop.tui.screens import ConfirmQuit
 from memtop.tui.widgets.advice import SuggestionItem
 
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "runs" / "20231114-221320-gaussian_splat"
@@ -97,9 +98,20 @@ def test_cuda_live_run(snap_compare: Any, tmp_path: Path, size: tuple[int, int])
     assert snap_compare(_app(_cuda_live(tmp_path), FakeChild()), terminal_size=size, run_before=_ready)
 
 
+async def _ready_then_quit(pilot: Any) -> None:
+    """``q`` on a settled screen, until the question is shown (a bare ``press`` could be
+    snapshotted before the modal was painted on a loaded machine)."""
+    await _ready(pilot)
+    await pilot.pause(0.3)  # the tables behind the question laid out at their full width first
+    await pilot.press("q")
+    await wait_until(pilot, lambda: isinstance(pilot.app.screen, ConfirmQuit), what="the quit question")
+    await pilot.wait_for_scheduled_animations()
+    await pilot.pause(0.1)
+
+
 def test_cuda_four_ranks_quit_confirmation(snap_compare: Any, tmp_path: Path) -> None:
     app = _app(_cuda_live(tmp_path, ranks=4), FakeChild())
-    assert snap_compare(app, terminal_size=LARGE, run_before=_ready, press=["q"])
+    assert snap_compare(app, terminal_size=LARGE, run_before=_ready_then_quit)
 
 
 def test_cuda_oom(snap_compare: Any, tmp_path: Path) -> None:
