@@ -178,9 +178,7 @@ class Session:
         if self.disabled:
             return
         steady = self._steady
-        if steady is not None:
-            if not has_backward_root(t_outputs):
-                return
+        if steady is not None:  # (a backward without a graph adds the same moment again: the same record)
             if steady.carries(self.step) and not self.sampling.measuring(self.step + 1):
                 self._pending.append(steady.forward)  # what _consider_carried would reuse, without asking
                 self._step_comps.append(steady.forward)

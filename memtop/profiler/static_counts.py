@@ -66,10 +66,11 @@ class StaticCounts:
             signature.append((id(o), len(o.state), n_params))
         return signature
 
-    def unchanged(self, step: int) -> bool:
+    def unchanged(self, step: int, shapes: bool = True) -> bool:
         """Whether the cached totals stand at a moment of the step after ``step``: no change
         signal, nothing new watched, the optimizers' shapes as counted (compared at the step's
-        first moment and after :meth:`recheck`) and no recount due. The common case, and all a
+        first moment and after :meth:`recheck`; not with ``shapes=False``, where the caller
+        compared what can change of them there) and no recount due. The common case, and all a
         steady step asks."""
         cached = self.state_cache
         if self.params.changed.value or self.param_total is None or cached is None or self._generation != self.watched.generation:
@@ -77,7 +78,11 @@ class StaticCounts:
         if self._checked_at == step:
             return True  # this step's first moment checked the optimizers
         every = self.sampling.recount_every
-        if step - self._param_total_step >= every or step - cached[0] >= every or self._signature_now() != self._signature:
+        if step - self._param_total_step >= every or step - cached[0] >= every:
+            return False
+        if not shapes:
+            return True
+        if self._signature_now() != self._signature:
             return False
         self._checked_at = step
         return True

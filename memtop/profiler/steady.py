@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 
 class SteadyStep:
-    __slots__ = ("forward", "end", "optimizer", "_counts", "_generation", "_watched")
+    __slots__ = ("forward", "end", "optimizer", "_counts", "_generation", "_groups", "_watched")
 
     def __init__(self, session: Session, forward: Composition, end: Composition, opt: torch.optim.Optimizer) -> None:
         self.forward = forward  # every forward end's composition
@@ -33,6 +33,7 @@ class SteadyStep:
         self._counts = session.counts
         self._watched = session.watched
         self._generation = session.watched.generation
+        self._groups = len(opt.param_groups)
 
     @classmethod
     def plan(cls, session: Session, opt: torch.optim.Optimizer) -> SteadyStep | None:
@@ -52,8 +53,17 @@ class SteadyStep:
         return cls(session, forward, end, opt)
 
     def carries(self, step: int) -> bool:
-        """At a forward end of the step after ``step``: nothing changed since the plan."""
-        return self._watched.generation == self._generation and self._counts.unchanged(step)
+        """At a forward end of the step after ``step``: nothing changed since the plan that can
+        change between steps (a parameter replaced, something newly watched, a recount due, a
+        parameter group added to the stepping optimizer). The optimizers' state and parameter
+        lists change at an optimizer step: compared at the step's end (:meth:`carries_after_step`)."""
+        opt = self.optimizer()
+        return (
+            opt is not None
+            and len(opt.param_groups) == self._groups
+            and self._watched.generation == self._generation
+            and self._counts.unchanged(step, shapes=False)
+        )
 
     def carries_after_step(self, step: int) -> bool:
         """At the end of the optimizer step: the same, the optimizers' shapes compared again (the
