@@ -275,16 +275,17 @@ class Session:
         if self.disabled:
             return
         steady = self._steady
-        if steady is not None and steady.optimizer() is opt and steady.carries_after_step(self.step) and not self.sampling.measuring(self.step + 1):
+        if steady is not None and steady.carries_after_step(opt, self.step) and not self.sampling.measuring(self.step + 1):
             self._pending.append(steady.end)  # what _consider_step_end would reuse, without asking
             self._step_comps.append(steady.end)
         else:
-            self._steady = None
+            steady = self._steady = None
             self.watched.watch_optimizer(opt)
             self._consider_step_end("optimizer_step")
         self.backward_steps = False
         self._backward_ends = 0
-        if self._boundary.ends_step(id(opt), self.optimizer_steps_seen):
+        # (the plan's optimizer ends every step, alone: the boundary's answer, without asking)
+        if steady is not None or self._boundary.ends_step(id(opt), self.optimizer_steps_seen):
             self.optimizer_steps_seen += 1
             self._finish_step()
             if self._steady is None:  # (a steady step leaves its plan standing: nothing it rests on changed)

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 
 class SteadyStep:
-    __slots__ = ("forward", "end", "optimizer", "_counts", "_generation", "_groups", "_watched")
+    __slots__ = ("forward", "end", "optimizer", "_counts", "_generation", "_shape", "_watched")
 
     def __init__(self, session: Session, forward: Composition, end: Composition, opt: torch.optim.Optimizer) -> None:
         self.forward = forward  # every forward end's composition
@@ -33,7 +33,7 @@ class SteadyStep:
         self._counts = session.counts
         self._watched = session.watched
         self._generation = session.watched.generation
-        self._groups = len(opt.param_groups)
+        self._shape = _shape(opt)
 
     @classmethod
     def plan(cls, session: Session, opt: torch.optim.Optimizer) -> SteadyStep | None:
@@ -60,13 +60,26 @@ class SteadyStep:
         opt = self.optimizer()
         return (
             opt is not None
-            and len(opt.param_groups) == self._groups
+            and len(opt.param_groups) == self._shape[1]
             and self._watched.generation == self._generation
             and self._counts.unchanged(step, shapes=False)
         )
 
-    def carries_after_step(self, step: int) -> bool:
-        """At the end of the optimizer step: the same, the optimizers' shapes compared again (the
-        state is made at an optimizer's first step)."""
-        self._counts.recheck()
-        return self._watched.generation == self._generation and self._counts.unchanged(step)
+    def carries_after_step(self, opt: torch.optim.Optimizer, step: int) -> bool:
+        """At the end of ``opt``'s step: the same, and ``opt``'s shape as planned (the tensors in its
+        state: made at an optimizer's first step for each parameter that has a gradient; its
+        groups and their parameters). Another optimizer's shape is compared when the general path
+        next runs (its own step, or the next measured step)."""
+        return (
+            opt is self.optimizer()
+            and self._watched.generation == self._generation
+            and _shape(opt) == self._shape
+            and self._counts.unchanged(step, shapes=False)
+        )
+
+
+def _shape(opt: torch.optim.Optimizer) -> tuple[int, int, int]:
+    n_params = 0
+    for group in opt.param_groups:
+        n_params += len(group["params"])
+    return len(opt.state), len(opt.param_groups), n_params
