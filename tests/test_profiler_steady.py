@@ -114,3 +114,6 @@ def test_the_steady_path_writes_what_the_general_path_writes(tmp_path: Path, mon
         assert a == b, (a["step"], a, b)
     measured = [r["measured_step"] for r in steady]
     assert 6 in measured and 11 in measured  # the change signals measured at once on both paths
+    by_step = {r["step"]: r for r in steady}
+    assert by_step[6]["activations_step"] == 6  # from the moment the change was seen: the forward end
+    assert by_step[11]["activations_step"] == 11

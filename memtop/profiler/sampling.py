@@ -48,8 +48,10 @@ class SamplingBudget:
         return self._measure_this
 
     def measure_rest_of(self, step: int) -> None:
-        """A change signal fired within ``step``: its carried figures are stale, measure the rest."""
-        if self._decided_for == step and not self._measure_this:
+        """A change signal fired within ``step``: its carried figures are stale, measure the rest
+        (from its first moment on, where that moment found it: it is decided here)."""
+        if self._decided_for != step or not self._measure_this:
+            self._decided_for = step
             self._measure_this = True
             self.measured_step = step
 
