@@ -52,6 +52,15 @@ class Net(nn.Module):
         return out * self.scale
 
 
+def replace_scale(model: Net, opt: torch.optim.Optimizer) -> None:
+    """``model.scale`` replaced by a new parameter, in the optimizer too (densification)."""
+    old = model.scale
+    del opt.state[old]
+    new = nn.Parameter(old.detach().clone())
+    opt.param_groups[0]["params"] = [new if p is old else p for p in opt.param_groups[0]["params"]]
+    model.scale = new
+
+
 @pytest.fixture
 def sampled(tmp_path: Path) -> Iterator[Any]:
     """A session that measures per-tensor figures only at the first step and on change signals."""
@@ -98,12 +107,7 @@ def test_carried_steps_are_exact_and_change_signals_measure_at_once(sampled: Any
     end_truth: list[tuple[int, int, int]] = []
     for step in range(1, 13):
         if step == 5:  # a parameter replaced between steps (densification): weak-reference signal
-            old = model.scale
-            del opt.state[old]
-            new = nn.Parameter(old.detach().clone())
-            opt.param_groups[0]["params"] = [new if p is old else p for p in opt.param_groups[0]["params"]]
-            model.scale = new
-            del old
+            replace_scale(model, opt)
         if step == 9:  # a parameter group added between steps: the optimizer's shape changed
             extra = nn.Parameter(torch.zeros(8))
             model.register_parameter("shift", extra)

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 import torch
+from test_profiler_sampled_steps import Net, replace_scale  # the same small model and change
 from torch import nn
 
 from memtop.profiler.steady import SteadyStep
@@ -22,17 +23,6 @@ from tests.conftest import read_records
 pytestmark = [pytest.mark.usefixtures("fresh_hooks")]
 
 OWN_FIGURES = ("time", "step_time", "device_used")  # each step's own: differ between any two runs
-
-
-class Net(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.body = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 8))
-        self.scale = nn.Parameter(torch.ones(8))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out: torch.Tensor = self.body(x)
-        return out * self.scale
 
 
 def train(run_dir: Path) -> list[dict[str, Any]]:
@@ -55,12 +45,7 @@ def train(run_dir: Path) -> list[dict[str, Any]]:
     try:
         for step in range(1, 37):
             if step == 6:  # a parameter replaced between steps (densification)
-                old = model.scale
-                del opt.state[old]
-                new = nn.Parameter(old.detach().clone())
-                opt.param_groups[0]["params"] = [new if p is old else p for p in opt.param_groups[0]["params"]]
-                model.scale = new
-                del old
+                replace_scale(model, opt)
             if step == 11:  # a parameter group added between steps
                 extra = nn.Parameter(torch.zeros(8))
                 model.register_parameter("shift", extra)
