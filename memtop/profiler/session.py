@@ -339,12 +339,20 @@ class Session:
         sampling = self.sampling
         sampling.step_done(step, step_time)
         records = self.records
+        writer = self._writer
+        if self._steady is not None and writer is not None and not self.closed:  # every moment was the plan's
+            last = records.repeat_of_planned(len(self._step_comps), self._act_step, sampling.measured_step, sampling.sample_every, total)
+            if last is not None:
+                writer.put_repeat(last, now, step, step_time, used)  # no record dict made (most steps of a CPU run)
+                self._step_comps.clear()
+                self._pending.clear()
+                self._after_step(step)
+                return
         device = self._device_str if self._backend is not None and self._device_str is not None else self._device_name()
         comps = tuple(self._step_comps)
         self._step_comps.clear()
         pending = comps if self._pending and self._moments.best is None else None
         rec = None
-        writer = self._writer
         if pending is not None:
             last = records.repeat_of(pending, self.rank, device, alloc, peak, self._act_step, sampling.measured_step, sampling.sample_every)
             if last is not None:

@@ -160,6 +160,19 @@ class StepRecordBuilder:
         comps: tuple[Composition, ...] | None = self._last_key[0]
         return comps
 
+    def repeat_of_planned(self, n: int, activations_step: int | None, measured_step: int | None, sample_every: int, device_total: int | None) -> dict[str, Any] | None:
+        """:meth:`repeat_of` for a steady step (:mod:`memtop.profiler.steady`): its ``n``
+        compositions were the plan's, forward ends then the optimizer step's, the shape of the last
+        record's (the plan was made from them), on the same rank and device; so only their count,
+        the per-step figures of the key and the device's total are compared."""
+        last = self._last
+        if last is None:
+            return None
+        key = self._last_key
+        if len(key[0]) != n or key[3] != activations_step or key[4] != measured_step or key[5] != sample_every or last["device_total"] != device_total:
+            return None
+        return last
+
     def repeat_of(
         self,
         carried: tuple[Composition, ...],
