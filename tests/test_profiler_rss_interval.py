@@ -18,7 +18,7 @@ def statm_rss() -> int:
 
 def test_the_rss_is_carried_between_reads_and_read_again_after_the_interval() -> None:
     backend = CpuBackend()
-    assert backend.RSS_INTERVAL == 1.0
+    assert backend.RSS_INTERVAL == 0.05
     first = backend.end_of_step()[2]
     assert first is not None and abs(first - statm_rss()) < 16 << 20
     big = torch.ones(64 << 20, dtype=torch.uint8)  # 64 MiB, touched: resident

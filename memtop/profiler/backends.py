@@ -107,9 +107,9 @@ class CpuBackend:
     :data:`RSS_INTERVAL` seconds and carried in between, as NVML's figure is on CUDA: at steps
     shorter than that, a record's ``device_used`` is the value read up to that long before it.
     It is the only figure that shows a CPU run's memory outside the tracked tensors; leak
-    detection looks at its trend over many steps, which a value up to a second old does not change."""
+    detection looks at its trend over many steps, which a 50 ms old value does not change."""
 
-    RSS_INTERVAL = 1.0
+    RSS_INTERVAL = 0.05
 
     def __init__(self) -> None:
         self.device = torch.device("cpu")
