@@ -11,7 +11,6 @@ at the report (snapshot_report.html) or render the SVGs to PNG.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +22,6 @@ from memtop.analyzers.suggestion import Suggestion
 from memtop.runs.reader import RunData
 from memtop.tui.app import DashboardApp
 from memtop.tui.reader import FileRunReader
-from memtop.tui.screens import ConfirmQuit
 from memtop.tui.widgets.advice import SuggestionItem
 
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "runs" / "20231114-221320-gaussian_splat"
@@ -99,33 +97,9 @@ def test_cuda_live_run(snap_compare: Any, tmp_path: Path, size: tuple[int, int])
     assert snap_compare(_app(_cuda_live(tmp_path), FakeChild()), terminal_size=size, run_before=_ready)
 
 
-async def _painted(pilot: Any, timeout: float = 10.0) -> None:
-    """Until two screenshots 0.1 s apart are the same: every widget painted (a table behind a
-    modal could otherwise be caught before its rows were drawn on a loaded machine)."""
-    deadline = time.monotonic() + timeout
-    last = pilot.app.export_screenshot()
-    while time.monotonic() < deadline:
-        await pilot.pause(0.1)
-        now = pilot.app.export_screenshot()
-        if now == last:
-            return
-        last = now
-    raise AssertionError("the screen kept changing")
-
-
-async def _ready_then_quit(pilot: Any) -> None:
-    """``q`` on a settled, painted screen, until the question is shown and painted."""
-    await _ready(pilot)
-    await _painted(pilot)
-    await pilot.press("q")
-    await wait_until(pilot, lambda: isinstance(pilot.app.screen, ConfirmQuit), what="the quit question")
-    await pilot.wait_for_scheduled_animations()
-    await _painted(pilot)
-
-
 def test_cuda_four_ranks_quit_confirmation(snap_compare: Any, tmp_path: Path) -> None:
     app = _app(_cuda_live(tmp_path, ranks=4), FakeChild())
-    assert snap_compare(app, terminal_size=LARGE, run_before=_ready_then_quit)
+    assert snap_compare(app, terminal_size=LARGE, run_before=_ready, press=["q"])
 
 
 def test_cuda_oom(snap_compare: Any, tmp_path: Path) -> None:

@@ -51,13 +51,10 @@ class TensorTable(DataTable[Text]):
     def _fill(self) -> None:
         columns = _NARROW_COLUMNS if self.narrow else _COLUMNS
         name_width = self._name_width(columns)
-        shown = self._shown
-        if shown == (self._rows, name_width, columns):
+        if self._shown == (self._rows, name_width, columns):
             return
         self._shown = (self._rows, name_width, columns)
-        if columns != self._columns or shown is None or shown[1] != name_width:
-            # columns made anew: a column keeps the widest content it has held, so a name column
-            # filled for a wider table (a resize during layout) would push shape and dtype out of sight
+        if columns != self._columns:
             self.clear(columns=True)
             for col in columns:
                 self.add_column(col, key=col)
