@@ -41,7 +41,7 @@ class StaticCounts:
         self._generation = -1  # the watched set the parameter total was counted for
         self.state_cache: tuple[int, CategoryTotal] | None = None
         self.grad_slots: list[GradSlot] = []
-        self._signature: list[tuple[int, int, int]] = []
+        self._signature: list[tuple[int, tuple[int, int, int]]] = []
         self._checked_at = -1  # the step whose first moment compared the optimizers' shapes
 
     def forget(self) -> None:
@@ -54,16 +54,13 @@ class StaticCounts:
         state is made at its first step)."""
         self._checked_at = -1
 
-    def _signature_now(self) -> list[tuple[int, int, int]]:
+    def _signature_now(self) -> list[tuple[int, tuple[int, int, int]]]:
         signature = []
         for _, ref in self.watched.optimizer_refs:
             o = ref()
             if o is None:
                 continue
-            n_params = 0
-            for g in o.param_groups:
-                n_params += len(g["params"])
-            signature.append((id(o), len(o.state), n_params))
+            signature.append((id(o), optimizer_shape(o)))
         return signature
 
     def unchanged(self, step: int, shapes: bool = True) -> bool:
@@ -163,3 +160,12 @@ class StaticCounts:
         self.state_cache = (step, total)
         self.sampling.state_recount_cost = time.thread_time() - t0
         return total
+
+
+def optimizer_shape(opt: torch.optim.Optimizer) -> tuple[int, int, int]:
+    """What changes when an optimizer changes shape: the tensors in its state (made at its first
+    step for each parameter with a gradient), its parameter groups and their parameters."""
+    n_params = 0
+    for group in opt.param_groups:
+        n_params += len(group["params"])
+    return len(opt.state), len(opt.param_groups), n_params

@@ -16,6 +16,7 @@ import weakref
 from typing import TYPE_CHECKING
 
 from memtop.profiler.moments import Composition
+from memtop.profiler.static_counts import optimizer_shape
 
 if TYPE_CHECKING:
     import torch
@@ -33,7 +34,7 @@ class SteadyStep:
         self._counts = session.counts
         self._watched = session.watched
         self._generation = session.watched.generation
-        self._shape = _shape(opt)
+        self._shape = optimizer_shape(opt)
 
     @classmethod
     def plan(cls, session: Session, opt: torch.optim.Optimizer) -> SteadyStep | None:
@@ -73,13 +74,7 @@ class SteadyStep:
         return (
             opt is self.optimizer()
             and self._watched.generation == self._generation
-            and _shape(opt) == self._shape
+            and optimizer_shape(opt) == self._shape
             and self._counts.unchanged(step, shapes=False)
         )
 
-
-def _shape(opt: torch.optim.Optimizer) -> tuple[int, int, int]:
-    n_params = 0
-    for group in opt.param_groups:
-        n_params += len(group["params"])
-    return len(opt.state), len(opt.param_groups), n_params

@@ -137,7 +137,7 @@ class DeltaStepEncoder:
                 marked[at] = _MARK  # (JSON text holds no raw NUL: json writes it \u0000)
             pieces = tuple((plan[0] % plan[1](tuple(marked))).replace("None", "null").split(_MARK))
             self._repeat = pieces = pieces if len(pieces) == len(_REPEAT_AT) + 1 else ()
-        if len(pieces) != 5:
+        if not pieces:
             return None
         if type(time) is not float or type(step) is not int or type(step_time) not in _REPEAT_TYPES or type(device_used) not in _REPEAT_TYPES:
             return None
