@@ -99,7 +99,9 @@ def test_cuda_live_run(snap_compare: Any, tmp_path: Path, size: tuple[int, int])
 
 def test_cuda_four_ranks_quit_confirmation(snap_compare: Any, tmp_path: Path) -> None:
     app = _app(_cuda_live(tmp_path, ranks=4), FakeChild())
-    assert snap_compare(app, terminal_size=LARGE, run_before=_ready, press=["q"])
+    # 80x24: the modal covers the large-tensor table, which behind a modal is sometimes drawn with
+    # its columns and sometimes without at 160x48 (the same code; fresh-clone CI failed on it)
+    assert snap_compare(app, terminal_size=SMALL, run_before=_ready, press=["q"])
 
 
 def test_cuda_oom(snap_compare: Any, tmp_path: Path) -> None:
