@@ -74,3 +74,27 @@ def test_cuda_zero_code_sample_run(tmp_path: Path) -> None:
     steps = [r for r in read_records(only_run(tmp_path)) if r["type"] == "step"]
     assert len(steps) == 5
     assert all(r["device"].startswith("cuda") and sum(r["categories"].values()) == r["peak"] for r in steps)
+
+
+def test_cuda_backend_reads_the_public_apis_figures_in_one_call() -> None:
+    """The backend reads the allocator's nested statistics once (memtop.profiler.backends.raw_stats_reader),
+    not the flattened ``torch.cuda.memory_stats`` up to six times a step: on this torch the fast
+    path must be taken and give exactly what the public API says, peak and reset included."""
+    from memtop.profiler.backends import CudaBackend
+
+    keep = [torch.empty(3 << 20, dtype=torch.uint8, device="cuda")]
+    backend = CudaBackend(torch.device("cuda", 0))
+    assert backend._raw is not None, "torch._C._cuda_memoryStats missing or disagreeing: every read takes the slow public API"
+    assert backend.allocated() == torch.cuda.memory_allocated(0)
+    torch.cuda.reset_peak_memory_stats(0)
+    transient = torch.empty(64 << 20, dtype=torch.uint8, device="cuda")
+    del transient
+    expected_peak = torch.cuda.max_memory_allocated(0)
+    peak, state, _, total = backend.end_of_step()
+    assert peak == expected_peak >= torch.cuda.memory_allocated(0) + (64 << 20)
+    assert state.allocated == torch.cuda.memory_allocated(0)
+    assert state.reserved == torch.cuda.memory_reserved(0)
+    assert state.inactive_split == torch.cuda.memory_stats(0).get("inactive_split_bytes.all.current")
+    assert torch.cuda.max_memory_allocated(0) == torch.cuda.memory_allocated(0)  # reset at the step's end
+    assert total is None or total > 0
+    del keep

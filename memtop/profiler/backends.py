@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 
@@ -140,6 +141,42 @@ class CpuBackend:
         return None, _NO_ALLOCATOR, self._rss, self._total
 
 
+RawStats = Callable[[int], dict[str, Any]]
+
+
+def allocator_figures(nested: dict[str, Any]) -> tuple[int, int, int, int | None]:
+    """(allocated, peak, reserved, inactive split bytes) from the CUDA caching allocator's nested
+    statistics (``torch.cuda.memory_stats_as_nested_dict``: ``allocated_bytes.all.current`` is
+    ``nested["allocated_bytes"]["all"]["current"]``). KeyError/TypeError where the layout differs."""
+    allocated, reserved = nested["allocated_bytes"]["all"], nested["reserved_bytes"]["all"]
+    inactive = nested.get("inactive_split_bytes")
+    split = int(inactive["all"]["current"]) if inactive is not None else None
+    return int(allocated["current"]), int(allocated["peak"]), int(reserved["current"]), split
+
+
+def raw_stats_reader(index: int) -> RawStats | None:
+    """``torch._C._cuda_memoryStats``, where it answers as the public API does on this device.
+
+    ``torch.cuda.memory_allocated``, ``max_memory_allocated`` and ``memory_reserved`` each call
+    ``torch.cuda.memory_stats``, which flattens the allocator's ~130 nested figures into sorted
+    dotted keys in Python: ~90 µs a call on a CPU core (docs/performance.md), and a step record
+    read six of them. The nested statistics it flattens come from one C++ call; memtop reads them
+    there, after checking once that they give the public API's figures (a torch whose private
+    call is missing or differs gets the public one)."""
+    raw: RawStats | None = getattr(torch._C, "_cuda_memoryStats", None)
+    if raw is None or not torch.cuda.is_initialized():
+        return None
+    try:
+        allocated, peak, reserved, _ = allocator_figures(raw(index))
+        stats = torch.cuda.memory_stats(index)
+        public = (stats.get("allocated_bytes.all.current"), stats.get("allocated_bytes.all.peak"), stats.get("reserved_bytes.all.current"))
+        if public != (allocated, peak, reserved):
+            return None  # (another thread allocating between the two reads costs the fast path only)
+    except Exception:  # noqa: BLE001 - another torch: the public API
+        return None
+    return raw
+
+
 class CudaBackend:
     """torch.cuda counters for one device, plus NVML (sampled at most once a second)."""
 
@@ -153,19 +190,34 @@ class CudaBackend:
         self._nvml_at = 0.0
         self._nvml_value: tuple[int | None, int | None] = (None, None)
         self._carried = 0
+        self._raw = raw_stats_reader(index)
+
+    def _figures(self) -> tuple[int, int, int, int | None]:
+        """(allocated, peak since the last reset, reserved, inactive split bytes), read at once."""
+        raw = self._raw
+        if raw is not None:
+            return allocator_figures(raw(self.index))
+        stats = torch.cuda.memory_stats(self.index)  # (one flattening for all four)
+        inactive = stats.get("inactive_split_bytes.all.current")
+        return (
+            int(stats.get("allocated_bytes.all.current", 0)),
+            int(stats.get("allocated_bytes.all.peak", 0)),
+            int(stats.get("reserved_bytes.all.current", 0)),
+            int(inactive) if inactive is not None else None,
+        )
 
     def allocated(self) -> int | None:
+        raw = self._raw
+        if raw is not None:
+            return int(raw(self.index)["allocated_bytes"]["all"]["current"])
         return int(torch.cuda.memory_allocated(self.index))
 
     def state(self) -> AllocatorState:
-        stats = torch.cuda.memory_stats(self.index)
-        allocated = int(stats.get("allocated_bytes.all.current", torch.cuda.memory_allocated(self.index)))
-        reserved = int(stats.get("reserved_bytes.all.current", torch.cuda.memory_reserved(self.index)))
-        inactive = stats.get("inactive_split_bytes.all.current")
-        return AllocatorState(allocated, reserved, int(inactive) if inactive is not None else None)
+        allocated, _, reserved, inactive = self._figures()
+        return AllocatorState(allocated, reserved, inactive)
 
     def take_peak(self) -> int | None:
-        peak = max(int(torch.cuda.max_memory_allocated(self.index)), self._carried)
+        peak = max(self._figures()[1], self._carried)
         torch.cuda.reset_peak_memory_stats(self.index)
         self._carried = 0
         return peak
@@ -181,10 +233,12 @@ class CudaBackend:
         return self._nvml_value
 
     def end_of_step(self) -> tuple[int | None, AllocatorState, int | None, int | None]:
-        peak = self.take_peak()
-        state = self.state()
+        allocated, peak, reserved, inactive = self._figures()  # (one read: the peak and the state of the same moment)
+        peak = max(peak, self._carried)
+        torch.cuda.reset_peak_memory_stats(self.index)
+        self._carried = 0
         used, total = self.device_usage()
-        return peak, state, used, total
+        return peak, AllocatorState(allocated, reserved, inactive), used, total
 
 
 class NvmlProbe:

@@ -26,6 +26,7 @@ from memtop.profiler.config import HookConfig
 from memtop.profiler.session import Session
 
 _thread_time = time.thread_time
+_perf_counter = time.perf_counter
 _lock = threading.RLock()
 _session: Session | None = None
 _installed = False
@@ -102,6 +103,14 @@ def guarded(fn: Callable[..., None]) -> Callable[..., None]:
     return wrapper
 
 
+# The two per-step callbacks charge their time to ``hook_cpu_seconds``. A callback that starts
+# with a steady step planned (a CPU run between measured steps: tens of microseconds of work) is
+# timed by ``perf_counter``, a vDSO clock read; ``thread_time`` is a system call, ~7 µs each
+# right after a training step on the 2-core VM (docs/performance.md). Wall time over so short a
+# callback is its CPU time unless the thread is descheduled inside it: then it is more, never
+# less. Every other callback (measuring, counting: milliseconds of Python) is timed in CPU time.
+
+
 def _on_optimizer_post(opt: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
     """:func:`guarded` written out: called at every optimizer step, one call level less."""
     session = _session
@@ -110,7 +119,8 @@ def _on_optimizer_post(opt: torch.optim.Optimizer, args: Any, kwargs: Any) -> No
         return
     if session.disabled:
         return
-    t0 = _thread_time()
+    clock = _perf_counter if session.steady is not None else _thread_time  # (see above _on_optimizer_post)
+    t0 = clock()
     try:
         session.on_optimizer_step(opt)
     except SystemExit:
@@ -118,7 +128,7 @@ def _on_optimizer_post(opt: torch.optim.Optimizer, args: Any, kwargs: Any) -> No
     except Exception as exc:  # noqa: BLE001 - the hook must never break training
         _disable(session, exc)
     finally:
-        session.hook_cpu_seconds += _thread_time() - t0
+        session.hook_cpu_seconds += clock() - t0
 
 
 @guarded
@@ -158,7 +168,8 @@ def _engine_run_backward_wrapper(t_outputs: Any, *args: Any, **kwargs: Any) -> A
     if session is None:
         _on_backward(t_outputs)  # (a zero-code session is made here)
     elif not session.disabled:  # _on_backward written out: one call level less, every step
-        t0 = _thread_time()
+        clock = _perf_counter if session.steady is not None else _thread_time  # (see above _on_optimizer_post)
+        t0 = clock()
         try:
             session.on_backward(t_outputs)
         except SystemExit:
@@ -166,7 +177,7 @@ def _engine_run_backward_wrapper(t_outputs: Any, *args: Any, **kwargs: Any) -> A
         except Exception as exc:  # noqa: BLE001 - the hook must never break training
             _disable(session, exc)
         finally:
-            session.hook_cpu_seconds += _thread_time() - t0
+            session.hook_cpu_seconds += clock() - t0
     _backward_running[0] += 1
     try:
         result = original(t_outputs, *args, **kwargs)

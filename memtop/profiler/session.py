@@ -75,7 +75,7 @@ class Session:
         self._carried: dict[str, Composition] = {}  # point -> the last carried composition (reused while unchanged)
         self._pending: list[Composition] = []  # this step's moments that reused a carried composition, not weighed yet
         self._step_comps: list[Composition] = []  # every moment of this step so far, in order (what its record is made of)
-        self._steady: SteadyStep | None = None  # the next step's moments where nothing changes (a CPU run between measured steps)
+        self.steady: SteadyStep | None = None  # the next step's moments where nothing changes (a CPU run between measured steps)
         self._no_acts = CategoryTotal()  # activations after the optimizer step (freed)
         self._last_oom_time = 0.0
         self._warned: set[str] = set()
@@ -177,13 +177,13 @@ class Session:
         """The autograd engine is about to run backward: the end of a forward pass."""
         if self.disabled:
             return
-        steady = self._steady
+        steady = self.steady
         if steady is not None:  # (a backward without a graph adds the same moment again: the same record)
-            if steady.carries(self.step) and not self.sampling.measuring(self.step + 1):
+            if steady.carries(self.step):  # (no measuring, no recount due: the plan's clock)
                 self._pending.append(steady.forward)  # what _consider_carried would reuse, without asking
                 self._step_comps.append(steady.forward)
                 return
-            self._steady = None
+            self.steady = None
         watched = self.watched
         if not (watched.discovered and watched.optimizer_refs) and not watched.discover(self.step):
             return
@@ -274,12 +274,12 @@ class Session:
         """An optimizer finished its step (global post-hook)."""
         if self.disabled:
             return
-        steady = self._steady
-        if steady is not None and steady.carries_after_step(opt, self.step) and not self.sampling.measuring(self.step + 1):
+        steady = self.steady
+        if steady is not None and steady.carries_after_step(opt, self.step):
             self._pending.append(steady.end)  # what _consider_step_end would reuse, without asking
             self._step_comps.append(steady.end)
         else:
-            steady = self._steady = None
+            steady = self.steady = None
             self.watched.watch_optimizer(opt)
             self._consider_step_end("optimizer_step")
         self.backward_steps = False
@@ -288,14 +288,14 @@ class Session:
         if steady is not None or self._boundary.ends_step(id(opt), self.optimizer_steps_seen):
             self.optimizer_steps_seen += 1
             self._finish_step()
-            if self._steady is None:  # (a steady step leaves its plan standing: nothing it rests on changed)
-                self._steady = SteadyStep.plan(self, opt)
+            if self.steady is None:  # (a steady step leaves its plan standing: nothing it rests on changed)
+                self.steady = SteadyStep.plan(self, opt)
 
     def on_manual_step(self) -> None:
         """``prof.step()``: ends a step only where no optimizer step is seen (inference, custom optimizers)."""
         if self.disabled or self.optimizer_steps_seen:
             return
-        self._steady = None
+        self.steady = None
         self._manual_steps_seen += 1
         self.backward_steps = False
         self._consider_step_end("manual_step")
@@ -340,7 +340,7 @@ class Session:
         sampling.step_done(step, step_time)
         records = self.records
         writer = self._writer
-        if self._steady is not None and writer is not None and not self.closed:  # every moment was the plan's
+        if self.steady is not None and writer is not None and not self.closed:  # every moment was the plan's
             last = records.repeat_of_planned(len(self._step_comps), self._act_step, sampling.measured_step, sampling.sample_every, total)
             if last is not None:
                 writer.put_repeat(last, now, step, step_time, used)  # no record dict made (most steps of a CPU run)
@@ -422,7 +422,7 @@ class Session:
 
     # ------------------------------------------------------------------ failures and exit
     def on_oom(self, message: str, requested: int | None, device_free: int | None) -> None:
-        self._steady = None
+        self.steady = None
         now = time.monotonic()
         if now - self._last_oom_time < 1.0:
             return  # the allocator observer already reported this one

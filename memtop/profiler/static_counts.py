@@ -37,7 +37,7 @@ class StaticCounts:
         self.sampling = sampling
         self.threshold = large_tensor_bytes
         self.param_total: CategoryTotal | None = None
-        self._param_total_step = -1
+        self.param_total_step = -1  # the step the parameter total was counted at
         self._generation = -1  # the watched set the parameter total was counted for
         self.state_cache: tuple[int, CategoryTotal] | None = None
         self.grad_slots: list[GradSlot] = []
@@ -75,7 +75,7 @@ class StaticCounts:
         if self._checked_at == step:
             return True  # this step's first moment checked the optimizers
         every = self.sampling.recount_every
-        if step - self._param_total_step >= every or step - cached[0] >= every:
+        if step - self.param_total_step >= every or step - cached[0] >= every:
             return False
         if not shapes:
             return True
@@ -104,7 +104,7 @@ class StaticCounts:
     def parameters(self, step: int) -> CategoryTotal:
         total = self.param_total
         watched = self.watched
-        if total is not None and step - self._param_total_step < self.sampling.recount_every and self._generation == watched.generation:
+        if total is not None and step - self.param_total_step < self.sampling.recount_every and self._generation == watched.generation:
             return total
         watched.ensure_names(step)  # (the first time: a scan of live objects, not part of a periodic recount's cost)
         self._generation = watched.generation
@@ -120,7 +120,7 @@ class StaticCounts:
         for p in params.live():
             add_tensor(total, p, dev, None, params.name_of(p), "parameters", thr)
         self.param_total = total
-        self._param_total_step = step
+        self.param_total_step = step
         self._build_grad_slots()
         self.sampling.recount_cost = time.thread_time() - t0
         return total

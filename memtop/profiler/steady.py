@@ -25,16 +25,44 @@ if TYPE_CHECKING:
 
 
 class SteadyStep:
-    __slots__ = ("forward", "end", "optimizer", "_counts", "_generation", "_shape", "_watched")
+    __slots__ = ("forward", "end", "optimizer", "_changed", "_counts", "_due", "_generation", "_knobs", "_sampling", "_shape", "_watched")
 
     def __init__(self, session: Session, forward: Composition, end: Composition, opt: torch.optim.Optimizer) -> None:
         self.forward = forward  # every forward end's composition
         self.end = end  # the optimizer step's
         self.optimizer = weakref.ref(opt)  # the optimizer whose step ends the steps
         self._counts = session.counts
+        self._changed = session.counts.params.changed  # set by a watched parameter's death
+        self._sampling = session.sampling
         self._watched = session.watched
         self._generation = session.watched.generation
         self._shape = optimizer_shape(opt)
+        self._knobs = (-1, -1)
+        self._due = -1
+        self._clock()
+
+    def _clock(self) -> bool:
+        """The first step (as ``session.step`` counts at its moments) whose moments measure or
+        recount: ``sampling.measuring(step + 1)`` (every ``sample_every``-th step from the last
+        measured one) or a periodic recount (:meth:`StaticCounts.unchanged`); kept as one number,
+        worked out again where the sampling budget moved its intervals. False: none can be
+        worked out (nothing measured or counted yet)."""
+        sampling, counts = self._sampling, self._counts
+        self._knobs = (sampling.sample_every, sampling.recount_every)
+        measured, cached, counted = sampling.measured_step, counts.state_cache, counts.param_total_step
+        if measured is None or cached is None or sampling.every_step:
+            self._due = -1
+            return False
+        every = sampling.recount_every
+        self._due = min(measured + sampling.sample_every - 1, counted + every, cached[0] + every)
+        return True
+
+    def _in_time(self, step: int) -> bool:
+        """No measuring, no recount and no change signal at the moments of the step after ``step``."""
+        sampling = self._sampling
+        if self._knobs != (sampling.sample_every, sampling.recount_every):
+            self._clock()
+        return step < self._due and not self._changed.value
 
     @classmethod
     def plan(cls, session: Session, opt: torch.optim.Optimizer) -> SteadyStep | None:
@@ -59,22 +87,12 @@ class SteadyStep:
         parameter group added to the stepping optimizer). The optimizers' state and parameter
         lists change at an optimizer step: compared at the step's end (:meth:`carries_after_step`)."""
         opt = self.optimizer()
-        return (
-            opt is not None
-            and len(opt.param_groups) == self._shape[1]
-            and self._watched.generation == self._generation
-            and self._counts.unchanged(step, shapes=False)
-        )
+        return opt is not None and len(opt.param_groups) == self._shape[1] and self._watched.generation == self._generation and self._in_time(step)
 
     def carries_after_step(self, opt: torch.optim.Optimizer, step: int) -> bool:
         """At the end of ``opt``'s step: the same, and ``opt``'s shape as planned (the tensors in its
         state: made at an optimizer's first step for each parameter that has a gradient; its
         groups and their parameters). Another optimizer's shape is compared when the general path
         next runs (its own step, or the next measured step)."""
-        return (
-            opt is self.optimizer()
-            and self._watched.generation == self._generation
-            and optimizer_shape(opt) == self._shape
-            and self._counts.unchanged(step, shapes=False)
-        )
+        return opt is self.optimizer() and self._watched.generation == self._generation and self._in_time(step) and optimizer_shape(opt) == self._shape
 
