@@ -102,3 +102,76 @@ def test_the_steady_path_writes_what_the_general_path_writes(tmp_path: Path, mon
     by_step = {r["step"]: r for r in steady}
     assert by_step[6]["activations_step"] == 6  # from the moment the change was seen: the forward end
     assert by_step[11]["activations_step"] == 11
+
+
+def train_plain(run_dir: Path, steps: int) -> tuple[list[dict[str, Any]], list[int]]:
+    """A loop that changes nothing, measured every few steps (the interval moving mid-run) and
+    recounted every 7 steps: the plan's clock (when the next measured step or recount is due)
+    must stop the steady path exactly where the general path measures or recounts.
+    Returns the step records and the steps at which parameters were recounted exactly."""
+    from memtop.profiler import hooks, sampling
+    from memtop.profiler.api import standalone_session
+    from memtop.profiler.config import HookConfig
+    from memtop.profiler.static_counts import StaticCounts
+
+    torch.manual_seed(0)
+    config = HookConfig(tensorboard=False, activations="auto")
+    session = standalone_session(config, run_dir, "clock")
+    recounts: list[int] = []
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(sampling, "PARAM_RECOUNT_EVERY", 7)
+
+        def adapt(self: sampling.SamplingBudget) -> None:  # one interval, then a narrower one from a steady step on
+            self.sample_every, self.recount_every = (5 if session.step < 23 else 3), 7
+
+        mp.setattr(sampling.SamplingBudget, "_adapt", adapt)
+        parameters = StaticCounts.parameters
+
+        def counted(self: StaticCounts, step: int) -> Any:
+            before = self.param_total_step
+            total = parameters(self, step)
+            if self.param_total_step != before:
+                recounts.append(step)
+            return total
+
+        mp.setattr(StaticCounts, "parameters", counted)
+        session.sampling.recount_every = 7
+        hooks.set_session(session)
+        hooks.install(config, lambda: session)
+        model = Net()
+        opt = torch.optim.AdamW(model.parameters())
+        x = torch.randn(4, 16)
+        try:
+            for _ in range(steps):
+                opt.zero_grad(set_to_none=True)
+                model(x).pow(2).mean().backward()
+                opt.step()
+        finally:
+            session.close()
+            hooks.uninstall()
+            hooks.set_session(None)
+    return [r for r in read_records(session.run_dir) if r["type"] == "step"], recounts
+
+
+def test_the_plans_clock_stops_where_the_general_path_measures_or_recounts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    taken: list[bool] = []
+    carries = SteadyStep.carries
+
+    def counted(self: SteadyStep, step: int) -> bool:
+        ok = carries(self, step)
+        taken.append(ok)
+        return ok
+
+    monkeypatch.setattr(SteadyStep, "carries", counted)
+    steady, steady_recounts = train_plain(tmp_path / "steady", 60)
+    assert sum(taken) >= 20, taken
+    monkeypatch.setattr(SteadyStep, "plan", classmethod(lambda cls, session, opt: None))
+    general, general_recounts = train_plain(tmp_path / "general", 60)
+    assert len(steady) == len(general) == 60
+    for a, b in zip(without_own_figures(steady), without_own_figures(general), strict=True):
+        assert a == b, (a["step"], a, b)
+    measured = sorted({r["measured_step"] for r in steady})
+    gaps = {b - a for a, b in zip(measured, measured[1:], strict=False)}
+    assert 5 in gaps and 3 in gaps, measured  # both intervals were lived through
+    assert steady_recounts == general_recounts, (steady_recounts, general_recounts)  # at the same steps on both paths
+    assert len(steady_recounts) >= 60 // 7 - 1, steady_recounts

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 
 class SteadyStep:
-    __slots__ = ("forward", "end", "optimizer", "_changed", "_counts", "_due", "_generation", "_knobs", "_sampling", "_shape", "_watched")
+    __slots__ = ("forward", "end", "optimizer", "_changed", "_counts", "_due", "_every", "_generation", "_recount", "_sampling", "_shape", "_watched")
 
     def __init__(self, session: Session, forward: Composition, end: Composition, opt: torch.optim.Optimizer) -> None:
         self.forward = forward  # every forward end's composition
@@ -37,30 +37,28 @@ class SteadyStep:
         self._watched = session.watched
         self._generation = session.watched.generation
         self._shape = optimizer_shape(opt)
-        self._knobs = (-1, -1)
-        self._due = -1
+        self._every = self._recount = self._due = -1
         self._clock()
 
-    def _clock(self) -> bool:
+    def _clock(self) -> None:
         """The first step (as ``session.step`` counts at its moments) whose moments measure or
         recount: ``sampling.measuring(step + 1)`` (every ``sample_every``-th step from the last
         measured one) or a periodic recount (:meth:`StaticCounts.unchanged`); kept as one number,
-        worked out again where the sampling budget moved its intervals. False: none can be
-        worked out (nothing measured or counted yet)."""
+        worked out again where the sampling budget moved its intervals (-1 where nothing was
+        measured or counted yet: the plan carries nothing then)."""
         sampling, counts = self._sampling, self._counts
-        self._knobs = (sampling.sample_every, sampling.recount_every)
+        self._every, self._recount = sampling.sample_every, sampling.recount_every
         measured, cached, counted = sampling.measured_step, counts.state_cache, counts.param_total_step
         if measured is None or cached is None or sampling.every_step:
             self._due = -1
-            return False
+            return
         every = sampling.recount_every
         self._due = min(measured + sampling.sample_every - 1, counted + every, cached[0] + every)
-        return True
 
     def _in_time(self, step: int) -> bool:
         """No measuring, no recount and no change signal at the moments of the step after ``step``."""
         sampling = self._sampling
-        if self._knobs != (sampling.sample_every, sampling.recount_every):
+        if sampling.sample_every != self._every or sampling.recount_every != self._recount:
             self._clock()
         return step < self._due and not self._changed.value
 
