@@ -14,6 +14,7 @@ order, so drift of the machine (other processes, allocator warm-up) hits all thr
 ratio is the median over rounds of (profiled block time / baseline block time).
 
     python benchmarks/hook_overhead.py [--rounds 8] [--steps 10] [--targets-ms 10 50] [--json out.json]
+        [--allocator synthetic]   # a CUDA-shaped step on CPU: a record built every step (synthetic_allocator)
 """
 
 from __future__ import annotations
@@ -74,6 +75,44 @@ def small_mlp() -> Workload:
     return Workload("mlp x4", model, lambda b: torch.randn(b, 128), 64)
 
 
+def synthetic_allocator() -> Any:
+    """A CPU stand-in for a CUDA device under memtop's CUDA backend (``--allocator synthetic``):
+    the cost of a CUDA-shaped step without a GPU. It is memtop's ``CudaBackend`` whose allocator
+    statistics come from a function that builds a nested dict of the caching allocator's layout
+    (~130 figures, as ``torch._C._cuda_memoryStats`` returns) with figures that move a little at
+    every read, as a real allocator's do: no step repeats the last record, every record is built
+    and encoded. It leaves out what only a device has (the C++ side of the statistics call, NVML
+    once a second), so its figure is a floor for a GPU step's, not one."""
+    from memtop.profiler.backends import CudaBackend
+
+    reads = [0]
+
+    def nested_stats(index: int) -> dict[str, Any]:
+        reads[0] += 1
+        wobble = (reads[0] % 7) * 512
+        nested: dict[str, Any] = {}
+        for stat in ("allocated", "allocated_bytes", "segment", "reserved_bytes", "active", "active_bytes", "inactive_split", "inactive_split_bytes", "requested_bytes"):
+            nested[stat] = {pool: {m: (1 << 30) + wobble for m in ("current", "peak", "allocated", "freed")} for pool in ("all", "large_pool", "small_pool")}
+        nested["allocated_bytes"]["all"]["peak"] = (3 << 29) + wobble
+        nested["reserved_bytes"]["all"]["current"] = 2 << 30
+        for stat in ("num_alloc_retries", "num_ooms", "num_sync_all_streams", "num_device_alloc", "num_device_free", "max_split_size"):
+            nested[stat] = 0
+        return nested
+
+    class Synthetic(CudaBackend):
+        def __init__(self) -> None:  # (no device: the parts of CudaBackend.__init__ that need none)
+            self.device, self.index, self._carried = torch.device("cpu"), 0, 0
+            self._raw, self._step_end_read = nested_stats, None
+
+        def _reset_peak(self) -> None:
+            self._carried = 0
+
+        def device_usage(self) -> tuple[int | None, int | None]:
+            return None, None
+
+    return Synthetic()
+
+
 def make_step(w: Workload) -> Callable[[], None]:
     opt = torch.optim.AdamW(w.model.parameters(), lr=1e-4, foreach=True)
     batches = [w.make_batch(w.batch) for _ in range(4)]
@@ -112,7 +151,7 @@ def calibrate(w: Workload, target_s: float) -> Callable[[], None]:
     return make_step(w)
 
 
-def measure(w: Workload, target_ms: float, rounds: int, steps: int) -> dict[str, Any]:
+def measure(w: Workload, target_ms: float, rounds: int, steps: int, allocator: str = "none") -> dict[str, Any]:
     from memtop.profiler import hooks
     from memtop.profiler.api import standalone_session
     from memtop.profiler.config import HookConfig
@@ -121,6 +160,8 @@ def measure(w: Workload, target_ms: float, rounds: int, steps: int) -> dict[str,
     tmp = Path(tempfile.mkdtemp(prefix="memtop-bench-"))
     config = HookConfig.from_env()
     session = standalone_session(config, runs_dir=tmp, name="overhead")
+    if allocator == "synthetic":
+        session._backend = synthetic_allocator()  # (a benchmark's stand-in: see synthetic_allocator)
     # The hook stays installed for the whole run and is switched off (session.disabled: each
     # callback returns at its first line) outside memtop's blocks, so the figure is the cost of
     # measuring, not of installing and removing hooks between blocks.
@@ -171,7 +212,7 @@ def measure(w: Workload, target_ms: float, rounds: int, steps: int) -> dict[str,
     base_ms = statistics.median(wall["baseline"]) * 1e3
     own_ms = statistics.median(own_cpu) * 1e3
     return {
-        "workload": w.name,
+        "workload": w.name if allocator == "none" else f"{w.name}, synthetic allocator",
         "parameter_tensors": w.tensors,
         "batch": w.batch,
         "baseline_step_ms": round(base_ms, 2),
@@ -197,6 +238,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--encoder-layers", type=int, default=0, help="also measure a stack of this many transformer encoder layers")
     p.add_argument("--only", choices=["many", "few", "encoder"], default=None)
     p.add_argument("--json", default=None, help="also write the figures here")
+    p.add_argument(
+        "--allocator", choices=["none", "synthetic"], default="none", help="synthetic: a CUDA-shaped step on CPU (allocator figures that move every step; see synthetic_allocator)"
+    )
     p.add_argument("--threads", type=int, default=1, help="torch threads (1 keeps timings steady on a shared machine)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -208,7 +252,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             builders["encoder"] = lambda: encoder_stack(args.encoder_layers)
         for key, build in builders.items():
             if args.only in (None, key):
-                res = measure(build(), target, args.rounds, args.steps)
+                res = measure(build(), target, args.rounds, args.steps, args.allocator)
                 res["target_ms"] = target
                 print(json.dumps(res), flush=True)
                 results.append(res)

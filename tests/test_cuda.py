@@ -98,3 +98,31 @@ def test_cuda_backend_reads_the_public_apis_figures_in_one_call() -> None:
     assert torch.cuda.max_memory_allocated(0) == torch.cuda.memory_allocated(0)  # reset at the step's end
     assert total is None or total > 0
     del keep
+
+
+def test_cuda_step_end_reuses_the_last_moments_read() -> None:
+    """The step's last moment reads the allocator; the step's end, next in the same callback,
+    reuses that read (one read a step less), and any other read in between makes it read anew."""
+    from memtop.profiler.backends import CudaBackend
+
+    backend = CudaBackend(torch.device("cuda", 0))
+    raw = backend._raw
+    assert raw is not None
+    calls = [0]
+
+    def counted(index: int) -> dict[str, Any]:
+        calls[0] += 1
+        return raw(index)
+
+    backend._raw = counted
+    keep = torch.empty(1 << 20, dtype=torch.uint8, device="cuda")
+    allocated = backend.step_end_allocated()
+    peak, state, _, _ = backend.end_of_step()
+    assert calls[0] == 1 and state.allocated == allocated == torch.cuda.memory_allocated(0)
+    assert peak is not None and peak >= allocated
+    backend.step_end_allocated()
+    more = torch.empty(2 << 20, dtype=torch.uint8, device="cuda")
+    backend.allocated()  # another read in between: the step's end reads anew
+    _, state, _, _ = backend.end_of_step()
+    assert calls[0] == 4 and state.allocated == torch.cuda.memory_allocated(0)
+    del keep, more

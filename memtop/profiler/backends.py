@@ -47,6 +47,12 @@ class Backend(Protocol):
         """(used by this process, total) of the device."""
         ...
 
+    def step_end_allocated(self) -> int | None:
+        """:meth:`allocated` at a step's last moment (after its optimizer step, ``prof.step()`` or
+        last backward pass): :meth:`end_of_step`, which follows in the same callback with nothing
+        allocated in between, reuses the read."""
+        ...
+
     def end_of_step(self) -> tuple[int | None, AllocatorState, int | None, int | None]:
         """What a step record reads, in one call: (``take_peak()``, ``state()``, *``device_usage()``)."""
         ...
@@ -121,6 +127,9 @@ class CpuBackend:
     def allocated(self) -> int | None:
         return None
 
+    def step_end_allocated(self) -> int | None:
+        return None
+
     def state(self) -> AllocatorState:
         return _NO_ALLOCATOR
 
@@ -191,9 +200,11 @@ class CudaBackend:
         self._nvml_value: tuple[int | None, int | None] = (None, None)
         self._carried = 0
         self._raw = raw_stats_reader(index)
+        self._step_end_read: tuple[int, int, int, int | None] | None = None  # step_end_allocated's, for end_of_step
 
     def _figures(self) -> tuple[int, int, int, int | None]:
         """(allocated, peak since the last reset, reserved, inactive split bytes), read at once."""
+        self._step_end_read = None  # (any other read: end_of_step reads anew)
         raw = self._raw
         if raw is not None:
             return allocator_figures(raw(self.index))
@@ -207,10 +218,16 @@ class CudaBackend:
         )
 
     def allocated(self) -> int | None:
+        self._step_end_read = None
         raw = self._raw
         if raw is not None:
             return int(raw(self.index)["allocated_bytes"]["all"]["current"])
         return int(torch.cuda.memory_allocated(self.index))
+
+    def step_end_allocated(self) -> int | None:
+        figures = self._figures()
+        self._step_end_read = figures
+        return figures[0]
 
     def state(self) -> AllocatorState:
         allocated, _, reserved, inactive = self._figures()
@@ -218,9 +235,12 @@ class CudaBackend:
 
     def take_peak(self) -> int | None:
         peak = max(self._figures()[1], self._carried)
+        self._reset_peak()
+        return peak
+
+    def _reset_peak(self) -> None:
         torch.cuda.reset_peak_memory_stats(self.index)
         self._carried = 0
-        return peak
 
     def carry_peak(self, value: int) -> None:
         self._carried = max(self._carried, value)
@@ -233,10 +253,11 @@ class CudaBackend:
         return self._nvml_value
 
     def end_of_step(self) -> tuple[int | None, AllocatorState, int | None, int | None]:
-        allocated, peak, reserved, inactive = self._figures()  # (one read: the peak and the state of the same moment)
+        figures = self._step_end_read  # (the step's last moment was read just before: one read a step less)
+        allocated, peak, reserved, inactive = figures if figures is not None else self._figures()  # (the peak and the state of one moment)
+        self._step_end_read = None
         peak = max(peak, self._carried)
-        torch.cuda.reset_peak_memory_stats(self.index)
-        self._carried = 0
+        self._reset_peak()
         used, total = self.device_usage()
         return peak, AllocatorState(allocated, reserved, inactive), used, total
 

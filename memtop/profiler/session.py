@@ -151,7 +151,7 @@ class Session:
         composition and leave it pending: the step's end then copies the last record when every
         moment of the step was such a one, without weighing the moments again."""
         backend = self._backend or self.backend
-        alloc = backend.allocated()
+        alloc = backend.allocated() if point == "forward_end" else backend.step_end_allocated()
         comp = self._carried.get(point)
         if comp is not None and comp.same(alloc, params, grads, state, acts):
             self._pending.append(comp)
@@ -247,7 +247,7 @@ class Session:
         t0 = time.thread_time()
         grads = self._end_grads = counts.gradients(self.step)
         self.sampling.measure_cpu += time.thread_time() - t0
-        comp = self._carried[point] = Composition(point, self.backend.allocated(), params, grads, state, self._no_acts)
+        comp = self._carried[point] = Composition(point, self.backend.step_end_allocated(), params, grads, state, self._no_acts)
         self._consider(comp)  # (the next steps' moments here are this one, carried)
 
     # ------------------------------------------------------------------ the steady step
