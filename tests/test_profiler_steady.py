@@ -175,3 +175,121 @@ def test_the_plans_clock_stops_where_the_general_path_measures_or_recounts(tmp_p
     assert 5 in gaps and 3 in gaps, measured  # both intervals were lived through
     assert steady_recounts == general_recounts, (steady_recounts, general_recounts)  # at the same steps on both paths
     assert len(steady_recounts) >= 60 // 7 - 1, steady_recounts
+
+
+class HeldBytes:
+    """What a stand-in CUDA allocator holds, set by the training loop: memtop's CudaBackend reads
+    it through its statistics source (the nested layout torch._C._cuda_memoryStats returns), so the
+    session takes the CUDA path on a CPU. The figures stay the same from step to step, as a real
+    allocator's do when the tensors' shapes do not change, except where the loop changes them."""
+
+    def __init__(self) -> None:
+        self.allocated = 40 << 20
+        self.peak = 64 << 20
+        self.reserved = 96 << 20
+        self.reads = 0
+
+    def stats(self, index: int) -> dict[str, Any]:
+        self.reads += 1
+
+        def stat(current: int, peak: int) -> dict[str, dict[str, int]]:
+            return {"all": {"current": current, "peak": peak, "allocated": peak, "freed": peak - current}}
+
+        return {
+            "allocated_bytes": stat(self.allocated, self.peak),
+            "reserved_bytes": stat(self.reserved, self.reserved),
+            "inactive_split_bytes": stat(self.reserved - self.peak, self.reserved - self.peak),
+        }
+
+
+def cuda_shaped_backend(held: HeldBytes) -> Any:
+    from memtop.profiler.backends import CudaBackend
+
+    class StandIn(CudaBackend):
+        def __init__(self) -> None:  # (the parts of CudaBackend.__init__ that need no device)
+            self.device, self.index, self._carried = torch.device("cpu"), 0, 0
+            self._raw, self._step_end_read = held.stats, None
+
+        def _reset_peak(self) -> None:
+            self._carried = 0
+            held.peak = held.allocated
+
+        def device_usage(self) -> tuple[int | None, int | None]:
+            return None, 141 << 30
+
+    return StandIn()
+
+
+def train_cuda_shaped(run_dir: Path, steps: int) -> tuple[list[dict[str, Any]], int]:
+    """A loop whose allocator figures hold still but at a few steps (one moment's bytes, the
+    peak, the reserved pool), measured every 5 steps. Returns the step records and the reads."""
+    from memtop.profiler import hooks, sampling
+    from memtop.profiler.api import standalone_session
+    from memtop.profiler.config import HookConfig
+
+    torch.manual_seed(0)
+    config = HookConfig(tensorboard=False, activations="auto")
+    session = standalone_session(config, run_dir, "cuda-shaped")
+    held = HeldBytes()
+    session._backend = cuda_shaped_backend(held)
+    with pytest.MonkeyPatch.context() as mp:
+
+        def adapt(self: sampling.SamplingBudget) -> None:
+            self.sample_every = 5
+
+        mp.setattr(sampling.SamplingBudget, "_adapt", adapt)
+        hooks.set_session(session)
+        hooks.install(config, lambda: session)
+        model = Net()
+        opt = torch.optim.AdamW(model.parameters())
+        x = torch.randn(4, 16)
+        try:
+            for step in range(1, steps + 1):
+                opt.zero_grad(set_to_none=True)
+                held.allocated = (40 << 20) + (4096 if step in (13, 27) else 0)  # one forward end holds more
+                held.peak = max(held.peak, (64 << 20) + (8192 if step == 18 else 0))  # a higher peak once
+                held.reserved = (96 << 20) if step < 22 else (128 << 20)  # the pool grows, and stays
+                model(x).pow(2).mean().backward()
+                held.allocated = (40 << 20) + (2048 if step == 33 else 0)  # and one step's end
+                opt.step()
+        finally:
+            session.close()
+            hooks.uninstall()
+            hooks.set_session(None)
+    return [r for r in read_records(session.run_dir) if r["type"] == "step"], held.reads
+
+
+def test_cuda_shaped_steps_repeat_where_the_allocator_holds_still(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On CUDA a step between measured ones repeats the last record where the allocator's figures
+    are the last record's: the same records as the general path (no plan) and as building every
+    record anew (no repeat at all), with one allocator read at each moment."""
+    from memtop.profiler.step_record import StepRecordBuilder
+    from memtop.profiler.writers import RankFileWriter
+
+    repeats = [0]
+    put_repeat = RankFileWriter.put_repeat
+
+    def counted(self: RankFileWriter, *args: Any) -> None:
+        repeats[0] += 1
+        put_repeat(self, *args)
+
+    monkeypatch.setattr(RankFileWriter, "put_repeat", counted)
+    planned, reads = train_cuda_shaped(tmp_path / "planned", 40)
+    planned_repeats, repeats[0] = repeats[0], 0
+    monkeypatch.setattr(SteadyStep, "plan", classmethod(lambda cls, session, opt: None))
+    general, _ = train_cuda_shaped(tmp_path / "general", 40)
+    general_repeats, repeats[0] = repeats[0], 0
+    monkeypatch.setattr(StepRecordBuilder, "repeat_of", lambda self, *a: None)
+    monkeypatch.setattr(StepRecordBuilder, "repeat_of_planned", lambda self, *a: None)
+    built, _ = train_cuda_shaped(tmp_path / "built", 40)
+    assert repeats[0] == 0
+    assert len(planned) == len(general) == len(built) == 40
+    for a, b, c in zip(without_own_figures(planned), without_own_figures(general), without_own_figures(built), strict=True):
+        assert a == b == c, (a["step"], a, b, c)
+    assert reads == 2 * 40  # the forward end's and the step's last moment's (which the record reuses)
+    assert planned_repeats == general_repeats >= 20, (planned_repeats, general_repeats)  # most steps between measured ones repeated
+    by_step = {r["step"]: r for r in planned}
+    assert by_step[13]["moments"]["forward_end"]["allocated"] == (40 << 20) + 4096 != by_step[12]["moments"]["forward_end"]["allocated"]
+    assert by_step[18]["peak"] == (64 << 20) + 8192 and by_step[22]["reserved"] == 128 << 20
+    assert by_step[33]["moments"]["optimizer_step"]["allocated"] == by_step[34]["moments"]["optimizer_step"]["allocated"] + 2048
+    assert all(sum(r["categories"].values()) == r["peak"] for r in planned)

@@ -119,7 +119,7 @@ def _on_optimizer_post(opt: torch.optim.Optimizer, args: Any, kwargs: Any) -> No
         return
     if session.disabled:
         return
-    clock = _perf_counter if session.steady is not None else _thread_time  # (see above _on_optimizer_post)
+    clock = _perf_counter if session.steady is not None else _thread_time  # (which clock: the note above _on_optimizer_post)
     t0 = clock()
     try:
         session.on_optimizer_step(opt)
@@ -168,7 +168,7 @@ def _engine_run_backward_wrapper(t_outputs: Any, *args: Any, **kwargs: Any) -> A
     if session is None:
         _on_backward(t_outputs)  # (a zero-code session is made here)
     elif not session.disabled:  # _on_backward written out: one call level less, every step
-        clock = _perf_counter if session.steady is not None else _thread_time  # (see above _on_optimizer_post)
+        clock = _perf_counter if session.steady is not None else _thread_time  # (which clock: the note above _on_optimizer_post)
         t0 = clock()
         try:
             session.on_backward(t_outputs)

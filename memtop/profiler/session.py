@@ -144,14 +144,21 @@ class Session:
         self._act_large = large
         self._carried_acts = None
 
-    def _consider_carried(self, point: str, params: CategoryTotal, grads: CategoryTotal, state: CategoryTotal, acts: CategoryTotal) -> None:
-        """A moment of a step that measures nothing per tensor: the carried figures, the allocator now.
+    def _consider_carried(
+        self, point: str, params: CategoryTotal, grads: CategoryTotal, state: CategoryTotal, acts: CategoryTotal, read: tuple[int | None] | None = None
+    ) -> None:
+        """A moment of a step that measures nothing per tensor: the carried figures, the allocator
+        now (``read``: already read at this moment).
 
-        The same figures as this moment's last time (a CPU run between measured steps) reuse its
-        composition and leave it pending: the step's end then copies the last record when every
-        moment of the step was such a one, without weighing the moments again."""
-        backend = self._backend or self.backend
-        alloc = backend.allocated() if point == "forward_end" else backend.step_end_allocated()
+        The same figures as this moment's last time (between measured steps: on a CPU always, on
+        CUDA where the allocator holds the same bytes) reuse its composition and leave it pending:
+        the step's end then copies the last record when every moment of the step was such a one,
+        without weighing the moments again."""
+        if read is not None:
+            alloc = read[0]
+        else:
+            backend = self._backend or self.backend
+            alloc = backend.allocated() if point == "forward_end" else backend.step_end_allocated()
         comp = self._carried.get(point)
         if comp is not None and comp.same(alloc, params, grads, state, acts):
             self._pending.append(comp)
@@ -180,8 +187,15 @@ class Session:
         steady = self.steady
         if steady is not None:  # (a backward without a graph adds the same moment again: the same record)
             if steady.carries(self.step):  # (no measuring, no recount due: the plan's clock)
-                self._pending.append(steady.forward)  # what _consider_carried would reuse, without asking
-                self._step_comps.append(steady.forward)
+                comp = steady.forward
+                if steady.reads_allocator:  # CUDA: the moment is the plan's where the allocator holds what it held
+                    alloc = (self._backend or self.backend).allocated()
+                    if alloc != comp.allocated:
+                        self.steady = None  # the general path's moment, with the plan's (current) figures
+                        self._consider_carried("forward_end", comp.parameters, comp.gradients, comp.optimizer_state, comp.activations, (alloc,))
+                        return
+                self._pending.append(comp)  # what _consider_carried would reuse, without asking
+                self._step_comps.append(comp)
                 return
             self.steady = None
         watched = self.watched
@@ -236,18 +250,20 @@ class Session:
             if seqs:
                 moments.walked.append((max(seqs), comp))
 
-    def _consider_step_end(self, point: str) -> None:
-        """The composition after the step: parameters, gradients and state all live, activations freed."""
+    def _consider_step_end(self, point: str, read: tuple[int | None] | None = None) -> None:
+        """The composition after the step: parameters, gradients and state all live, activations
+        freed (``read``: the allocator's figure, already read at this moment)."""
         counts = self.counts
         counts.recheck()  # the optimizer may have changed shape (its state is made at its first step)
         params, state = counts.static(self.step)
         if not self.sampling.measuring(self.step + 1):
-            self._consider_carried(point, params, self._end_grads, state, self._no_acts)
+            self._consider_carried(point, params, self._end_grads, state, self._no_acts, read)
             return
         t0 = time.thread_time()
         grads = self._end_grads = counts.gradients(self.step)
         self.sampling.measure_cpu += time.thread_time() - t0
-        comp = self._carried[point] = Composition(point, self.backend.step_end_allocated(), params, grads, state, self._no_acts)
+        alloc = read[0] if read is not None else self.backend.step_end_allocated()
+        comp = self._carried[point] = Composition(point, alloc, params, grads, state, self._no_acts)
         self._consider(comp)  # (the next steps' moments here are this one, carried)
 
     # ------------------------------------------------------------------ the steady step
@@ -257,13 +273,14 @@ class Session:
 
     def steady_figures(self, forward: Composition, end: Composition) -> bool:
         """Whether ``forward`` and ``end`` are made of the figures carried now, as the moments
-        between measured steps would find them (:meth:`_consider_carried`, no allocator)."""
+        between measured steps would find them (:meth:`_consider_carried`; the allocator's figure
+        is read at each moment of a steady step)."""
         counts = self.counts
         params, cached, acts = counts.param_total, counts.state_cache, self._carried_acts
         if params is None or cached is None or acts is None or self.sampling.every_step:
             return False
         state = cached[1]
-        return forward.same(None, params, self._fwd_grads, state, acts) and end.same(None, params, self._end_grads, state, self._no_acts)
+        return forward.same(forward.allocated, params, self._fwd_grads, state, acts) and end.same(end.allocated, params, self._end_grads, state, self._no_acts)
 
     def ends_steps_alone(self, opt: torch.optim.Optimizer) -> bool:
         """Whether ``opt``'s step ends every step, no other optimizer stepping between."""
@@ -275,13 +292,21 @@ class Session:
         if self.disabled:
             return
         steady = self.steady
-        if steady is not None and steady.carries_after_step(opt, self.step):
+        read = None
+        if steady is not None:
+            if not steady.carries_after_step(opt, self.step):
+                steady = None
+            elif steady.reads_allocator:  # CUDA: the moment is the plan's where the allocator holds what it held
+                read = ((self._backend or self.backend).step_end_allocated(),)
+                if read[0] != steady.end.allocated:
+                    steady = None
+        if steady is not None:
             self._pending.append(steady.end)  # what _consider_step_end would reuse, without asking
             self._step_comps.append(steady.end)
         else:
-            steady = self.steady = None
+            self.steady = None
             self.watched.watch_optimizer(opt)
-            self._consider_step_end("optimizer_step")
+            self._consider_step_end("optimizer_step", read)
         self.backward_steps = False
         self._backward_ends = 0
         # (the plan's optimizer ends every step, alone: the boundary's answer, without asking)
@@ -341,7 +366,7 @@ class Session:
         records = self.records
         writer = self._writer
         if self.steady is not None and writer is not None and not self.closed:  # every moment was the plan's
-            last = records.repeat_of_planned(len(self._step_comps), self._act_step, sampling.measured_step, sampling.sample_every, total)
+            last = records.repeat_of_planned(len(self._step_comps), self._act_step, sampling.measured_step, sampling.sample_every, total, peak, alloc)
             if last is not None:
                 writer.put_repeat(last, now, step, step_time, used)  # no record dict made (most steps of a CPU run)
                 self._step_comps.clear()

@@ -1,8 +1,10 @@
 """The steady step: where the next step's moments can only reuse the carried compositions.
 
-On a CPU run, most steps fall between measured ones and change nothing: each moment reuses the
-composition it had last step and the record repeats the last one (:meth:`~memtop.profiler.
-step_record.StepRecordBuilder.repeat_of`). At the end of such a step the session decides once
+Most steps fall between measured ones and change nothing: each moment reuses the composition it
+had last step and the record repeats the last one (:meth:`~memtop.profiler.step_record.
+StepRecordBuilder.repeat_of`; on CUDA where the allocator holds the same bytes at each moment as
+the step before, as it does when the tensors' shapes do not change: each moment then reads the
+allocator and is the plan's only if it does). At the end of such a step the session decides once
 what the next step's moments will be if nothing changes; each moment then asks only what could
 have changed since (a change signal, something newly watched, the optimizers' shapes, a recount
 due, a measured step), not the whole general path. Anything else ends the plan and the moment
@@ -25,12 +27,15 @@ if TYPE_CHECKING:
 
 
 class SteadyStep:
-    __slots__ = ("forward", "end", "optimizer", "_changed", "_counts", "_due", "_every", "_generation", "_recount", "_sampling", "_shape", "_watched")
+    __slots__ = ("forward", "end", "optimizer", "reads_allocator", "_changed", "_counts", "_due", "_every", "_generation", "_recount", "_sampling", "_shape", "_watched")
 
     def __init__(self, session: Session, forward: Composition, end: Composition, opt: torch.optim.Optimizer) -> None:
         self.forward = forward  # every forward end's composition
         self.end = end  # the optimizer step's
         self.optimizer = weakref.ref(opt)  # the optimizer whose step ends the steps
+        # CUDA: each moment reads the allocator, and is the plan's only where it holds the bytes it
+        # held then (a CPU has no allocator figure: its moments are the plan's without a read)
+        self.reads_allocator = forward.allocated is not None or end.allocated is not None
         self._counts = session.counts
         self._changed = session.counts.params.changed  # set by a watched parameter's death
         self._sampling = session.sampling
@@ -65,8 +70,8 @@ class SteadyStep:
     @classmethod
     def plan(cls, session: Session, opt: torch.optim.Optimizer) -> SteadyStep | None:
         """After ``opt``'s step ended a step: the next step's plan, where its record may repeat
-        this one (a CPU run: no allocator figure differs), one optimizer steps and every moment
-        of this step was the composition its point now carries."""
+        this one (its allocator figures, if any, permitting), one optimizer steps and every
+        moment of this step was the composition its point now carries."""
         comps = session.records.repeatable()
         carried = session.carried_compositions()
         forward, end = carried.get("forward_end"), carried.get("optimizer_step")

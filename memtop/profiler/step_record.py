@@ -4,10 +4,12 @@ Between measured steps the per-tensor figures are carried, so on most steps the 
 same composition objects as the step before: their parts of the record (categories, moments,
 high-water marks, large tensors) are then the same dict and list objects as last time rather
 than new ones. A part handed to the writer is never changed afterwards (the TensorBoard writer
-reads records on its own thread); a part whose figures changed is built anew. On a CPU (no
-allocator figures), a step whose moments were all those carried compositions :meth:`repeats
-<StepRecordBuilder.repeat>` the last record: a copy with its own time, step, step time and device
-figures.
+reads records on its own thread); a part whose figures changed is built anew. A step whose
+moments were all those carried compositions and whose allocator figures (CUDA; a CPU has none)
+are the last record's :meth:`repeats <StepRecordBuilder.repeat_of>` it: a copy with its own
+time, step, step time and device figures (on CUDA, a training whose tensors have the same shapes
+every step allocates the same bytes at the same moments: its steps between measured ones repeat
+too).
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ class StepRecordBuilder:
         # the step and the device figures may follow (a CPU step between measured steps)
         self._last: dict[str, Any] | None = None
         self._last_key: tuple[Any, ...] = ()
+        self._last_allocator: tuple[int | None, AllocatorState] = (None, AllocatorState(None, None, None))  # its peak and allocator state
 
     def large_tensors(self, comp: Composition) -> list[dict[str, object]]:
         """The largest tensors, largest first; the same list object as last step when unchanged
@@ -149,8 +152,9 @@ class StepRecordBuilder:
             "highwater": self._highwater_of(state),
             "sample_every": sample_every,
         }
-        self._last = rec if comps is not None and _no_allocator(alloc, peak) else None
+        self._last = rec if comps is not None else None
         self._last_key = (comps, rank, device, activations_step, measured_step, sample_every)
+        self._last_allocator = (peak, alloc)
         return rec
 
     def repeatable(self) -> tuple[Composition, ...] | None:
@@ -160,18 +164,25 @@ class StepRecordBuilder:
         comps: tuple[Composition, ...] | None = self._last_key[0]
         return comps
 
-    def repeat_of_planned(self, n: int, activations_step: int | None, measured_step: int | None, sample_every: int, device_total: int | None) -> dict[str, Any] | None:
+    def repeat_of_planned(
+        self, n: int, activations_step: int | None, measured_step: int | None, sample_every: int, device_total: int | None, peak: int | None, alloc: AllocatorState
+    ) -> dict[str, Any] | None:
         """:meth:`repeat_of` for a steady step (:mod:`memtop.profiler.steady`): its ``n``
         compositions were the plan's, forward ends then the optimizer step's, the shape of the last
         record's (the plan was made from them), on the same rank and device; so only their count,
-        the per-step figures of the key and the device's total are compared."""
+        the per-step figures of the key, the allocator's figures and the device's total are compared."""
         last = self._last
         if last is None:
             return None
         key = self._last_key
         if len(key[0]) != n or key[3] != activations_step or key[4] != measured_step or key[5] != sample_every or last["device_total"] != device_total:
             return None
-        return last
+        return last if self._same_allocator(peak, alloc) else None
+
+    def _same_allocator(self, peak: int | None, alloc: AllocatorState) -> bool:
+        """The allocator's figures of the last record (on a CPU: none, the same object every step)."""
+        last_peak, last_alloc = self._last_allocator
+        return peak == last_peak and (alloc is last_alloc or alloc == last_alloc)
 
     def repeat_of(
         self,
@@ -186,17 +197,11 @@ class StepRecordBuilder:
     ) -> dict[str, Any] | None:
         """The last record, where this step's record is a copy of it but for the time, step,
         step time and device figures: this step's moments were the same compositions as that
-        record's, carried (and no allocator figure exists to differ: a CPU run); else None. Never
-        changed: the writer copies it (:func:`memtop.profiler.writers.repeat_record`) or writes
-        its line with the four figures replaced (:meth:`RankFileWriter.put_repeat`)."""
+        record's, carried, and the allocator's figures (CUDA: the step's peak, allocated, reserved
+        and inactive split bytes; a CPU has none) are the same; else None. Never changed: the
+        writer copies it (:func:`memtop.profiler.writers.repeat_record`) or writes its line with
+        the four figures replaced (:meth:`RankFileWriter.put_repeat`)."""
         last = self._last
-        if last is None or not _no_allocator(alloc, peak):
+        if last is None or (carried, rank, device, activations_step, measured_step, sample_every) != self._last_key:
             return None
-        if (carried, rank, device, activations_step, measured_step, sample_every) != self._last_key:
-            return None
-        return last
-
-
-def _no_allocator(alloc: AllocatorState, peak: int | None) -> bool:
-    """No allocator figure to differ from one step to the next (a CPU run)."""
-    return peak is None and alloc.allocated is None and alloc.reserved is None and alloc.inactive_split is None
+        return last if self._same_allocator(peak, alloc) else None
