@@ -14,7 +14,7 @@ order, so drift of the machine (other processes, allocator warm-up) hits all thr
 ratio is the median over rounds of (profiled block time / baseline block time).
 
     python benchmarks/hook_overhead.py [--rounds 8] [--steps 10] [--targets-ms 10 50] [--json out.json]
-        [--allocator synthetic]   # a CUDA-shaped step on CPU: a record built every step (synthetic_allocator)
+        [--allocator synthetic|synthetic-steady]   # a CUDA-shaped step on CPU (synthetic_allocator)
 """
 
 from __future__ import annotations
@@ -75,13 +75,15 @@ def small_mlp() -> Workload:
     return Workload("mlp x4", model, lambda b: torch.randn(b, 128), 64)
 
 
-def synthetic_allocator() -> Any:
+def synthetic_allocator(moving: bool = True) -> Any:
     """A CPU stand-in for a CUDA device under memtop's CUDA backend (``--allocator synthetic``):
     the cost of a CUDA-shaped step without a GPU. It is memtop's ``CudaBackend`` whose allocator
     statistics come from a function that builds a nested dict of the caching allocator's layout
     (~130 figures, as ``torch._C._cuda_memoryStats`` returns) with figures that move a little at
-    every read, as a real allocator's do: no step repeats the last record, every record is built
-    and encoded. It leaves out what only a device has (the C++ side of the statistics call, NVML
+    every read (``moving``; ``--allocator synthetic``): no step repeats the last record, every
+    record is built and encoded, the worst case. ``moving=False`` (``--allocator synthetic-steady``):
+    the figures hold still, as a real allocator's do when the tensors' shapes do not change, and
+    the steps between measured ones repeat the last record. It leaves out what only a device has (the C++ side of the statistics call, NVML
     once a second), so its figure is a floor for a GPU step's, not one."""
     from memtop.profiler.backends import CudaBackend
 
@@ -89,7 +91,7 @@ def synthetic_allocator() -> Any:
 
     def nested_stats(index: int) -> dict[str, Any]:
         reads[0] += 1
-        wobble = (reads[0] % 7) * 512
+        wobble = (reads[0] % 7) * 512 if moving else 0
         nested: dict[str, Any] = {}
         for stat in ("allocated", "allocated_bytes", "segment", "reserved_bytes", "active", "active_bytes", "inactive_split", "inactive_split_bytes", "requested_bytes"):
             nested[stat] = {pool: {m: (1 << 30) + wobble for m in ("current", "peak", "allocated", "freed")} for pool in ("all", "large_pool", "small_pool")}
@@ -160,8 +162,8 @@ def measure(w: Workload, target_ms: float, rounds: int, steps: int, allocator: s
     tmp = Path(tempfile.mkdtemp(prefix="memtop-bench-"))
     config = HookConfig.from_env()
     session = standalone_session(config, runs_dir=tmp, name="overhead")
-    if allocator == "synthetic":
-        session._backend = synthetic_allocator()  # (a benchmark's stand-in: see synthetic_allocator)
+    if allocator.startswith("synthetic"):
+        session._backend = synthetic_allocator(moving=allocator == "synthetic")  # (a benchmark's stand-in: see synthetic_allocator)
     # The hook stays installed for the whole run and is switched off (session.disabled: each
     # callback returns at its first line) outside memtop's blocks, so the figure is the cost of
     # measuring, not of installing and removing hooks between blocks.
@@ -212,7 +214,7 @@ def measure(w: Workload, target_ms: float, rounds: int, steps: int, allocator: s
     base_ms = statistics.median(wall["baseline"]) * 1e3
     own_ms = statistics.median(own_cpu) * 1e3
     return {
-        "workload": w.name if allocator == "none" else f"{w.name}, synthetic allocator",
+        "workload": w.name if allocator == "none" else f"{w.name}, {allocator} allocator",
         "parameter_tensors": w.tensors,
         "batch": w.batch,
         "baseline_step_ms": round(base_ms, 2),
@@ -239,7 +241,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--only", choices=["many", "few", "encoder"], default=None)
     p.add_argument("--json", default=None, help="also write the figures here")
     p.add_argument(
-        "--allocator", choices=["none", "synthetic"], default="none", help="synthetic: a CUDA-shaped step on CPU (allocator figures that move every step; see synthetic_allocator)"
+        "--allocator",
+        choices=["none", "synthetic", "synthetic-steady"],
+        default="none",
+        help="a CUDA-shaped step on CPU: allocator figures that move at every read (synthetic) or hold still (synthetic-steady); see synthetic_allocator",
     )
     p.add_argument("--threads", type=int, default=1, help="torch threads (1 keeps timings steady on a shared machine)")
     args = p.parse_args(argv)

@@ -18,12 +18,12 @@ import hook_overhead  # noqa: E402
 pytestmark = [pytest.mark.usefixtures("fresh_hooks")]
 
 
-@pytest.mark.parametrize("allocator", ["none", "synthetic"])
+@pytest.mark.parametrize("allocator", ["none", "synthetic", "synthetic-steady"])
 def test_one_small_round_runs(allocator: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MEMTOP_TENSORBOARD", "0")
     res = hook_overhead.measure(hook_overhead.small_mlp(), target_ms=2.0, rounds=1, steps=4, allocator=allocator)
     assert res["memtop_hook_cpu_ms_per_step"] > 0
-    assert res["workload"].endswith("synthetic allocator") == (allocator == "synthetic")
+    assert res["workload"].endswith(f"{allocator} allocator") == (allocator != "none")
 
 
 def test_the_synthetic_allocator_is_read_twice_a_step_and_never_repeats_a_record(tmp_path: Path) -> None:
