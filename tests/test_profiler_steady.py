@@ -246,10 +246,12 @@ def train_cuda_shaped(run_dir: Path, steps: int) -> tuple[list[dict[str, Any]], 
         try:
             for step in range(1, steps + 1):
                 opt.zero_grad(set_to_none=True)
-                held.allocated = (40 << 20) + (4096 if step in (13, 27) else 0)  # one forward end holds more
                 held.peak = max(held.peak, (64 << 20) + (8192 if step == 18 else 0))  # a higher peak once
                 held.reserved = (96 << 20) if step < 22 else (128 << 20)  # the pool grows, and stays
-                model(x).pow(2).mean().backward()
+                for micro in range(2 if step >= 36 else 1):  # gradient accumulation from step 36 on
+                    # one forward end holds more at two steps; the first micro-batch's has no gradients yet
+                    held.allocated = (40 << 20) + (4096 if step in (13, 27) else 0) - (1024 if step >= 36 and micro == 0 else 0)
+                    model(x).pow(2).mean().backward()
                 held.allocated = (40 << 20) + (2048 if step == 33 else 0)  # and one step's end
                 opt.step()
         finally:
@@ -274,20 +276,22 @@ def test_cuda_shaped_steps_repeat_where_the_allocator_holds_still(tmp_path: Path
         put_repeat(self, *args)
 
     monkeypatch.setattr(RankFileWriter, "put_repeat", counted)
-    planned, reads = train_cuda_shaped(tmp_path / "planned", 40)
+    planned, reads = train_cuda_shaped(tmp_path / "planned", 50)
     planned_repeats, repeats[0] = repeats[0], 0
     monkeypatch.setattr(SteadyStep, "plan", classmethod(lambda cls, session, opt: None))
-    general, _ = train_cuda_shaped(tmp_path / "general", 40)
+    general, _ = train_cuda_shaped(tmp_path / "general", 50)
     general_repeats, repeats[0] = repeats[0], 0
     monkeypatch.setattr(StepRecordBuilder, "repeat_of", lambda self, *a: None)
     monkeypatch.setattr(StepRecordBuilder, "repeat_of_planned", lambda self, *a: None)
-    built, _ = train_cuda_shaped(tmp_path / "built", 40)
+    built, _ = train_cuda_shaped(tmp_path / "built", 50)
     assert repeats[0] == 0
-    assert len(planned) == len(general) == len(built) == 40
+    assert len(planned) == len(general) == len(built) == 50
     for a, b, c in zip(without_own_figures(planned), without_own_figures(general), without_own_figures(built), strict=True):
         assert a == b == c, (a["step"], a, b, c)
-    assert reads == 2 * 40  # the forward end's and the step's last moment's (which the record reuses)
-    assert planned_repeats == general_repeats >= 20, (planned_repeats, general_repeats)  # most steps between measured ones repeated
+    assert reads == 2 * 35 + 3 * 15  # each forward end's and the step's last moment's (which the record reuses)
+    assert planned_repeats >= 25 and general_repeats >= 15, (planned_repeats, general_repeats)  # most steps between measured ones repeated
+    accumulating = [r["step"] for r in planned if r["step"] > 36 and r["measured_step"] != r["step"]]
+    assert planned_repeats - general_repeats >= len(accumulating) - 4, (planned_repeats, general_repeats, accumulating)  # (the plan keeps each micro-batch's)
     by_step = {r["step"]: r for r in planned}
     assert by_step[13]["moments"]["forward_end"]["allocated"] == (40 << 20) + 4096 != by_step[12]["moments"]["forward_end"]["allocated"]
     assert by_step[18]["peak"] == (64 << 20) + 8192 and by_step[22]["reserved"] == 128 << 20

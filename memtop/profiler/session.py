@@ -186,8 +186,8 @@ class Session:
             return
         steady = self.steady
         if steady is not None:  # (a backward without a graph adds the same moment again: the same record)
-            if steady.carries(self.step):  # (no measuring, no recount due: the plan's clock)
-                comp = steady.forward
+            comp = steady.next_forward() if steady.carries(self.step) else None  # (no measuring, no recount due: the plan's clock)
+            if comp is not None:
                 if steady.reads_allocator:  # CUDA: the moment is the plan's where the allocator holds what it held
                     alloc = (self._backend or self.backend).allocated()
                     if alloc != comp.allocated:
@@ -271,16 +271,19 @@ class Session:
         """Point -> the composition its next moment reuses where the carried figures stand."""
         return self._carried
 
-    def steady_figures(self, forward: Composition, end: Composition) -> bool:
-        """Whether ``forward`` and ``end`` are made of the figures carried now, as the moments
-        between measured steps would find them (:meth:`_consider_carried`; the allocator's figure
-        is read at each moment of a steady step)."""
+    def steady_figures(self, forwards: tuple[Composition, ...], end: Composition) -> bool:
+        """Whether the forward ends ``forwards`` and ``end`` are made of the figures carried now, as
+        the moments between measured steps would find them (:meth:`_consider_carried`; the
+        allocator's figure is read at each moment of a steady step)."""
         counts = self.counts
         params, cached, acts = counts.param_total, counts.state_cache, self._carried_acts
         if params is None or cached is None or acts is None or self.sampling.every_step:
             return False
-        state = cached[1]
-        return forward.same(forward.allocated, params, self._fwd_grads, state, acts) and end.same(end.allocated, params, self._end_grads, state, self._no_acts)
+        state, grads = cached[1], self._fwd_grads
+        for f in forwards:
+            if not f.same(f.allocated, params, grads, state, acts):
+                return False
+        return end.same(end.allocated, params, self._end_grads, state, self._no_acts)
 
     def ends_steps_alone(self, opt: torch.optim.Optimizer) -> bool:
         """Whether ``opt``'s step ends every step, no other optimizer stepping between."""
@@ -303,6 +306,7 @@ class Session:
         if steady is not None:
             self._pending.append(steady.end)  # what _consider_step_end would reuse, without asking
             self._step_comps.append(steady.end)
+            steady.step_ended()
         else:
             self.steady = None
             self.watched.watch_optimizer(opt)

@@ -27,15 +27,34 @@ if TYPE_CHECKING:
 
 
 class SteadyStep:
-    __slots__ = ("forward", "end", "optimizer", "reads_allocator", "_changed", "_counts", "_due", "_every", "_generation", "_recount", "_sampling", "_shape", "_watched")
+    __slots__ = (
+        "forwards",
+        "end",
+        "optimizer",
+        "reads_allocator",
+        "_at",
+        "_changed",
+        "_counts",
+        "_due",
+        "_every",
+        "_generation",
+        "_recount",
+        "_sampling",
+        "_shape",
+        "_watched",
+    )
 
-    def __init__(self, session: Session, forward: Composition, end: Composition, opt: torch.optim.Optimizer) -> None:
-        self.forward = forward  # every forward end's composition
-        self.end = end  # the optimizer step's
+    def __init__(self, session: Session, forwards: tuple[Composition, ...], end: Composition, opt: torch.optim.Optimizer) -> None:
+        # the forward ends' compositions, in order: one per forward pass of the step (gradient
+        # accumulation: several; on CUDA each may hold other bytes: the first micro-batch's forward
+        # end has no gradients yet), then the optimizer step's
+        self.forwards = forwards
+        self.end = end
         self.optimizer = weakref.ref(opt)  # the optimizer whose step ends the steps
         # CUDA: each moment reads the allocator, and is the plan's only where it holds the bytes it
         # held then (a CPU has no allocator figure: its moments are the plan's without a read)
-        self.reads_allocator = forward.allocated is not None or end.allocated is not None
+        self.reads_allocator = end.allocated is not None or any(f.allocated is not None for f in forwards)
+        self._at = 0  # forward ends of the step in flight so far
         self._counts = session.counts
         self._changed = session.counts.params.changed  # set by a watched parameter's death
         self._sampling = session.sampling
@@ -73,16 +92,30 @@ class SteadyStep:
         this one (its allocator figures, if any, permitting), one optimizer steps and every
         moment of this step was the composition its point now carries."""
         comps = session.records.repeatable()
-        carried = session.carried_compositions()
-        forward, end = carried.get("forward_end"), carried.get("optimizer_step")
-        if comps is None or forward is None or end is None or len(comps) < 2 or comps[-1] is not end:
+        end = session.carried_compositions().get("optimizer_step")
+        if comps is None or end is None or len(comps) < 2 or comps[-1] is not end:
             return None
-        for comp in comps[:-1]:
-            if comp is not forward:
+        forwards = comps[:-1]
+        for comp in forwards:
+            if comp.point != "forward_end":
                 return None
-        if not session.steady_figures(forward, end) or not session.ends_steps_alone(opt):
+        if not session.steady_figures(forwards, end) or not session.ends_steps_alone(opt):
             return None
-        return cls(session, forward, end, opt)
+        return cls(session, forwards, end, opt)
+
+    def next_forward(self) -> Composition | None:
+        """The composition of the step's next forward end; None past the plan's (more forward
+        passes than the planned step had)."""
+        at = self._at
+        forwards = self.forwards
+        if at >= len(forwards):
+            return None
+        self._at = at + 1
+        return forwards[at]
+
+    def step_ended(self) -> None:
+        """The step ended on the plan: the next one's forward ends start again."""
+        self._at = 0
 
     def carries(self, step: int) -> bool:
         """At a forward end of the step after ``step``: nothing changed since the plan that can
