@@ -126,3 +126,35 @@ def test_cuda_step_end_reuses_the_last_moments_read() -> None:
     _, state, _, _ = backend.end_of_step()
     assert calls[0] == 4 and state.allocated == torch.cuda.memory_allocated(0)
     del keep, more
+
+
+def test_cuda_steady_steps_repeat_the_last_record(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tensors of the same shapes every step: the allocator holds the same bytes at each moment,
+    so the steps between measured ones repeat the last record (memtop.profiler.steady), with and
+    without gradient accumulation; every record still satisfies the identities."""
+    from memtop.profiler.writers import RankFileWriter
+
+    repeats = [0]
+    put_repeat = RankFileWriter.put_repeat
+
+    def counted(self: RankFileWriter, *args: Any) -> None:
+        repeats[0] += 1
+        put_repeat(self, *args)
+
+    monkeypatch.setattr(RankFileWriter, "put_repeat", counted)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(512, 2048), nn.GELU(), nn.Linear(2048, 512)).cuda()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    x = torch.randn(64, 512, device="cuda")
+    with memtop.profile(model, opt, runs_dir=tmp_path) as prof:
+        for step in range(60):
+            for _ in range(2 if step >= 30 else 1):
+                model(x).pow(2).mean().backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+    steps = [r for r in read_records(prof.run_dir) if r["type"] == "step"]
+    assert len(steps) == 60
+    assert repeats[0] >= 20, repeats[0]
+    for rec in steps:
+        assert sum(rec["categories"].values()) == rec["peak"]
+        assert rec["allocated"] + rec["fragmentation_bytes"] == rec["reserved"]
