@@ -50,3 +50,35 @@ def steps_of(records: list[dict[str, Any]]) -> list[int]:
 
 def record_files(run_dir: Path) -> list[str]:
     return sorted(p.name for p in run_dir.iterdir() if p.name.endswith(".jsonl"))
+
+
+def count_repeats(monkeypatch: Any) -> list[int]:
+    """Count the step records written as repeats of the last one (``RankFileWriter.put_repeat``):
+    the returned one-item list holds the count so far."""
+    from memtop.profiler.writers import RankFileWriter
+
+    repeats = [0]
+    put_repeat = RankFileWriter.put_repeat
+
+    def counted(self: RankFileWriter, *args: Any) -> None:
+        repeats[0] += 1
+        put_repeat(self, *args)
+
+    monkeypatch.setattr(RankFileWriter, "put_repeat", counted)
+    return repeats
+
+
+def count_steady_moments(monkeypatch: Any) -> list[bool]:
+    """Record, at each forward end with a steady plan, whether the plan carried it (``SteadyStep.carries``)."""
+    from memtop.profiler.steady import SteadyStep
+
+    taken: list[bool] = []
+    carries = SteadyStep.carries
+
+    def counted(self: SteadyStep, step: int) -> bool:
+        ok = carries(self, step)
+        taken.append(ok)
+        return ok
+
+    monkeypatch.setattr(SteadyStep, "carries", counted)
+    return taken

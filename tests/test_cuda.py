@@ -132,16 +132,9 @@ def test_cuda_steady_steps_repeat_the_last_record(tmp_path: Path, monkeypatch: p
     """Tensors of the same shapes every step: the allocator holds the same bytes at each moment,
     so the steps between measured ones repeat the last record (memtop.profiler.steady), with and
     without gradient accumulation; every record still satisfies the identities."""
-    from memtop.profiler.writers import RankFileWriter
+    from hookkit import count_repeats
 
-    repeats = [0]
-    put_repeat = RankFileWriter.put_repeat
-
-    def counted(self: RankFileWriter, *args: Any) -> None:
-        repeats[0] += 1
-        put_repeat(self, *args)
-
-    monkeypatch.setattr(RankFileWriter, "put_repeat", counted)
+    repeats = count_repeats(monkeypatch)
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(512, 2048), nn.GELU(), nn.Linear(2048, 512)).cuda()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)

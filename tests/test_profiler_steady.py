@@ -9,16 +9,23 @@ and a model watched by hand mid-run.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import torch
+from hookkit import count_repeats, count_steady_moments
 from test_profiler_sampled_steps import Net, replace_scale  # the same small model and change
 from torch import nn
 
 from memtop.profiler.steady import SteadyStep
 from tests.conftest import read_records
+
+if TYPE_CHECKING:
+    from memtop.profiler.config import HookConfig
+    from memtop.profiler.session import Session
 
 pytestmark = [pytest.mark.usefixtures("fresh_hooks")]
 
@@ -73,20 +80,29 @@ def train(run_dir: Path) -> list[dict[str, Any]]:
     return [r for r in read_records(session.run_dir) if r["type"] == "step"]
 
 
+@contextmanager
+def hooked_net(session: Session, config: HookConfig) -> Iterator[tuple[Net, torch.optim.Optimizer, torch.Tensor]]:
+    """The hook installed for ``session``, and the small model, its optimizer and a batch; the
+    session closed and the hook taken out after."""
+    from memtop.profiler import hooks
+
+    hooks.set_session(session)
+    hooks.install(config, lambda: session)
+    model = Net()
+    try:
+        yield model, torch.optim.AdamW(model.parameters()), torch.randn(4, 16)
+    finally:
+        session.close()
+        hooks.uninstall()
+        hooks.set_session(None)
+
+
 def without_own_figures(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{k: v for k, v in r.items() if k not in OWN_FIGURES} for r in records]
 
 
 def test_the_steady_path_writes_what_the_general_path_writes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    taken: list[bool] = []
-    carries = SteadyStep.carries
-
-    def counted(self: SteadyStep, step: int) -> bool:
-        ok = carries(self, step)
-        taken.append(ok)
-        return ok
-
-    monkeypatch.setattr(SteadyStep, "carries", counted)
+    taken = count_steady_moments(monkeypatch)
     steady = train(tmp_path / "steady")
     assert sum(taken) >= 15, taken  # most forward ends took the steady path
 
@@ -109,7 +125,7 @@ def train_plain(run_dir: Path, steps: int) -> tuple[list[dict[str, Any]], list[i
     recounted every 7 steps: the plan's clock (when the next measured step or recount is due)
     must stop the steady path exactly where the general path measures or recounts.
     Returns the step records and the steps at which parameters were recounted exactly."""
-    from memtop.profiler import hooks, sampling
+    from memtop.profiler import sampling
     from memtop.profiler.api import standalone_session
     from memtop.profiler.config import HookConfig
     from memtop.profiler.static_counts import StaticCounts
@@ -136,33 +152,16 @@ def train_plain(run_dir: Path, steps: int) -> tuple[list[dict[str, Any]], list[i
 
         mp.setattr(StaticCounts, "parameters", counted)
         session.sampling.recount_every = 7
-        hooks.set_session(session)
-        hooks.install(config, lambda: session)
-        model = Net()
-        opt = torch.optim.AdamW(model.parameters())
-        x = torch.randn(4, 16)
-        try:
+        with hooked_net(session, config) as (model, opt, x):
             for _ in range(steps):
                 opt.zero_grad(set_to_none=True)
                 model(x).pow(2).mean().backward()
                 opt.step()
-        finally:
-            session.close()
-            hooks.uninstall()
-            hooks.set_session(None)
     return [r for r in read_records(session.run_dir) if r["type"] == "step"], recounts
 
 
 def test_the_plans_clock_stops_where_the_general_path_measures_or_recounts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    taken: list[bool] = []
-    carries = SteadyStep.carries
-
-    def counted(self: SteadyStep, step: int) -> bool:
-        ok = carries(self, step)
-        taken.append(ok)
-        return ok
-
-    monkeypatch.setattr(SteadyStep, "carries", counted)
+    taken = count_steady_moments(monkeypatch)
     steady, steady_recounts = train_plain(tmp_path / "steady", 60)
     assert sum(taken) >= 20, taken
     monkeypatch.setattr(SteadyStep, "plan", classmethod(lambda cls, session, opt: None))
@@ -223,7 +222,7 @@ def cuda_shaped_backend(held: HeldBytes) -> Any:
 def train_cuda_shaped(run_dir: Path, steps: int) -> tuple[list[dict[str, Any]], int]:
     """A loop whose allocator figures hold still but at a few steps (one moment's bytes, the
     peak, the reserved pool), measured every 5 steps. Returns the step records and the reads."""
-    from memtop.profiler import hooks, sampling
+    from memtop.profiler import sampling
     from memtop.profiler.api import standalone_session
     from memtop.profiler.config import HookConfig
 
@@ -238,12 +237,7 @@ def train_cuda_shaped(run_dir: Path, steps: int) -> tuple[list[dict[str, Any]], 
             self.sample_every = 5
 
         mp.setattr(sampling.SamplingBudget, "_adapt", adapt)
-        hooks.set_session(session)
-        hooks.install(config, lambda: session)
-        model = Net()
-        opt = torch.optim.AdamW(model.parameters())
-        x = torch.randn(4, 16)
-        try:
+        with hooked_net(session, config) as (model, opt, x):
             for step in range(1, steps + 1):
                 opt.zero_grad(set_to_none=True)
                 held.peak = max(held.peak, (64 << 20) + (8192 if step == 18 else 0))  # a higher peak once
@@ -254,10 +248,6 @@ def train_cuda_shaped(run_dir: Path, steps: int) -> tuple[list[dict[str, Any]], 
                     model(x).pow(2).mean().backward()
                 held.allocated = (40 << 20) + (2048 if step == 33 else 0)  # and one step's end
                 opt.step()
-        finally:
-            session.close()
-            hooks.uninstall()
-            hooks.set_session(None)
     return [r for r in read_records(session.run_dir) if r["type"] == "step"], held.reads
 
 
@@ -266,16 +256,8 @@ def test_cuda_shaped_steps_repeat_where_the_allocator_holds_still(tmp_path: Path
     are the last record's: the same records as the general path (no plan) and as building every
     record anew (no repeat at all), with one allocator read at each moment."""
     from memtop.profiler.step_record import StepRecordBuilder
-    from memtop.profiler.writers import RankFileWriter
 
-    repeats = [0]
-    put_repeat = RankFileWriter.put_repeat
-
-    def counted(self: RankFileWriter, *args: Any) -> None:
-        repeats[0] += 1
-        put_repeat(self, *args)
-
-    monkeypatch.setattr(RankFileWriter, "put_repeat", counted)
+    repeats = count_repeats(monkeypatch)
     planned, reads = train_cuda_shaped(tmp_path / "planned", 50)
     planned_repeats, repeats[0] = repeats[0], 0
     monkeypatch.setattr(SteadyStep, "plan", classmethod(lambda cls, session, opt: None))
