@@ -75,7 +75,7 @@ class Session:
         self._carried: dict[str, Composition] = {}  # point -> the last carried composition (reused while unchanged)
         self._pending: list[Composition] = []  # this step's moments that reused a carried composition, not weighed yet
         self._step_comps: list[Composition] = []  # every moment of this step so far, in order (what its record is made of)
-        self.steady: SteadyStep | None = None  # the next step's moments where nothing changes (a CPU run between measured steps)
+        self.steady: SteadyStep | None = None  # the next step's moments where nothing changes (between measured steps)
         self._no_acts = CategoryTotal()  # activations after the optimizer step (freed)
         self._last_oom_time = 0.0
         self._warned: set[str] = set()
@@ -185,7 +185,7 @@ class Session:
         if self.disabled:
             return
         steady = self.steady
-        if steady is not None:  # (a backward without a graph adds the same moment again: the same record)
+        if steady is not None:  # (more forward ends than the plan's: the general path from there on)
             comp = steady.next_forward() if steady.carries(self.step) else None  # (no measuring, no recount due: the plan's clock)
             if comp is not None:
                 if steady.reads_allocator:  # CUDA: the moment is the plan's where the allocator holds what it held
