@@ -80,6 +80,7 @@ class Session:
         self._last_oom_time = 0.0
         self._warned: set[str] = set()
         self.hook_cpu_seconds = 0.0  # CPU time of memtop's callbacks on the training thread
+        self._max_steps = config.max_steps  # (read at every step's end)
         self.exit_reason = "normal"
         self.exception_name: str | None = None
         self.closed = False
@@ -372,10 +373,11 @@ class Session:
         if self.steady is not None and writer is not None and not self.closed:  # every moment was the plan's
             last = records.repeat_of_planned(len(self._step_comps), self._act_step, sampling.measured_step, sampling.sample_every, total, peak, alloc)
             if last is not None:
-                writer.put_repeat(last, now, step, step_time, used)  # no record dict made (most steps of a CPU run)
+                writer.put_repeat(last, now, step, step_time, used)  # no record dict made (most steps)
                 self._step_comps.clear()
                 self._pending.clear()
-                self._after_step(step)
+                if self._max_steps is not None:
+                    self._after_step(step)
                 return
         device = self._device_str if self._backend is not None and self._device_str is not None else self._device_name()
         comps = tuple(self._step_comps)
@@ -429,7 +431,7 @@ class Session:
         self._after_step(step)
 
     def _after_step(self, step: int) -> None:
-        if self.config.max_steps is not None and step >= self.config.max_steps:
+        if self._max_steps is not None and step >= self._max_steps:
             self.exit_reason = "max_steps"
             self.close()
             raise SystemExit(0)
