@@ -69,16 +69,17 @@ def count_repeats(monkeypatch: Any) -> list[int]:
 
 
 def count_steady_moments(monkeypatch: Any) -> list[bool]:
-    """Record, at each forward end with a steady plan, whether the plan carried it (``SteadyStep.carries``)."""
+    """Record, at each forward end with a steady plan, whether the plan carried it (``SteadyStep.forward_end``)."""
+    from memtop.profiler.moments import Composition
     from memtop.profiler.steady import SteadyStep
 
     taken: list[bool] = []
-    carries = SteadyStep.carries
+    forward_end = SteadyStep.forward_end
 
-    def counted(self: SteadyStep, step: int) -> bool:
-        ok = carries(self, step)
-        taken.append(ok)
-        return ok
+    def counted(self: SteadyStep, step: int) -> Composition | None:
+        comp = forward_end(self, step)
+        taken.append(comp is not None)
+        return comp
 
-    monkeypatch.setattr(SteadyStep, "carries", counted)
+    monkeypatch.setattr(SteadyStep, "forward_end", counted)
     return taken

@@ -187,7 +187,7 @@ class Session:
             return
         steady = self.steady
         if steady is not None:  # (more forward ends than the plan's: the general path from there on)
-            comp = steady.next_forward() if steady.carries(self.step) else None  # (no measuring, no recount due: the plan's clock)
+            comp = steady.forward_end(self.step)  # (no measuring, no recount due: the plan's clock)
             if comp is not None:
                 if steady.reads_allocator:  # CUDA: the moment is the plan's where the allocator holds what it held
                     alloc = (self._backend or self.backend).allocated()

@@ -103,27 +103,25 @@ class SteadyStep:
             return None
         return cls(session, forwards, end, opt)
 
-    def next_forward(self) -> Composition | None:
-        """The composition of the step's next forward end; None past the plan's (more forward
-        passes than the planned step had)."""
-        at = self._at
-        forwards = self.forwards
-        if at >= len(forwards):
-            return None
-        self._at = at + 1
-        return forwards[at]
-
     def step_ended(self) -> None:
         """The step ended on the plan: the next one's forward ends start again."""
         self._at = 0
 
-    def carries(self, step: int) -> bool:
-        """At a forward end of the step after ``step``: nothing changed since the plan that can
-        change between steps (a parameter replaced, something newly watched, a recount due, a
-        parameter group added to the stepping optimizer). The optimizers' state and parameter
-        lists change at an optimizer step: compared at the step's end (:meth:`carries_after_step`)."""
+    def forward_end(self, step: int) -> Composition | None:
+        """At a forward end of the step after ``step``: the plan's composition for it, where
+        nothing changed since the plan that can change between steps (a parameter replaced,
+        something newly watched, a recount or measurement due, a parameter group added to the
+        stepping optimizer); None where something did, or past the plan's forward ends (more
+        forward passes than the planned step had). The optimizers' state and parameter lists
+        change at an optimizer step: compared at the step's end (:meth:`carries_after_step`)."""
         opt = self.optimizer()
-        return opt is not None and len(opt.param_groups) == self._shape[1] and self._watched.generation == self._generation and self._in_time(step)
+        if opt is None or len(opt.param_groups) != self._shape[1] or self._watched.generation != self._generation or not self._in_time(step):
+            return None
+        at, forwards = self._at, self.forwards
+        if at >= len(forwards):
+            return None
+        self._at = at + 1
+        return forwards[at]
 
     def carries_after_step(self, opt: torch.optim.Optimizer, step: int) -> bool:
         """At the end of ``opt``'s step: the same, and ``opt``'s shape as planned (the tensors in its
