@@ -238,14 +238,7 @@ class RankFileWriter:
         ``on_written``; where the encoder knows the line it repeats, the copy is never made."""
         try:
             with self._lock:
-                fd = self._fd  # (_ready, written out: every step)
-                if fd is None or self._pid != _process_id or self._closed:
-                    fd = self._ready()
-                elif not self._settled:
-                    n = self._unsettled_writes
-                    self._unsettled_writes = n + 1
-                    if n <= 4 or not n % self.RANK_CHECK_EVERY:
-                        self._settle()
+                fd = self._ready()
                 data = None if self._on_written is not None else self._encoder.encode_repeat(last, self.rank, time, step, step_time, device_used)
                 if data is not None:
                     self._emit(fd, data, last, True)  # the index reads peak, reserved, tracked: last's
