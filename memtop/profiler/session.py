@@ -146,18 +146,17 @@ class Session:
         self._carried_acts = None
 
     def _consider_carried(
-        self, point: str, params: CategoryTotal, grads: CategoryTotal, state: CategoryTotal, acts: CategoryTotal, read: tuple[int | None] | None = None
+        self, point: str, params: CategoryTotal, grads: CategoryTotal, state: CategoryTotal, acts: CategoryTotal, read: int | None = None
     ) -> None:
         """A moment of a step that measures nothing per tensor: the carried figures, the allocator
-        now (``read``: already read at this moment).
+        now (``read``: its figure, already read at this moment; only CUDA reads one ahead).
 
         The same figures as this moment's last time (between measured steps: on a CPU always, on
         CUDA where the allocator holds the same bytes) reuse its composition and leave it pending:
         the step's end then copies the last record when every moment of the step was such a one,
         without weighing the moments again."""
-        if read is not None:
-            alloc = read[0]
-        else:
+        alloc = read
+        if alloc is None:
             backend = self._backend or self.backend
             alloc = backend.allocated() if point == "forward_end" else backend.step_end_allocated()
         comp = self._carried.get(point)
@@ -193,7 +192,7 @@ class Session:
                     alloc = (self._backend or self.backend).allocated()
                     if alloc != comp.allocated:
                         self.steady = None  # the general path's moment, with the plan's (current) figures
-                        self._consider_carried("forward_end", comp.parameters, comp.gradients, comp.optimizer_state, comp.activations, (alloc,))
+                        self._consider_carried("forward_end", comp.parameters, comp.gradients, comp.optimizer_state, comp.activations, alloc)
                         return
                 self._pending.append(comp)  # what _consider_carried would reuse, without asking
                 self._step_comps.append(comp)
@@ -251,7 +250,7 @@ class Session:
             if seqs:
                 moments.walked.append((max(seqs), comp))
 
-    def _consider_step_end(self, point: str, read: tuple[int | None] | None = None) -> None:
+    def _consider_step_end(self, point: str, read: int | None = None) -> None:
         """The composition after the step: parameters, gradients and state all live, activations
         freed (``read``: the allocator's figure, already read at this moment)."""
         counts = self.counts
@@ -263,7 +262,7 @@ class Session:
         t0 = time.thread_time()
         grads = self._end_grads = counts.gradients(self.step)
         self.sampling.measure_cpu += time.thread_time() - t0
-        alloc = read[0] if read is not None else self.backend.step_end_allocated()
+        alloc = read if read is not None else self.backend.step_end_allocated()
         comp = self._carried[point] = Composition(point, alloc, params, grads, state, self._no_acts)
         self._consider(comp)  # (the next steps' moments here are this one, carried)
 
@@ -301,8 +300,8 @@ class Session:
             if not steady.carries_after_step(opt, self.step):
                 steady = None
             elif steady.reads_allocator:  # CUDA: the moment is the plan's where the allocator holds what it held
-                read = ((self._backend or self.backend).step_end_allocated(),)
-                if read[0] != steady.end.allocated:
+                read = (self._backend or self.backend).step_end_allocated()
+                if read != steady.end.allocated:
                     steady = None
         if steady is not None:
             self._pending.append(steady.end)  # what _consider_step_end would reuse, without asking

@@ -128,13 +128,5 @@ class SteadyStep:
         state: made at an optimizer's first step for each parameter that has a gradient; its
         groups and their parameters). Another optimizer's shape is compared when the general path
         next runs (its own step, or the next measured step)."""
-        if opt is not self.optimizer() or self._watched.generation != self._generation or not self._in_time(step):
-            return False
-        n_state, n_groups, n_params = self._shape  # (optimizer_shape, written out: every step)
-        groups = opt.param_groups
-        if len(opt.state) != n_state or len(groups) != n_groups:
-            return False
-        for group in groups:
-            n_params -= len(group["params"])
-        return not n_params
+        return opt is self.optimizer() and self._watched.generation == self._generation and self._in_time(step) and optimizer_shape(opt) == self._shape
 

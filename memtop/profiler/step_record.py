@@ -177,8 +177,7 @@ class StepRecordBuilder:
         key = self._last_key
         if len(key[0]) != n or key[3] != activations_step or key[4] != measured_step or key[5] != sample_every or last["device_total"] != device_total:
             return None
-        last_peak, last_alloc = self._last_allocator  # (_same_allocator, written out: every step)
-        return last if peak == last_peak and (alloc is last_alloc or alloc == last_alloc) else None
+        return last if self._same_allocator(peak, alloc) else None
 
     def _same_allocator(self, peak: int | None, alloc: AllocatorState) -> bool:
         """The allocator's figures of the last record (on a CPU: none, the same object every step)."""
