@@ -29,13 +29,15 @@ from typing import IO, Any
 import memtop
 from memtop.analyzers.flags.launch import parse_launch
 from memtop.errors import MemtopError
+from memtop.profiler import step_journal
 
 INJECT_DIR = Path(__file__).resolve().parent / "profiler" / "_inject"
 _HOLD_LIMIT = 4 << 20  # output held back while neither the log nor a terminal can take it
 
 
-def child_environment(run_dir: Path, max_steps: int | None, base: dict[str, str] | None = None) -> dict[str, str]:
-    """The child's environment: our sitecustomize first on PYTHONPATH, the run directory, limits."""
+def child_environment(run_dir: Path, max_steps: int | None, base: dict[str, str] | None = None, journal_dir: Path | None = None) -> dict[str, str]:
+    """The child's environment: our sitecustomize first on PYTHONPATH, the run directory, limits,
+    the directory of the step journals (:mod:`memtop.profiler.step_journal`), if any."""
     env = dict(os.environ if base is None else base)
     paths = [str(INJECT_DIR)]
     if env.get("PYTHONPATH"):
@@ -52,6 +54,10 @@ def child_environment(run_dir: Path, max_steps: int | None, base: dict[str, str]
         env["MEMTOP_MAX_STEPS"] = str(max_steps)
     else:
         env.pop("MEMTOP_MAX_STEPS", None)
+    if journal_dir is not None:
+        env[step_journal.ENV_DIR] = str(journal_dir)
+    else:
+        env.pop(step_journal.ENV_DIR, None)  # (another memtop's, inherited: its launcher recovers only its own run)
     return env
 
 
@@ -88,8 +94,10 @@ class Child:
         *,
         stdin_passthrough: bool = False,
         warn: IO[str] | None = None,
+        journal: tuple[Path, Path] | None = None,
     ) -> None:
         self.argv = argv
+        self._journal = journal  # (journal directory, run directory): what the training's journals hold, written once it ends
         self.log_path = log_path
         self._echo = echo
         self._echo_lock = threading.Lock()
@@ -202,12 +210,23 @@ class Child:
 
     def poll(self) -> int | None:
         rc = self._proc.poll()
-        return None if rc is None else exit_code_of(rc)
+        if rc is None:
+            return None
+        self.recover_records()
+        return exit_code_of(rc)
 
     def wait(self, timeout: float | None = None) -> int:
         rc = self._proc.wait(timeout)
         self._pump.join(5.0)
+        self.recover_records()
         return exit_code_of(rc)
+
+    def recover_records(self) -> int:
+        """Write into the run's record files the step lines the journals of dead training
+        processes hold and the files lack (a training killed between two batches); returns how many."""
+        if self._journal is None:
+            return 0
+        return step_journal.recover(*self._journal)
 
     def signal_group(self, sig: int) -> None:
         try:
@@ -228,6 +247,7 @@ class Child:
         # the leader may be gone while workers linger: make sure the group is empty
         self.signal_group(signal.SIGKILL)
         self._pump.join(5.0)
+        self.recover_records()
         return exit_code_of(self._proc.returncode)
 
     @property

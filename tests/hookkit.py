@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from memtop.launcher import child_environment
+from memtop.profiler import step_journal
 
 
 def run_hooked(
@@ -19,22 +20,32 @@ def run_hooked(
     *args: str,
     timeout: float = 180,
     extra_env: dict[str, str] | None = None,
+    journal: bool = True,
 ) -> subprocess.CompletedProcess[str]:
-    """Write ``script`` to ``project/train.py`` and run it with the environment `memtop train` gives a child."""
+    """Write ``script`` to ``project/train.py`` and run it with the environment `memtop train` gives
+    a child: its step journals too (``journal``), recovered into the run once it ended, as
+    `memtop train` recovers them (:mod:`memtop.profiler.step_journal`)."""
     project.mkdir(parents=True, exist_ok=True)
     (project / "train.py").write_text(textwrap.dedent(script))
-    env = child_environment(run_dir, None)
+    journals = project / "journals" if journal else None
+    if journals is not None:
+        journals.mkdir(exist_ok=True)
+    env = child_environment(run_dir, None, journal_dir=journals)
     env.pop("RANK", None)
     env.update(extra_env or {})
-    return subprocess.run(
-        [sys.executable, "train.py", *args],
-        cwd=project,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        stdin=subprocess.DEVNULL,
-    )
+    try:
+        return subprocess.run(
+            [sys.executable, "train.py", *args],
+            cwd=project,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+        )
+    finally:
+        if journals is not None:
+            step_journal.remove_dir(journals, run_dir)
 
 
 def read_lines(path: Path) -> list[dict[str, Any]]:

@@ -22,8 +22,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import memtop
-from memtop.profiler import step_delta, step_index
-from memtop.profiler.writers import RankFileWriter, repeat_record
+from memtop.profiler import step_delta, step_index, step_journal
+from memtop.profiler.writers import RankFileWriter, RecordEncoder, repeat_record
 from memtop.runs.reader import StepRecord, load_run
 
 _RECORDS: list[dict[str, Any]] = []
@@ -98,14 +98,14 @@ def test_put_repeat_writes_the_general_paths_bytes(tmp_path_factory: pytest.Temp
 
 def test_the_fast_path_is_taken_between_full_records(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     taken: list[bool] = []
-    encode_repeat = step_delta.DeltaStepEncoder.encode_repeat
+    encode_repeat = RecordEncoder.encode_repeat
 
-    def spy(self: step_delta.DeltaStepEncoder, index: int, *figures: Any) -> str | None:
-        line = encode_repeat(self, index, *figures)
+    def spy(self: RecordEncoder, *args: Any) -> bytes | None:
+        line = encode_repeat(self, *args)
         taken.append(line is not None)
         return line
 
-    monkeypatch.setattr(step_delta.DeltaStepEncoder, "encode_repeat", spy)
+    monkeypatch.setattr(RecordEncoder, "encode_repeat", spy)
     ops: list[tuple[Any, ...]] = [("new", 3, 0), *[("repeat", 0.01, 123456)] * 12, ("new", 5, 1), *[("repeat", 0.02, None)] * 6, ("tear",), ("repeat", 0.01, 7)]
     compare_paths(tmp_path_factory, ops)
     # FULL_EVERY is 5 here: every 5th step line is a full record, the first repeat after a
@@ -113,7 +113,9 @@ def test_the_fast_path_is_taken_between_full_records(tmp_path_factory: pytest.Te
     assert taken.count(True) >= 10, taken
 
 
-def compare_paths(tmp_path_factory: pytest.TempPathFactory, ops: list[tuple[Any, ...]]) -> None:
+def compare_paths(tmp_path_factory: pytest.TempPathFactory, ops: list[tuple[Any, ...]], journal: bool = False, crash: bool = False) -> None:
+    """``journal``: the fast writer keeps its repeats in a step journal (memtop train's writer);
+    ``crash``: it is never closed, its journal recovered into its file as the launcher would."""
     records = real_records(tmp_path_factory.mktemp("real"))
     assert any(tuple(r) == tuple(records[-1]) for r in records[1:])  # steps 2+ have the format's keys only
     a_dir, b_dir = tmp_path_factory.mktemp("general"), tmp_path_factory.mktemp("repeat")
@@ -122,6 +124,9 @@ def compare_paths(tmp_path_factory: pytest.TempPathFactory, ops: list[tuple[Any,
         mp.setattr(step_delta, "FULL_EVERY", 5)
         mp.setattr(step_index, "CHUNK_STEPS", 6)
         mp.setattr("memtop.profiler.writers.os.write", tear)
+        if journal:
+            mp.setattr(step_journal, "CAPACITY", 7)
+            mp.setenv(step_journal.ENV_DIR, str(tmp_path_factory.mktemp("journal")))
         general, fast = RankFileWriter(a_dir, 0), RankFileWriter(b_dir, 0)
         last: list[dict[str, Any]] = []  # the last record handed to each writer (its own copy)
         step, now = 0, 1.7e9
@@ -153,12 +158,24 @@ def compare_paths(tmp_path_factory: pytest.TempPathFactory, ops: list[tuple[Any,
                 general.rank = fast.rank = op[1]  # a rank learnt from torch.distributed
             assert general.failed_writes == fast.failed_writes
         general.close()
+        if crash:
+            kept = fast._journal
+            if kept is not None and fast.path is not None:
+                kept.abandon()  # the process died: its journal file stays, as written
+                step_journal.recover_file(kept.path, fast.path.parent)
+            return compare_bytes(general, fast, index=False)
         fast.close()
         fast.put_repeat(last[1] if last else records[-1], now + 1, step + 1, 0.1, 1)  # closed: counted, never raised
-    assert general.path is not None and fast.path is not None or not last
+    compare_bytes(general, fast)
+
+
+def compare_bytes(general: RankFileWriter, fast: RankFileWriter, index: bool = True) -> None:
     if general.path is None or fast.path is None:
+        assert general.path is None or general.path.stat().st_size == 0
         return
     assert fast.path.read_bytes() == general.path.read_bytes()
+    if not index:
+        return
     idx_a, idx_b = step_index.index_path(general.path), step_index.index_path(fast.path)
     assert idx_a.exists() == idx_b.exists()
     if idx_a.exists():

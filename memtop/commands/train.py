@@ -109,6 +109,7 @@ def _physical_memory() -> int | None:
 
 def run(args: argparse.Namespace) -> int:
     from memtop.launcher import Child, check_command, child_environment, stdout_binary
+    from memtop.profiler import step_journal
     from memtop.runs import rundir
     from memtop.supervise import RunEnder, SignalWatch
 
@@ -130,7 +131,8 @@ def run(args: argparse.Namespace) -> int:
     _write_first_meta(run_dir, meta, runs_dir)
 
     use_tui = not args.no_tui and sys.stdout.isatty() and sys.stdin.isatty()
-    env = child_environment(run_dir, args.max_steps)
+    journal_dir = step_journal.make_dir()  # repeated step lines in shared memory, written in batches
+    env = child_environment(run_dir, args.max_steps, journal_dir=journal_dir)
     if args.device_memory is not None:
         from memtop.profiler.device_cap import ENV_DEVICE_MEMORY
 
@@ -148,6 +150,7 @@ def run(args: argparse.Namespace) -> int:
             echo=None if use_tui else stdout_binary(),
             stdin_passthrough=not use_tui,
             warn=None if use_tui else sys.stderr,  # under the dashboard: said once the screen is closed
+            journal=None if journal_dir is None else (journal_dir, run_dir),
         )
         state.child = ender.child = child
         if ender.signum is not None:  # a signal came while the child was starting
@@ -166,6 +169,8 @@ def run(args: argparse.Namespace) -> int:
     finally:
         if flag_detection is not None:
             flag_detection.stop()  # a --help probe still running dies with its process group
+        if journal_dir is not None:
+            step_journal.remove_dir(journal_dir, run_dir)  # (what is left: the child is gone)
         signals.stop()
         ender.main_done.set()
     if status != "interrupted":  # a long run's first `memtop analyze` then skips the scan

@@ -74,6 +74,20 @@ for _, _, _t in _groups(("forward_end", "optimizer_step")):  # a marker in a tem
 assert not any(m in _HEAD for m in ("inf", "nan", "None"))
 
 
+def repeat_line(pieces: tuple[str, ...], time: object, step: object, step_time: object, device_used: object) -> str | None:
+    """A repeat's line (newline included): the four numbers between the five ``pieces`` of
+    :meth:`DeltaStepEncoder.repeat_pieces`, written as ``json`` writes them; None for a number
+    ``json`` would write otherwise or refuse (a bool, an infinite or NaN float, another type)."""
+    if type(time) is not float or type(step) is not int or type(step_time) not in _REPEAT_TYPES or type(device_used) not in _REPEAT_TYPES:
+        return None
+    # x - x is 0.0 for a finite float, nan for inf and nan (JSON has neither): the general path says
+    if time - time or (type(step_time) is float and step_time - step_time) or (type(device_used) is float and device_used - device_used):
+        return None
+    a, b, c, d, e = pieces
+    text = f"{a}{time}{b}{step}{c}{step_time}{d}{device_used}{e}\n"  # (str() of each: what %s and json write)
+    return text.replace("None", "null") if step_time is None or device_used is None else text
+
+
 class _Base:
     __slots__ = ("values", "types", "shape", "large", "step", "groups")
 
@@ -109,15 +123,15 @@ class DeltaStepEncoder:
         self._base = None
         self._last = self._repeat = None
 
-    def encode_repeat(self, index: int, time: object, step: object, step_time: object, device_used: object) -> str | None:
-        """The line of the last encoded record with these four numbers instead of its own, exactly
-        the line :meth:`encode` would write for that record (a delta), newline included; None
-        where :meth:`encode` must decide (a full record is due, the last line is not known, an
-        unusual number).
+    def repeat_pieces(self, index: int) -> tuple[str, ...] | None:
+        """The text of the last encoded record's line around its time, step, step time and
+        device_used (five pieces: :func:`repeat_line` puts the four numbers between them), where
+        step line ``index`` may be a repeat of it written so: a delta, exactly the line
+        :meth:`encode` would write for that record with those four numbers; None where
+        :meth:`encode` must decide (a full record is due, the last line is not known).
 
         The other numbers of a delta line are those of the base and of the changed groups, the
-        same for the record and its repeat, so the line is the text around them, made once, with
-        the four numbers between."""
+        same for the record and its repeat, so the line is the text around them, made once."""
         if not index % FULL_EVERY or self._base is None:
             return None
         pieces = self._repeat
@@ -137,16 +151,7 @@ class DeltaStepEncoder:
                 marked[at] = _MARK  # (JSON text holds no raw NUL: json writes it \u0000)
             pieces = tuple((plan[0] % plan[1](tuple(marked))).replace("None", "null").split(_MARK))
             self._repeat = pieces = pieces if len(pieces) == len(_REPEAT_AT) + 1 else ()
-        if not pieces:
-            return None
-        if type(time) is not float or type(step) is not int or type(step_time) not in _REPEAT_TYPES or type(device_used) not in _REPEAT_TYPES:
-            return None
-        # x - x is 0.0 for a finite float, nan for inf and nan (JSON has neither): the general path says
-        if time - time or (type(step_time) is float and step_time - step_time) or (type(device_used) is float and device_used - device_used):
-            return None
-        a, b, c, d, e = pieces
-        text = f"{a}{time}{b}{step}{c}{step_time}{d}{device_used}{e}\n"  # (str() of each: what %s and json write)
-        return text.replace("None", "null") if step_time is None or device_used is None else text
+        return pieces or None
 
     def encode(self, rec: dict[str, Any], large_json: str, index: int) -> str | None:
         """``index``: the step line's index in its file (step lines before it)."""

@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from memtop.profiler import rankfile
-from memtop.profiler.step_delta import DeltaStepEncoder
+from memtop.profiler.step_delta import DeltaStepEncoder, repeat_line
 from memtop.profiler.step_index import STEP_HEAD, StepIndexWriter
+from memtop.profiler.step_journal import ENV_DIR, StepJournal, representable
 from memtop.profiler.step_line import StepLineEncoder
 
 
@@ -31,18 +32,29 @@ class RecordEncoder:
         self._step_lines = 0  # step records of this file so far
         self._source: tuple[dict[str, Any], object] | None = None  # the last step line's record (or the one it repeats) and rank
 
-    def encode_repeat(self, source: dict[str, Any], rank: int, time: float, step: int, step_time: float | None, device_used: int | None) -> bytes | None:
-        """The line of ``source`` with these four figures instead of its own, where the last step
-        line was ``source``'s (or a repeat of it, with its rank): the bytes :meth:`encode` would
-        write for such a copy, without the copy. None: :meth:`encode` must take the copy."""
+    def repeat_pieces(self, source: dict[str, Any], rank: int) -> tuple[str, ...] | None:
+        """Where the next step line may repeat ``source`` (the last step line was ``source``'s, or
+        a repeat of it, with its rank): the text around its four numbers
+        (:meth:`~memtop.profiler.step_delta.DeltaStepEncoder.repeat_pieces`); None: :meth:`encode`
+        must take a copy. A line written from them is counted with :meth:`counted`."""
         last, deltas = self._source, self._deltas
         if deltas is None or last is None or last[0] is not source or last[1] != rank:
             return None
-        index = self._step_lines
-        line = deltas.encode_repeat(index, time, step, step_time, device_used)
+        return deltas.repeat_pieces(self._step_lines)
+
+    def counted(self) -> None:
+        """A step line was made from :meth:`repeat_pieces` (written now or later, in that order)."""
+        self._step_lines += 1
+
+    def encode_repeat(self, source: dict[str, Any], rank: int, time: float, step: int, step_time: float | None, device_used: int | None) -> bytes | None:
+        """The line of ``source`` with these four figures instead of its own: the bytes
+        :meth:`encode` would write for such a copy, without the copy. None: :meth:`encode` must
+        take the copy."""
+        pieces = self.repeat_pieces(source, rank)
+        line = None if pieces is None else repeat_line(pieces, time, step, step_time, device_used)
         if line is None:
             return None
-        self._step_lines = index + 1
+        self._step_lines += 1
         return line.encode("utf-8")
 
     def forget_base(self) -> None:
@@ -122,6 +134,11 @@ class RankFileWriter:
     SIGKILL, the OOM killer) loses at most the step in flight. The cost is the serialization and
     one system call per record, on the training thread (figures in docs/performance.md).
 
+    Under ``memtop train``, a repeated step record (:meth:`put_repeat`, most steps) is stored in
+    this process's step journal instead, and written with the others of its batch at least every
+    half second and before any other record (:mod:`memtop.profiler.step_journal`: the launcher
+    writes what a journal holds if the process dies first).
+
     The file is claimed lazily, at the first record, with ``O_EXCL`` (:mod:`memtop.profiler.rankfile`):
     one file per process, never shared. A forked child that writes claims a file of its own; a
     process whose ``torch.distributed`` rank becomes known later moves its file to that rank's name.
@@ -147,6 +164,9 @@ class RankFileWriter:
         self._torn = False  # the last write stopped mid-line (disk full)
         self._closed = False
         self.cpu_seconds = 0.0  # CPU time off the training thread: none, records are written where they are made
+        self._journal: StepJournal | None = None  # this process's (memtop train): repeated step lines, in batches
+        self._journal_pid = -1
+        self._journal_rec: dict[str, Any] | None = None  # the record the batch's lines repeat
         _writers.add(self)
 
     def _open(self) -> int:
@@ -161,6 +181,12 @@ class RankFileWriter:
         self._fd, self._pid, self._torn = fd, _process_id, False
         self._encoder.new_file()  # deltas never refer to a record of another file (a forked child's parent's)
         self.index = StepIndexWriter(self.path) if self._want_index else None
+        if self._journal is not None and self._journal_pid != _process_id:
+            self._journal.abandon()  # a forked child's copy of the parent's (shared) mapping: not ours
+        self._journal = None
+        directory = os.environ.get(ENV_DIR)
+        if directory:
+            self._journal, self._journal_pid = StepJournal.open(Path(directory)), _process_id
         return fd
 
     def _settle(self) -> None:
@@ -172,6 +198,8 @@ class RankFileWriter:
         if dist_rank is None or self.path is None:
             return
         self._settled = True
+        if self._fd is not None and self._pid == _process_id:
+            self._flush_journal(self._fd)  # the journal names the file: its lines go before the name changes
         moved = rankfile.move_to_rank(self.path, dist_rank)
         if moved is not None:
             self.path, self.rank = moved, dist_rank
@@ -182,6 +210,7 @@ class RankFileWriter:
         """Serialize and write one record now; it is in the kernel when this returns."""
         with self._lock:
             fd = self._ready()
+            self._flush_journal(fd)  # the steps before this record go first
             record["rank"] = self.rank
             data = self._encoder.encode(record)
             self._emit(fd, data, record, data[:14] == STEP_HEAD)
@@ -201,8 +230,9 @@ class RankFileWriter:
                 self._settle()
         return fd
 
-    def _emit(self, fd: int, data: bytes, record: dict[str, Any], is_step: bool) -> None:
-        """Write one encoded line; ``record``: its figures for the step index (a step line: ``is_step``)."""
+    def _emit(self, fd: int, data: bytes, record: dict[str, Any], is_step: bool, sizes: list[int] | None = None) -> None:
+        """Write one encoded line (or ``sizes``: the lengths of the step lines ``data`` joins, each
+        a repeat of ``record``); ``record``: its figures for the step index (a step line: ``is_step``)."""
         index = self.index
         if self._torn:
             data = b"\n" + data  # end the line a failed write left half written: this record stays whole
@@ -223,7 +253,46 @@ class RankFileWriter:
             self._writing = False
         self._torn = False
         if index is not None and not index.dead:
-            index.add(record, size, is_step)
+            if sizes is None:
+                index.add(record, size, is_step)
+            else:
+                for n in sizes:
+                    index.add(record, n, True)
+
+    def _flush_journal(self, fd: int) -> None:
+        """Write the journal's batch (a failed write loses those lines, as :meth:`put` loses a record)."""
+        journal = self._journal
+        if journal is None or not journal.count:
+            return
+        lines = journal.take()
+        rec = self._journal_rec
+        try:
+            if lines and rec is not None:
+                self._emit(fd, b"".join(lines), rec, True, [len(line) for line in lines])
+        except OSError:
+            self.failed_writes += len(lines)
+        finally:
+            journal.written()
+
+    def _journaled(self, fd: int, last: dict[str, Any], time: float, step: int, step_time: float | None, device_used: int | None) -> bool:
+        """Store a repeat of ``last`` in the journal, where there is one and the line is a repeat's."""
+        journal = self._journal
+        if journal is None or self._on_written is not None or not representable(time, step, step_time, device_used):
+            return False
+        encoder = self._encoder
+        pieces = encoder.repeat_pieces(last, self.rank)
+        if pieces is None:
+            return False
+        if pieces is not journal.pieces:  # a new batch: the lines of the last one first
+            self._flush_journal(fd)
+            if self.path is None or not journal.begin(pieces, self.path, os.fstat(fd).st_size, time):
+                return False
+            self._journal_rec = last
+        journal.add(time, step, step_time, device_used)
+        encoder.counted()
+        if journal.due(time):
+            self._flush_journal(fd)
+        return True
 
     def put(self, record: dict[str, Any]) -> None:
         """Write a step record; a full disk or a closed file costs the record, never the training."""
@@ -239,6 +308,9 @@ class RankFileWriter:
         try:
             with self._lock:
                 fd = self._ready()
+                if self._journaled(fd, last, time, step, step_time, device_used):
+                    return
+                self._flush_journal(fd)
                 data = None if self._on_written is not None else self._encoder.encode_repeat(last, self.rank, time, step, step_time, device_used)
                 if data is not None:
                     self._emit(fd, data, last, True)  # the index reads peak, reserved, tracked: last's
@@ -261,6 +333,13 @@ class RankFileWriter:
             fd, self._fd = self._fd, None
             if fd is None or self._pid != _process_id:
                 return  # never opened, or the parent's file inherited through fork: not ours to close
+            journal = self._journal
+            if journal is not None:
+                try:
+                    self._flush_journal(fd)
+                finally:
+                    self._journal = None
+                    journal.close()
             if self.index is not None:
                 self.index.close()
             try:

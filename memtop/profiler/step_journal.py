@@ -1,0 +1,353 @@
+"""The step journal: repeated step lines kept in shared memory, written to the record file in batches.
+
+Most steps of a run repeat the last step record but for four numbers (time, step, step time,
+device_used): :meth:`~memtop.profiler.writers.RankFileWriter.put_repeat`. Writing each such line
+at once costs a system call a step, the largest single cost of a steady step on a training thread
+whose caches the step evicted (docs/performance.md). Under ``memtop train`` the launcher gives the
+training a directory on a memory file system (``/dev/shm``, :data:`ENV_DIR`); each process that
+writes records keeps there a journal of its own, a small file mapped into memory: a repeated step
+is those four numbers stored in it (no system call, no formatting), and the lines are formatted
+and written together at least every :data:`FLUSH_SECONDS`, when the journal is full, and before
+any other record (so the file's order is the order of the steps).
+
+What a journal holds survives the process: it is a file of the memory file system, not of the
+process. When the training ends, the launcher writes what its journals hold that the record
+files lack (:func:`recover`) before it reads the run, so a crash of the training (SIGKILL, the
+OOM killer, a segfault) still loses at most the step in flight. What a journal can lose: its
+last :data:`FLUSH_SECONDS` of repeated steps, where the training and the launcher die together
+(a kill of both, the machine going down: the record file's page cache is lost with the machine too).
+
+The journal's pages are written once with ``write()`` when it is made (a full memory file system
+fails that call: no journal then, lines are written as before), so storing into the mapping
+never has to allocate a page: it cannot raise SIGBUS the way a mapping of a disk file can when
+the disk fills. Without the directory (a run outside ``memtop train``, no ``/dev/shm``) every
+line is written at once, as before.
+
+Layout (little-endian): a header of :data:`HEADER` bytes (magic, version, the batch's number, the
+record file's size where the batch's first line goes (-1: nothing to recover), the record file's
+path, the five pieces of text around the four numbers, from :meth:`~memtop.profiler.step_delta.
+DeltaStepEncoder.repeat_pieces`), then :data:`CAPACITY` entries of 40 bytes, each stored in one
+copy: the batch it belongs to (int64), time (double), step (int64), step time (double, NaN for
+none), device_used (int64, -1 for none). The batch's lines are those of its entries from the
+first, up to the first entry of another batch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import mmap
+import os
+import shutil
+import stat
+import struct
+import threading
+from pathlib import Path
+from typing import Final
+
+from memtop.profiler.step_delta import repeat_line
+
+ENV_DIR: Final = "MEMTOP_JOURNAL_DIR"
+FLUSH_SECONDS: Final = 0.5
+CAPACITY: Final = 2048
+HEADER: Final = 4096
+MAGIC: Final = b"MTJ1"
+VERSION: Final = 1
+SUFFIX: Final = ".journal"
+_FIXED = struct.Struct("<4sIqqII")  # magic, version, batch, file offset, path length, pieces length
+_WORD = struct.Struct("<q")  # the batch (at 8) and the file offset (at 16), each stored alone
+_ENTRY = struct.Struct("<qdqdq")  # the batch it belongs to, then the four numbers: one store
+SIZE: Final = HEADER + CAPACITY * _ENTRY.size
+_NOTHING: Final = -1  # the file offset of a journal with nothing to recover
+_NONE_USED: Final = -1
+_recovering = threading.Lock()
+_SEP: Final = "\x00"  # between the pieces (JSON text holds no raw NUL: json writes it \u0000)
+
+
+def journal_root() -> Path | None:
+    """Where ``memtop train`` makes its runs' journal directories: ``/dev/shm`` where it is a
+    writable directory (a memory file system), else None (no journal: lines written at once)."""
+    root = Path("/dev/shm")
+    try:
+        st = os.stat(root)
+    except OSError:
+        return None
+    if not stat.S_ISDIR(st.st_mode) or not os.access(root, os.W_OK | os.X_OK):
+        return None
+    return root
+
+
+def make_dir(root: Path | None = None) -> Path | None:
+    """A new directory for one run's journals (private to this user), or None where none can be made."""
+    root = journal_root() if root is None else root
+    if root is None:
+        return None
+    for n in range(100):
+        path = root / f"memtop-{os.getpid()}-{n}"
+        try:
+            os.mkdir(path, 0o700)
+        except FileExistsError:
+            continue
+        except OSError:
+            return None
+        return path
+    return None
+
+
+def remove_dir(directory: Path, run_dir: Path) -> None:
+    """The run is over: what the journals of dead processes hold written (:func:`recover`), the
+    directory removed with whatever is left in it (a process still alive has lost its launcher)."""
+    recover(directory, run_dir)
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+def representable(time: object, step: object, step_time: object, device_used: object) -> bool:
+    """Whether an entry keeps these four numbers exactly as the line would have written them."""
+    return (
+        type(time) is float
+        and not (time - time)  # finite (x - x is nan for inf and nan)
+        and type(step) is int
+        and -(1 << 63) <= step < 1 << 63
+        and (step_time is None or (type(step_time) is float and not (step_time - step_time)))
+        and (device_used is None or (type(device_used) is int and 0 <= device_used < 1 << 63))
+    )
+
+
+class StepJournal:
+    """This process's journal (made by :meth:`open`); the record writer's, under its lock."""
+
+    def __init__(self, path: Path, fd: int, mm: mmap.mmap) -> None:
+        self.path = path
+        self._fd = fd
+        self._mm = mm
+        self.pieces: tuple[str, ...] | None = None  # the batch's text (None: no batch begun)
+        self.count = 0  # entries of the batch (the header's count may trail by the one in flight)
+        self.started = 0.0  # the batch's first record time
+        self._batch = 0  # batches so far: an entry belongs to the batch its first field names
+        self._pack = _ENTRY.pack_into
+
+    @classmethod
+    def open(cls, directory: Path) -> StepJournal | None:
+        """A journal of this process in ``directory``, its pages written (allocated) now; None
+        where it cannot be made (no such directory, a full memory file system, no mmap)."""
+        for n in range(100):
+            path = directory / f"{os.getpid()}-{n}{SUFFIX}"
+            try:
+                fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0), 0o600)
+            except FileExistsError:
+                continue
+            except OSError:
+                return None
+            try:
+                zeros = bytes(1 << 16)
+                left = SIZE
+                while left:
+                    left -= os.write(fd, zeros[: min(left, len(zeros))])
+                mm = mmap.mmap(fd, SIZE)
+            except (OSError, ValueError):
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
+                return None
+            return cls(path, fd, mm)
+        return None
+
+    def begin(self, pieces: tuple[str, ...], record_path: Path, file_size: int, now: float) -> bool:
+        """A new batch: its lines are ``pieces`` around each entry's numbers, to be written at
+        ``file_size`` of the record file at ``record_path``; ``now``: the first step's record
+        time (wall clock). False where the text does not fit."""
+        path_b = os.fsencode(record_path)
+        text = _SEP.join(pieces).encode("utf-8")
+        if _FIXED.size + len(path_b) + len(text) > HEADER:
+            return False
+        # each state between these stores reads as "nothing to recover" or as this batch: the
+        # offset says nothing until the batch and its text are in place
+        mm, batch = self._mm, self._batch + 1
+        _WORD.pack_into(mm, 16, _NOTHING)
+        _WORD.pack_into(mm, 8, batch)
+        mm[_FIXED.size : _FIXED.size + len(path_b) + len(text)] = path_b + text
+        _FIXED.pack_into(mm, 0, MAGIC, VERSION, batch, _NOTHING, len(path_b), len(text))
+        _WORD.pack_into(mm, 16, file_size)
+        self.pieces, self.count, self.started, self._batch = pieces, 0, now, batch
+        return True
+
+    def add(self, time: float, step: int, step_time: float | None, device_used: int | None) -> None:
+        """Store a step (:func:`representable` numbers; a batch begun and not full), in one copy
+        that names the batch: a reader takes the entries that name the header's batch."""
+        n = self.count
+        self._pack(self._mm, HEADER + n * 40, self._batch, time, step, _NAN if step_time is None else step_time, _NONE_USED if device_used is None else device_used)
+        self.count = n + 1
+
+    def due(self, now: float) -> bool:
+        """The batch is full, or began :data:`FLUSH_SECONDS` before ``now`` (a step's record time;
+        a clock set back ends the batch too)."""
+        return self.count >= CAPACITY or not 0.0 <= now - self.started < FLUSH_SECONDS
+
+    def take(self) -> list[bytes]:
+        """The batch's lines, formatted; the journal is empty after (its header keeps them, for a
+        recovery, until :meth:`written` or the next batch)."""
+        pieces, n = self.pieces, self.count
+        self.pieces, self.count = None, 0
+        if pieces is None or not n:
+            return []
+        return _lines(pieces, self._mm, self._batch, n)
+
+    def written(self) -> None:
+        """The lines taken were written (or lost to a failed write): nothing for a recovery."""
+        _WORD.pack_into(self._mm, 16, _NOTHING)
+
+    def close(self) -> None:
+        """Unmap and remove the journal (its lines written: :meth:`take` first)."""
+        with contextlib.suppress(OSError, ValueError, BufferError):
+            self._mm.close()
+        with contextlib.suppress(OSError):
+            os.close(self._fd)
+        with contextlib.suppress(OSError):
+            os.unlink(self.path)
+
+    def abandon(self) -> None:
+        """A forked child's copy of its parent's journal: never written here (the mapping is shared)."""
+        with contextlib.suppress(OSError, ValueError, BufferError):
+            self._mm.close()
+        with contextlib.suppress(OSError):
+            os.close(self._fd)
+
+
+_NAN: Final = float("nan")
+
+
+def _lines(pieces: tuple[str, ...], buf: bytes | mmap.mmap, batch: int, n: int) -> list[bytes]:
+    """The lines of the first ``n`` entries, up to the first that is not of ``batch``."""
+    out = []
+    unpack = _ENTRY.unpack_from
+    for i in range(n):
+        mark, time, step, step_time, used = unpack(buf, HEADER + i * _ENTRY.size)
+        if mark != batch:
+            break  # an older batch's entry: this batch ends here
+        line = repeat_line(pieces, time, step, None if step_time != step_time else step_time, None if used == _NONE_USED else used)
+        if line is None:
+            break  # not what add() stores: a damaged journal ends here
+        out.append(line.encode("utf-8"))
+    return out
+
+
+def read(path: Path) -> tuple[Path, int, list[bytes]] | None:
+    """A journal file's record file, the size of that file where its lines go, and its lines;
+    None where the file is not a journal of this format (checked field by field: a journal is
+    read after its process died, and may be anything)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+    except OSError:
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        data = os.pread(fd, SIZE, 0)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    if len(data) < HEADER:
+        return None
+    magic, version, batch, offset, path_len, pieces_len = _FIXED.unpack_from(data, 0)
+    if magic != MAGIC or version != VERSION or batch <= 0 or offset < 0 or _FIXED.size + path_len + pieces_len > HEADER:
+        return None
+    count = min(CAPACITY, (len(data) - HEADER) // _ENTRY.size)
+    record = os.fsdecode(data[_FIXED.size : _FIXED.size + path_len])
+    try:
+        text = data[_FIXED.size + path_len : _FIXED.size + path_len + pieces_len].decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    pieces = tuple(text.split(_SEP))
+    if len(pieces) != 5 or not record:
+        return None
+    lines = _lines(pieces, data, batch, count)
+    if lines and not _a_step_line(lines[0]):
+        return None  # damaged text: the numbers are always JSON numbers, so one line tells for all
+    return Path(record), offset, lines
+
+
+def _a_step_line(line: bytes) -> bool:
+    try:
+        doc = json.loads(line)
+    except ValueError:
+        return False
+    return isinstance(doc, dict) and doc.get("type") == "step" and line.endswith(b"}\n") and line.count(b"\n") == 1
+
+
+def recover(directory: Path, run_dir: Path) -> int:
+    """After the training ended: write into each record file of ``run_dir`` the lines its
+    journal in ``directory`` holds that the file lacks (the journal's process died before it
+    wrote them), then remove the journals of processes that are gone. Returns the lines written.
+
+    Only journals of dead processes are read (a process still running owns its journal); only
+    regular files directly in ``run_dir`` are written, at their end, and only where the file is
+    exactly as long as the journal says it was before those lines (or holds some of them)."""
+    with _recovering:  # (the launcher's threads may both see the training end)
+        try:
+            names = sorted(os.listdir(directory))
+        except OSError:
+            return 0
+        return sum(_recover_named(directory, name, run_dir) for name in names)
+
+
+def _recover_named(directory: Path, name: str, run_dir: Path) -> int:
+    if not name.endswith(SUFFIX):
+        return 0
+    try:
+        pid = int(name.split("-", 1)[0])
+    except ValueError:
+        return 0
+    return 0 if _alive(pid) else recover_file(directory / name, run_dir)
+
+
+def recover_file(path: Path, run_dir: Path) -> int:
+    """:func:`recover` of one journal whose process is gone (the caller knows it is): the lines
+    its record file lacks written there, the journal removed. Returns the lines written."""
+    found = read(path)
+    written = 0 if found is None else _append_missing(found, os.path.realpath(run_dir))
+    with contextlib.suppress(OSError):
+        os.unlink(path)
+    return written
+
+
+def _alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # someone else's process: not ours to judge
+    return True
+
+
+def _append_missing(found: tuple[Path, int, list[bytes]], run: str) -> int:
+    record, offset, lines = found
+    if not lines or os.path.dirname(os.path.realpath(record)) != run or os.path.islink(record):
+        return 0
+    try:
+        fd = os.open(record, os.O_WRONLY | os.O_APPEND | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+    except OSError:
+        return 0
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return 0
+        have = os.fstat(fd).st_size - offset  # bytes of the batch the file already holds
+        data = b"".join(lines)
+        if have < 0 or have >= len(data):
+            return 0
+        missing, end = 0, 0
+        for line in lines:  # the lines the file lacks, the first maybe in part (a write cut short)
+            end += len(line)
+            missing += end > have
+        tail = data[have:]
+        while tail:
+            tail = tail[os.write(fd, tail) :]
+        return missing
+    except OSError:
+        return 0
+    finally:
+        os.close(fd)

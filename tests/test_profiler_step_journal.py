@@ -1,0 +1,218 @@
+"""The step journal (memtop train's writer): the same bytes, and a crash still loses at most the step in flight.
+
+Under ``memtop train`` a repeated step record is stored in a shared-memory journal and written
+with its batch (:mod:`memtop.profiler.step_journal`). Checked here with real records and real
+processes: a journaled writer's file is byte for byte the file of a writer that writes every
+record at once (the general path), closed or killed and recovered as the launcher recovers it;
+a training killed with SIGKILL from outside keeps every step it finished once the launcher has
+recovered its journal (and lacks some before: the journal was in use); a journal that is damaged,
+replaced by something else or points outside the run is never trusted (fuzzed).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import struct
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hookkit import read_lines, steps_of
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from test_profiler_repeat_line import _op, compare_paths
+
+from memtop.launcher import child_environment
+from memtop.profiler import step_journal
+from memtop.profiler.writers import RankFileWriter
+
+_no_tear = _op.filter(lambda op: op[0] != "tear")  # a journaled repeat is not written at once: it cannot tear alone
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(ops=st.lists(_no_tear, min_size=1, max_size=40))
+def test_a_journaled_writer_writes_the_general_paths_bytes(tmp_path_factory: pytest.TempPathFactory, ops: list[tuple[Any, ...]]) -> None:
+    compare_paths(tmp_path_factory, ops, journal=True)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(ops=st.lists(_no_tear, min_size=1, max_size=40))
+def test_a_killed_writers_journal_recovers_the_general_paths_bytes(tmp_path_factory: pytest.TempPathFactory, ops: list[tuple[Any, ...]]) -> None:
+    compare_paths(tmp_path_factory, ops, journal=True, crash=True)
+
+
+def test_repeats_wait_in_the_journal_and_go_before_any_other_record(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from test_profiler_repeat_line import real_records
+
+    records = real_records(tmp_path / "real")
+    monkeypatch.setenv(step_journal.ENV_DIR, str(tmp_path))
+    writer = RankFileWriter(tmp_path / "run", 0)
+    (tmp_path / "run").mkdir()
+    rec = dict(records[-1])
+    writer.put(rec)
+    assert writer.path is not None
+    size = writer.path.stat().st_size
+    for i in range(5):
+        writer.put_repeat(rec, 1.7e9 + 0.01 * i, rec["step"] + 1 + i, 0.01, 1000 + i)
+    assert writer.path.stat().st_size == size  # in the journal, not the file
+    writer.write_now({"type": "warning", "message": "x"})
+    lines = read_lines(writer.path)
+    assert [r.get("step") for r in lines] == [rec["step"], *range(rec["step"] + 1, rec["step"] + 6), None]
+    assert lines[-1]["type"] == "warning"
+    writer.put_repeat(rec, 1.8e9, 99, 0.5, None)  # the warning came between: a repeat of rec is written in full again
+    writer.close()
+    assert not list(tmp_path.glob("*.journal"))  # closed: written and removed
+
+
+KILLED = """
+import torch
+import memtop
+
+model = torch.nn.Sequential(torch.nn.Linear(32, 64), torch.nn.ReLU(), torch.nn.Linear(64, 8))
+opt = torch.optim.SGD(model.parameters(), lr=0.01)
+x = torch.randn(16, 32)
+step = 0
+while True:
+    model(x).pow(2).mean().backward()
+    opt.step()
+    opt.zero_grad()
+    step += 1
+    print(f"done {step}", flush=True)
+"""
+
+
+def test_sigkill_from_outside_keeps_every_finished_step_once_the_journal_is_recovered(tmp_path: Path) -> None:
+    """The OOM killer's way, under memtop train's writer: killed at a moment of its choosing."""
+    run_dir, journals, project = tmp_path / "run", tmp_path / "journals", tmp_path / "proj"
+    journals.mkdir()
+    project.mkdir()
+    (project / "train.py").write_text(KILLED)
+    env = child_environment(run_dir, None, journal_dir=journals)
+    env.pop("RANK", None)
+    child = subprocess.Popen([sys.executable, "train.py"], cwd=project, env=env, stdout=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+    seen = 0
+    try:
+        assert child.stdout is not None
+        for line in child.stdout:
+            seen = int(line.split()[1])
+            if seen == 300:
+                os.kill(child.pid, signal.SIGKILL)
+                break
+    finally:
+        child.kill()
+        child.wait(timeout=60)
+    before = steps_of(read_lines(run_dir / "rank0.jsonl"))
+    assert len(list(journals.glob("*.journal"))) == 1
+    recovered = step_journal.recover(journals, run_dir)
+    steps = steps_of(read_lines(run_dir / "rank0.jsonl"))  # every line whole, valid JSON
+    assert steps[:seen] == list(range(1, seen + 1))
+    assert steps == list(range(1, len(steps) + 1))  # nothing lost in between, nothing twice
+    assert recovered > 0 and len(before) < seen, (recovered, len(before))  # the journal held steps the file lacked
+    assert not list(journals.iterdir())  # recovered: removed
+
+
+def test_a_journal_of_a_live_process_is_left_alone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(step_journal.ENV_DIR, str(tmp_path))
+    journal = step_journal.StepJournal.open(tmp_path)
+    assert journal is not None
+    assert journal.begin(("a", "b", "c", "d", "e"), tmp_path / "rank0.jsonl", 0, 1.0)
+    journal.add(1.5, 1, 0.5, 3)
+    assert step_journal.recover(tmp_path, tmp_path) == 0  # ours: this process is alive
+    assert journal.path.exists()
+    journal.close()
+    assert not journal.path.exists()
+
+
+def _journal_bytes(record: Path, offset: int, entries: int, batch: int = 1) -> bytearray:
+    pieces = '{"type":"step","schema":2,"base":1,"rank":0,"time":\x00,"step":\x00,"step_time":\x00,"device_used":\x00}'
+    path_b, text = os.fsencode(record), pieces.encode()
+    data = bytearray(step_journal.SIZE)
+    struct.pack_into("<4sIqqII", data, 0, step_journal.MAGIC, step_journal.VERSION, batch, offset, len(path_b), len(text))
+    data[32 : 32 + len(path_b) + len(text)] = path_b + text
+    for i in range(entries):
+        struct.pack_into("<qdqdq", data, step_journal.HEADER + 40 * i, batch, 1.7e9 + i, i + 2, 0.01, 5)
+    return data
+
+
+def test_recovery_appends_only_what_the_file_lacks(tmp_path: Path) -> None:
+    record = tmp_path / "rank0.jsonl"
+    record.write_bytes(b'{"type":"step","step":1}\n')
+    offset = record.stat().st_size
+    journal = tmp_path / "1-0.journal"
+    journal.write_bytes(_journal_bytes(record, offset, 3))
+    found = step_journal.read(journal)
+    assert found is not None
+    lines = found[2]
+    assert len(lines) == 3
+    with record.open("ab") as fh:
+        fh.write(lines[0] + lines[1][:10])  # one line and part of the next landed before the crash
+    assert step_journal.recover_file(journal, tmp_path) == 2
+    assert steps_of(read_lines(record)) == [1, 2, 3, 4]
+    journal.write_bytes(_journal_bytes(record, offset, 3))
+    assert step_journal.recover_file(journal, tmp_path) == 0  # all there: nothing twice
+
+
+def test_damaged_or_foreign_journals_are_never_trusted(tmp_path: Path) -> None:
+    """Fuzzed: a journal is read after its process died and may hold anything. Never an
+    exception, never a write outside the run, never a line that is not a repeat's."""
+    run, outside = tmp_path / "run", tmp_path / "outside.jsonl"
+    run.mkdir()
+    record = run / "rank0.jsonl"
+    rng = random.Random(0)
+    for trial in range(400):
+        record.write_bytes(b'{"type":"step","step":1}\n')
+        outside.write_bytes(b"")
+        target = outside if trial % 5 == 0 else record
+        data = _journal_bytes(target, record.stat().st_size, rng.randrange(0, 6), batch=rng.randrange(1, 3))
+        for _ in range(rng.randrange(0, 6)):
+            at = rng.randrange(0, 40 + step_journal.HEADER + 40 * 6) if rng.random() < 0.8 else rng.randrange(len(data))
+            data[at] = rng.randrange(256)
+        if rng.random() < 0.1:
+            data = data[: rng.randrange(len(data))]
+        journal = tmp_path / "2-0.journal"
+        journal.write_bytes(bytes(data))
+        step_journal.recover_file(journal, run)
+        assert outside.read_bytes() == b""
+        read_lines(record)  # every line whole, valid JSON
+    os.symlink(record, tmp_path / "3-0.journal")
+    assert step_journal.recover_file(tmp_path / "3-0.journal", run) == 0  # a link is not read
+    (tmp_path / "4-0.journal").mkdir()
+    assert step_journal.recover(tmp_path, run) == 0
+
+
+SELF_KILL = """
+import os, signal
+import torch
+
+model = torch.nn.Sequential(torch.nn.Linear(32, 64), torch.nn.ReLU(), torch.nn.Linear(64, 8))
+opt = torch.optim.SGD(model.parameters(), lr=0.01)
+x = torch.randn(16, 32)
+for step in range(1, 10_000):
+    model(x).pow(2).mean().backward()
+    opt.step()
+    opt.zero_grad()
+    if step == 400:
+        os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_memtop_train_recovers_a_killed_trainings_journal(tmp_path: Path) -> None:
+    """The real CLI: the training dies of SIGKILL between two batches; memtop writes what its
+    journal held before it reads the run, and leaves no journal directory behind."""
+    from conftest import read_records, run_memtop
+
+    script = tmp_path / "train.py"
+    script.write_text(SELF_KILL)
+    before = set(Path("/dev/shm").glob("memtop-*")) if Path("/dev/shm").is_dir() else set()
+    proc = run_memtop("train", "--no-tui", "--runs-dir", str(tmp_path / "runs"), "--", sys.executable, str(script))
+    assert proc.returncode != 0
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    steps = [r["step"] for r in read_records(run_dir) if r["type"] == "step"]
+    assert steps == list(range(1, 401)), (len(steps), proc.stderr[-2000:])
+    assert "killed" in proc.stdout + proc.stderr
+    after = set(Path("/dev/shm").glob("memtop-*")) if Path("/dev/shm").is_dir() else set()
+    assert after <= before  # its journal directory removed
