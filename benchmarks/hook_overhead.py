@@ -15,6 +15,7 @@ ratio is the median over rounds of (profiled block time / baseline block time).
 
     python benchmarks/hook_overhead.py [--rounds 8] [--steps 10] [--targets-ms 10 50] [--json out.json]
         [--allocator synthetic|synthetic-steady]   # a CUDA-shaped step on CPU (synthetic_allocator)
+        [--writer journal|direct]   # memtop train's step journal (the default) or every line written at once
 """
 
 from __future__ import annotations
@@ -153,13 +154,20 @@ def calibrate(w: Workload, target_s: float) -> Callable[[], None]:
     return make_step(w)
 
 
-def measure(w: Workload, target_ms: float, rounds: int, steps: int, allocator: str = "none") -> dict[str, Any]:
-    from memtop.profiler import hooks
+def measure(w: Workload, target_ms: float, rounds: int, steps: int, allocator: str = "none", writer: str = "journal") -> dict[str, Any]:
+    from memtop.profiler import hooks, step_journal
     from memtop.profiler.api import standalone_session
     from memtop.profiler.config import HookConfig
 
     step = calibrate(w, target_ms / 1e3)
     tmp = Path(tempfile.mkdtemp(prefix="memtop-bench-"))
+    # memtop train's writer keeps repeated step lines in a journal on /dev/shm (written in
+    # batches); "direct": every line written at once, as outside memtop train
+    journals = step_journal.make_dir() if writer == "journal" else None
+    if journals is not None:
+        os.environ[step_journal.ENV_DIR] = str(journals)
+    else:
+        os.environ.pop(step_journal.ENV_DIR, None)
     config = HookConfig.from_env()
     session = standalone_session(config, runs_dir=tmp, name="overhead")
     if allocator.startswith("synthetic"):
@@ -207,6 +215,9 @@ def measure(w: Workload, target_ms: float, rounds: int, steps: int, allocator: s
     hooks.uninstall()
     hooks.set_session(None)
     session.close()
+    if journals is not None:
+        step_journal.remove_dir(journals, tmp)
+        os.environ.pop(step_journal.ENV_DIR, None)
 
     def ratio(series: dict[str, list[float]], name: str) -> float:
         return statistics.median(v / b for v, b in zip(series[name], series["baseline"], strict=True))
@@ -215,6 +226,7 @@ def measure(w: Workload, target_ms: float, rounds: int, steps: int, allocator: s
     own_ms = statistics.median(own_cpu) * 1e3
     return {
         "workload": w.name if allocator == "none" else f"{w.name}, {allocator} allocator",
+        "writer": writer if journals is not None else "direct",
         "parameter_tensors": w.tensors,
         "batch": w.batch,
         "baseline_step_ms": round(base_ms, 2),
@@ -247,6 +259,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         help="a CUDA-shaped step on CPU: allocator figures that move at every read (synthetic) or hold still (synthetic-steady); see synthetic_allocator",
     )
     p.add_argument("--threads", type=int, default=1, help="torch threads (1 keeps timings steady on a shared machine)")
+    p.add_argument(
+        "--writer",
+        choices=["journal", "direct"],
+        default="journal",
+        help="memtop train's (repeated step lines kept in a /dev/shm journal, written in batches) or every line written at once (memtop.profile() outside memtop train)",
+    )
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     os.environ["MEMTOP_TENSORBOARD"] = "0"  # as under `memtop train`: events are written by memtop's own process
@@ -257,7 +275,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             builders["encoder"] = lambda: encoder_stack(args.encoder_layers)
         for key, build in builders.items():
             if args.only in (None, key):
-                res = measure(build(), target, args.rounds, args.steps, args.allocator)
+                res = measure(build(), target, args.rounds, args.steps, args.allocator, args.writer)
                 res["target_ms"] = target
                 print(json.dumps(res), flush=True)
                 results.append(res)

@@ -134,7 +134,7 @@ def _journal_bytes(record: Path, offset: int, entries: int, batch: int = 1) -> b
     struct.pack_into("<4sIqqII", data, 0, step_journal.MAGIC, step_journal.VERSION, batch, offset, len(path_b), len(text))
     data[32 : 32 + len(path_b) + len(text)] = path_b + text
     for i in range(entries):
-        struct.pack_into("<qdqdq", data, step_journal.HEADER + 40 * i, batch, 1.7e9 + i, i + 2, 0.01, 5)
+        struct.pack_into("=qdqdq", data, step_journal.HEADER + 40 * i, batch, 1.7e9 + i, i + 2, 0.01, 5)
     return data
 
 
@@ -216,3 +216,27 @@ def test_memtop_train_recovers_a_killed_trainings_journal(tmp_path: Path) -> Non
     assert "killed" in proc.stdout + proc.stderr
     after = set(Path("/dev/shm").glob("memtop-*")) if Path("/dev/shm").is_dir() else set()
     assert after <= before  # its journal directory removed
+
+
+def test_a_batch_no_step_comes_to_write_is_written_by_the_flusher(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The training stops stepping (an evaluation, a checkpoint): its last steps reach the file anyway."""
+    import time
+
+    from test_profiler_repeat_line import real_records
+
+    records = real_records(tmp_path / "real")
+    monkeypatch.setenv(step_journal.ENV_DIR, str(tmp_path))
+    writer = RankFileWriter(tmp_path / "run", 0)
+    (tmp_path / "run").mkdir()
+    rec = dict(records[-1])
+    writer.put(rec)
+    now = time.time()
+    for i in range(3):
+        writer.put_repeat(rec, now + 0.001 * i, rec["step"] + 1 + i, 0.001, 1000)
+    assert writer.path is not None
+    assert len(read_lines(writer.path)) == 1
+    deadline = time.monotonic() + 10
+    while len(read_lines(writer.path)) < 4 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert steps_of(read_lines(writer.path)) == [rec["step"] + i for i in range(4)]
+    writer.close()

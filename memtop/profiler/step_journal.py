@@ -23,13 +23,14 @@ never has to allocate a page: it cannot raise SIGBUS the way a mapping of a disk
 the disk fills. Without the directory (a run outside ``memtop train``, no ``/dev/shm``) every
 line is written at once, as before.
 
-Layout (little-endian): a header of :data:`HEADER` bytes (magic, version, the batch's number, the
+Layout: a header of :data:`HEADER` bytes, little-endian (magic, version, the batch's number, the
 record file's size where the batch's first line goes (-1: nothing to recover), the record file's
 path, the five pieces of text around the four numbers, from :meth:`~memtop.profiler.step_delta.
-DeltaStepEncoder.repeat_pieces`), then :data:`CAPACITY` entries of 40 bytes, each stored in one
-copy: the batch it belongs to (int64), time (double), step (int64), step time (double, NaN for
-none), device_used (int64, -1 for none). The batch's lines are those of its entries from the
-first, up to the first entry of another batch.
+DeltaStepEncoder.repeat_pieces`), then :data:`CAPACITY` entries of five 8-byte words in the
+machine's order (the journal never leaves the machine): the batch it belongs to (int64, stored
+last), time (double), step (int64), step time (double, NaN for none), device_used (int64, -1 for
+none). The batch's lines are those of its entries from the first, up to the first entry of
+another batch.
 """
 
 from __future__ import annotations
@@ -56,9 +57,11 @@ VERSION: Final = 1
 SUFFIX: Final = ".journal"
 _FIXED = struct.Struct("<4sIqqII")  # magic, version, batch, file offset, path length, pieces length
 _WORD = struct.Struct("<q")  # the batch (at 8) and the file offset (at 16), each stored alone
-_ENTRY = struct.Struct("<qdqdq")  # the batch it belongs to, then the four numbers: one store
+_ENTRY = struct.Struct("=qdqdq")  # the batch it belongs to, then the four numbers (native order: memoryview stores)
 SIZE: Final = HEADER + CAPACITY * _ENTRY.size
 _NOTHING: Final = -1  # the file offset of a journal with nothing to recover
+_FIRST_WORD: Final = HEADER // 8  # the first entry's first 8-byte word
+assert _ENTRY.size == 40 and struct.calcsize("=q") == struct.calcsize("=d") == 8 and HEADER % 8 == 0
 _NONE_USED: Final = -1
 _recovering = threading.Lock()
 _SEP: Final = "\x00"  # between the pieces (JSON text holds no raw NUL: json writes it \u0000)
@@ -124,7 +127,10 @@ class StepJournal:
         self.count = 0  # entries of the batch (the header's count may trail by the one in flight)
         self.started = 0.0  # the batch's first record time
         self._batch = 0  # batches so far: an entry belongs to the batch its first field names
-        self._pack = _ENTRY.pack_into
+        # the entries as 8-byte words: stored one by one (cheaper than packing them on a cold
+        # training thread), the batch's number last: an entry counts once it is whole
+        self._words = memoryview(mm).cast("q")
+        self._floats = memoryview(mm).cast("d")
 
     @classmethod
     def open(cls, directory: Path) -> StepJournal | None:
@@ -173,10 +179,17 @@ class StepJournal:
         return True
 
     def add(self, time: float, step: int, step_time: float | None, device_used: int | None) -> None:
-        """Store a step (:func:`representable` numbers; a batch begun and not full), in one copy
-        that names the batch: a reader takes the entries that name the header's batch."""
+        """Store a step (:func:`representable` numbers; a batch begun and not full): its numbers,
+        then the batch's number that makes it one of the batch's entries (a reader takes the
+        entries that name the header's batch; an aligned 8-byte store is never half done)."""
         n = self.count
-        self._pack(self._mm, HEADER + n * 40, self._batch, time, step, _NAN if step_time is None else step_time, _NONE_USED if device_used is None else device_used)
+        at = _FIRST_WORD + n * 5
+        floats, words = self._floats, self._words
+        floats[at + 1] = time
+        words[at + 2] = step
+        floats[at + 3] = _NAN if step_time is None else step_time
+        words[at + 4] = _NONE_USED if device_used is None else device_used
+        words[at] = self._batch
         self.count = n + 1
 
     def due(self, now: float) -> bool:
@@ -197,10 +210,15 @@ class StepJournal:
         """The lines taken were written (or lost to a failed write): nothing for a recovery."""
         _WORD.pack_into(self._mm, 16, _NOTHING)
 
-    def close(self) -> None:
-        """Unmap and remove the journal (its lines written: :meth:`take` first)."""
+    def _unmap(self) -> None:
+        self._words.release()
+        self._floats.release()
         with contextlib.suppress(OSError, ValueError, BufferError):
             self._mm.close()
+
+    def close(self) -> None:
+        """Unmap and remove the journal (its lines written: :meth:`take` first)."""
+        self._unmap()
         with contextlib.suppress(OSError):
             os.close(self._fd)
         with contextlib.suppress(OSError):
@@ -208,8 +226,7 @@ class StepJournal:
 
     def abandon(self) -> None:
         """A forked child's copy of its parent's journal: never written here (the mapping is shared)."""
-        with contextlib.suppress(OSError, ValueError, BufferError):
-            self._mm.close()
+        self._unmap()
         with contextlib.suppress(OSError):
             os.close(self._fd)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+import time
 import weakref
 from collections import deque
 from collections.abc import Callable
@@ -14,7 +15,7 @@ from typing import Any
 from memtop.profiler import rankfile
 from memtop.profiler.step_delta import DeltaStepEncoder, repeat_line
 from memtop.profiler.step_index import STEP_HEAD, StepIndexWriter
-from memtop.profiler.step_journal import ENV_DIR, StepJournal, representable
+from memtop.profiler.step_journal import ENV_DIR, FLUSH_SECONDS, StepJournal, representable
 from memtop.profiler.step_line import StepLineEncoder
 
 
@@ -121,9 +122,36 @@ def _after_fork_in_child() -> None:
     _process_id = os.getpid()
     for writer in list(_writers):
         writer._lock = threading.RLock()
+    _flusher.clear()  # (threads do not survive a fork)
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
+
+_flusher: list[threading.Thread] = []  # this process's, started with its first journal
+
+
+def _start_flusher() -> None:
+    """A thread that writes a journal's batch once it is :data:`~memtop.profiler.step_journal.
+    FLUSH_SECONDS` old and no step came to write it (an evaluation, a checkpoint, the training
+    waiting on something): the file, and the dashboard reading it, never lag the steps by more
+    than about twice that. It only ever takes a writer's lock when the training thread does not
+    hold it, wakes twice a second, and does nothing while the steps write their own batches."""
+    if _flusher:
+        return
+    thread = threading.Thread(target=_flush_stale_journals, name="memtop-journal", daemon=True)
+    _flusher.append(thread)
+    try:
+        thread.start()
+    except RuntimeError:  # interpreter shutting down: the exit record writes the batch
+        _flusher.clear()
+
+
+def _flush_stale_journals() -> None:
+    pid = _process_id
+    while pid == _process_id:
+        time.sleep(FLUSH_SECONDS)
+        for writer in list(_writers):
+            writer.flush_stale()
 
 
 class RankFileWriter:
@@ -187,6 +215,8 @@ class RankFileWriter:
         directory = os.environ.get(ENV_DIR)
         if directory:
             self._journal, self._journal_pid = StepJournal.open(Path(directory)), _process_id
+            if self._journal is not None:
+                _start_flusher()
         return fd
 
     def _settle(self) -> None:
@@ -273,6 +303,20 @@ class RankFileWriter:
             self.failed_writes += len(lines)
         finally:
             journal.written()
+
+    def flush_stale(self) -> None:
+        """From the flusher thread: write the journal's batch if it is due and no step wrote it;
+        never waits for the training thread (its lock taken only where free)."""
+        if not self._lock.acquire(blocking=False):
+            return
+        try:
+            journal, fd = self._journal, self._fd
+            if journal is not None and journal.count and fd is not None and self._pid == _process_id and journal.due(time.time()):
+                self._flush_journal(fd)
+        except OSError:
+            pass  # (counted by _flush_journal; the next step's record says the rest)
+        finally:
+            self._lock.release()
 
     def _journaled(self, fd: int, last: dict[str, Any], time: float, step: int, step_time: float | None, device_used: int | None) -> bool:
         """Store a repeat of ``last`` in the journal, where there is one and the line is a repeat's."""
