@@ -116,15 +116,16 @@ def test_sigkill_from_outside_keeps_every_finished_step_once_the_journal_is_reco
 
 
 def test_a_journal_of_a_live_process_is_left_alone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(step_journal.ENV_DIR, str(tmp_path))
-    journal = step_journal.StepJournal.open(tmp_path)
+    journals = tmp_path / "journals"
+    journals.mkdir()
+    journal = step_journal.StepJournal.open(journals)
     assert journal is not None
     assert journal.begin(("a", "b", "c", "d", "e"), tmp_path / "rank0.jsonl", 0, 1.0)
     journal.add(1.5, 1, 0.5, 3)
-    assert step_journal.recover(tmp_path, tmp_path) == 0  # ours: this process is alive
+    assert step_journal.recover(journals, tmp_path) == 0  # ours: this process is alive
     assert journal.path.exists()
     journal.close()
-    assert not journal.path.exists()
+    assert not journals.exists()  # the last journal closed takes the directory with it
 
 
 def _journal_bytes(record: Path, offset: int, entries: int, batch: int = 1) -> bytearray:

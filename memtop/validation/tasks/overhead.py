@@ -38,6 +38,7 @@ os.environ["MEMTOP_TENSORBOARD"] = "0"  # as under memtop train: events are writ
 import torch  # noqa: E402
 
 import memtop  # noqa: E402
+from memtop.profiler import step_journal  # noqa: E402
 from memtop.runs.records import StepRecord  # noqa: E402
 from memtop.validation.checks import read_records  # noqa: E402
 from memtop.validation.taskkit import DEVICE, REPO, Result, md_table, task_args  # noqa: E402
@@ -134,6 +135,9 @@ def main() -> None:
     w = Workload()
     _, micro_ms = calibrate(w, res)
     tmp = Path(tempfile.mkdtemp(prefix="memtop-overhead-"))
+    journals = step_journal.make_dir()  # memtop train's writer: repeated step lines kept in a journal, written in batches
+    if journals is not None:
+        os.environ[step_journal.ENV_DIR] = str(journals)
     rows: list[list[str]] = []
     figures: dict[str, Any] = {}
     worst = 0.0
@@ -192,6 +196,11 @@ def main() -> None:
                          f"{repeated} of {recorded}"])
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+        if journals is not None:
+            os.environ.pop(step_journal.ENV_DIR, None)
+            shutil.rmtree(journals, ignore_errors=True)
+    writer = f"memtop train's step journal in {journals}" if journals is not None else "every line written at once (no /dev/shm)"
+    res.note(f"\nRecord writer: {writer}.")
     res.note("\n" + md_table(["step", "micro-batches", "bare ms/step", "memtop", "torch.profiler(profile_memory)", "memtop own CPU ms/step",
                               "own CPU / step", "records repeating the one before"], rows))
     res.note(f"\n{rounds} rounds per size. The contract: under 1% of step time for steps of 10 ms and more.")
