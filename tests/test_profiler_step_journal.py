@@ -241,3 +241,15 @@ def test_a_batch_no_step_comes_to_write_is_written_by_the_flusher(tmp_path: Path
         time.sleep(0.05)
     assert steps_of(read_lines(writer.path)) == [rec["step"] + i for i in range(4)]
     writer.close()
+
+
+def test_a_launcher_sweeps_the_empty_directories_of_dead_launchers(tmp_path: Path) -> None:
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (tmp_path / f"memtop-{dead.pid}-0").mkdir()  # a killed memtop's: empty
+    (tmp_path / f"memtop-{dead.pid}-1").mkdir()
+    (tmp_path / f"memtop-{dead.pid}-1" / "7-0.journal").write_bytes(b"x")  # not empty: left alone
+    (tmp_path / f"memtop-{os.getpid()}-5").mkdir()  # a live one's
+    made = step_journal.make_dir(tmp_path)
+    assert made is not None and made.is_dir()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([f"memtop-{dead.pid}-1", f"memtop-{os.getpid()}-5", made.name])

@@ -85,6 +85,7 @@ def make_dir(root: Path | None = None) -> Path | None:
     root = journal_root() if root is None else root
     if root is None:
         return None
+    _sweep(root)
     for n in range(100):
         path = root / f"memtop-{os.getpid()}-{n}"
         try:
@@ -95,6 +96,29 @@ def make_dir(root: Path | None = None) -> Path | None:
             return None
         return path
     return None
+
+
+def _sweep(root: Path) -> None:
+    """Remove the empty journal directories this user's dead launchers left (a ``memtop train``
+    killed before it could remove its own; its training then ended and removed its journals)."""
+    try:
+        names = [n for n in os.listdir(root) if n.startswith("memtop-")]
+    except OSError:
+        return
+    uid = os.getuid() if hasattr(os, "getuid") else None
+    for name in names:
+        try:
+            pid = int(name.split("-")[1])
+        except (IndexError, ValueError):
+            continue
+        path = root / name
+        try:
+            st = os.lstat(path)
+        except OSError:
+            continue
+        if stat.S_ISDIR(st.st_mode) and st.st_uid == uid and not _alive(pid):
+            with contextlib.suppress(OSError):
+                os.rmdir(path)  # (only an empty one: a journal left there is left alone)
 
 
 def remove_dir(directory: Path, run_dir: Path) -> None:
