@@ -241,15 +241,14 @@ class StepJournal:
             self._mm.close()
 
     def close(self) -> None:
-        """Unmap and remove the journal (its lines written: :meth:`take` first), and its directory
-        if it is left empty (the launcher removes it at the end of the run, unless it died first)."""
+        """Unmap and remove the journal (its lines written: :meth:`take` first). The directory stays
+        (another process of the run, or a later session of this one, may open a journal there): the
+        launcher removes it at the end of the run, or the next launcher if this one was killed."""
         self._unmap()
         with contextlib.suppress(OSError):
             os.close(self._fd)
         with contextlib.suppress(OSError):
             os.unlink(self.path)
-        with contextlib.suppress(OSError):
-            os.rmdir(self.path.parent)
 
     def abandon(self) -> None:
         """A forked child's copy of its parent's journal: never written here (the mapping is shared)."""
