@@ -253,3 +253,33 @@ def test_a_launcher_sweeps_the_empty_directories_of_dead_launchers(tmp_path: Pat
     made = step_journal.make_dir(tmp_path)
     assert made is not None and made.is_dir()
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([f"memtop-{dead.pid}-1", f"memtop-{os.getpid()}-5", made.name])
+
+
+def test_a_batch_cut_short_by_a_full_disk_costs_its_lines_and_nothing_after(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The batch's write stops mid-line (a disk filling up): its lines count as failed (those that
+    landed whole stay readable), the next line starts a fresh one, every other line is whole."""
+    from test_profiler_repeat_line import _Tear, real_records
+
+    from memtop.runs.reader import read_file
+
+    records = real_records(tmp_path / "real")
+    tear = _Tear()
+    monkeypatch.setattr("memtop.profiler.writers.os.write", tear)
+    monkeypatch.setenv(step_journal.ENV_DIR, str(tmp_path))
+    (tmp_path / "run").mkdir()
+    writer = RankFileWriter(tmp_path / "run", 0)
+    rec = dict(records[-1])
+    writer.put(rec)
+    first = rec["step"]
+    for i in (1, 2):
+        writer.put_repeat(rec, 1.7e9 + 0.01 * i, first + i, 0.01, 1000)
+    tear.armed = 1  # the batch's write (3 lines): a line and a half, then ENOSPC
+    writer.put_repeat(rec, 1.7e9 + 1.0, first + 3, 0.01, 1000)  # a second later: the batch is due
+    assert writer.failed_writes == 3
+    for i in (4, 5, 6):
+        writer.put_repeat(rec, 1.7e9 + 1.0 + 0.01 * i, first + i, 0.01, 1000)
+    writer.close()
+    assert writer.path is not None
+    recs, skipped, error = read_file(writer.path)
+    assert error is None and sum(skipped.values()) == 1  # the torn line only
+    assert [r.as_json()["step"] for r in recs] == [first, first + 1, first + 4, first + 5, first + 6]

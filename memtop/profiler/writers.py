@@ -321,15 +321,16 @@ class RankFileWriter:
     def _journaled(self, fd: int, last: dict[str, Any], time: float, step: int, step_time: float | None, device_used: int | None) -> bool:
         """Store a repeat of ``last`` in the journal, where there is one and the line is a repeat's."""
         journal = self._journal
-        if journal is None or self._on_written is not None or not representable(time, step, step_time, device_used):
-            return False
+        if journal is None or self._on_written is not None or self._torn or not representable(time, step, step_time, device_used):
+            return False  # (torn: the next line written starts with the newline that ends the torn one)
         encoder = self._encoder
         pieces = encoder.repeat_pieces(last, self.rank)
         if pieces is None:
             return False
         if pieces is not journal.pieces:  # a new batch: the lines of the last one first
             self._flush_journal(fd)
-            if self.path is None or not journal.begin(pieces, self.path, os.fstat(fd).st_size, time):
+            pieces = encoder.repeat_pieces(last, self.rank)  # (asked again: a failed write resets the encoder)
+            if pieces is None or self._torn or self.path is None or not journal.begin(pieces, self.path, os.fstat(fd).st_size, time):
                 return False
             self._journal_rec = last
         journal.add(time, step, step_time, device_used)
