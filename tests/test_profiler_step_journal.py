@@ -45,15 +45,22 @@ def test_a_killed_writers_journal_recovers_the_general_paths_bytes(tmp_path_fact
     compare_paths(tmp_path_factory, ops, journal=True, crash=True)
 
 
-def test_repeats_wait_in_the_journal_and_go_before_any_other_record(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def journaled_writer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[RankFileWriter, dict[str, Any]]:
+    """A writer with a journal in ``tmp_path`` (as under memtop train), a real step record written full."""
     from test_profiler_repeat_line import real_records
 
     records = real_records(tmp_path / "real")
     monkeypatch.setenv(step_journal.ENV_DIR, str(tmp_path))
-    writer = RankFileWriter(tmp_path / "run", 0)
     (tmp_path / "run").mkdir()
+    writer = RankFileWriter(tmp_path / "run", 0)
     rec = dict(records[-1])
     writer.put(rec)
+    assert writer.path is not None
+    return writer, rec
+
+
+def test_repeats_wait_in_the_journal_and_go_before_any_other_record(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    writer, rec = journaled_writer(tmp_path, monkeypatch)
     assert writer.path is not None
     size = writer.path.stat().st_size
     for i in range(5):
@@ -223,14 +230,7 @@ def test_a_batch_no_step_comes_to_write_is_written_by_the_flusher(tmp_path: Path
     """The training stops stepping (an evaluation, a checkpoint): its last steps reach the file anyway."""
     import time
 
-    from test_profiler_repeat_line import real_records
-
-    records = real_records(tmp_path / "real")
-    monkeypatch.setenv(step_journal.ENV_DIR, str(tmp_path))
-    writer = RankFileWriter(tmp_path / "run", 0)
-    (tmp_path / "run").mkdir()
-    rec = dict(records[-1])
-    writer.put(rec)
+    writer, rec = journaled_writer(tmp_path, monkeypatch)
     now = time.time()
     for i in range(3):
         writer.put_repeat(rec, now + 0.001 * i, rec["step"] + 1 + i, 0.001, 1000)
@@ -258,18 +258,13 @@ def test_a_launcher_sweeps_the_empty_directories_of_dead_launchers(tmp_path: Pat
 def test_a_batch_cut_short_by_a_full_disk_costs_its_lines_and_nothing_after(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The batch's write stops mid-line (a disk filling up): its lines count as failed (those that
     landed whole stay readable), the next line starts a fresh one, every other line is whole."""
-    from test_profiler_repeat_line import _Tear, real_records
+    from test_profiler_repeat_line import _Tear
 
     from memtop.runs.reader import read_file
 
-    records = real_records(tmp_path / "real")
     tear = _Tear()
     monkeypatch.setattr("memtop.profiler.writers.os.write", tear)
-    monkeypatch.setenv(step_journal.ENV_DIR, str(tmp_path))
-    (tmp_path / "run").mkdir()
-    writer = RankFileWriter(tmp_path / "run", 0)
-    rec = dict(records[-1])
-    writer.put(rec)
+    writer, rec = journaled_writer(tmp_path, monkeypatch)
     first = rec["step"]
     for i in (1, 2):
         writer.put_repeat(rec, 1.7e9 + 0.01 * i, first + i, 0.01, 1000)
