@@ -211,19 +211,20 @@ for step in range(1, 10_000):
 def test_memtop_train_recovers_a_killed_trainings_journal(tmp_path: Path) -> None:
     """The real CLI: the training dies of SIGKILL between two batches; memtop writes what its
     journal held before it reads the run, and leaves no journal directory behind."""
-    from conftest import read_records, run_memtop
+    from conftest import REPO, memtop_cmd, read_records
 
     script = tmp_path / "train.py"
     script.write_text(SELF_KILL)
-    before = set(Path("/dev/shm").glob("memtop-*")) if Path("/dev/shm").is_dir() else set()
-    proc = run_memtop("train", "--no-tui", "--runs-dir", str(tmp_path / "runs"), "--", sys.executable, str(script))
+    env = {k: v for k, v in os.environ.items() if k not in ("MEMTOP_RUN_DIR", step_journal.ENV_DIR)}
+    argv = memtop_cmd("train", "--no-tui", "--runs-dir", str(tmp_path / "runs"), "--", sys.executable, str(script))
+    proc = subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+    out, err = proc.communicate(timeout=120)
     assert proc.returncode != 0
     (run_dir,) = (tmp_path / "runs").iterdir()
     steps = [r["step"] for r in read_records(run_dir) if r["type"] == "step"]
-    assert steps == list(range(1, 401)), (len(steps), proc.stderr[-2000:])
-    assert "killed" in proc.stdout + proc.stderr
-    after = set(Path("/dev/shm").glob("memtop-*")) if Path("/dev/shm").is_dir() else set()
-    assert after <= before  # its journal directory removed
+    assert steps == list(range(1, 401)), (len(steps), err[-2000:])
+    assert "killed" in out + err
+    assert not list(Path("/dev/shm").glob(f"memtop-{proc.pid}-*"))  # its journal directory removed
 
 
 def test_a_batch_no_step_comes_to_write_is_written_by_the_flusher(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
