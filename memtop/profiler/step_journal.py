@@ -148,7 +148,7 @@ class StepJournal:
         self._fd = fd
         self._mm = mm
         self.pieces: tuple[str, ...] | None = None  # the batch's text (None: no batch begun)
-        self.count = 0  # entries of the batch (the header's count may trail by the one in flight)
+        self.count = 0  # entries of the batch so far
         self.started = 0.0  # the batch's first record time
         self._batch = 0  # batches so far: an entry belongs to the batch its first field names
         # the entries as 8-byte words: stored one by one (cheaper than packing them on a cold
