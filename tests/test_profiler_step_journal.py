@@ -132,7 +132,12 @@ def test_a_journal_of_a_live_process_is_left_alone(tmp_path: Path, monkeypatch: 
     assert step_journal.recover(journals, tmp_path) == 0  # ours: this process is alive
     assert journal.path.exists()
     journal.close()
-    assert journals.is_dir() and not list(journals.iterdir())  # the journal removed, the directory left to the launcher
+    assert journal.path.exists()  # closed with a batch pending (a flush cut short): left for the launcher
+    again = step_journal.StepJournal.open(journals)
+    assert again is not None
+    again.close()
+    assert not again.path.exists()  # nothing pending: removed
+    assert journals.is_dir()  # the directory is the launcher's to remove
 
 
 def _journal_bytes(record: Path, offset: int, entries: int, batch: int = 1) -> bytearray:
@@ -185,7 +190,8 @@ def test_damaged_or_foreign_journals_are_never_trusted(tmp_path: Path) -> None:
         journal.write_bytes(bytes(data))
         step_journal.recover_file(journal, run)
         assert outside.read_bytes() == b""
-        read_lines(record)  # every line whole, valid JSON
+        steps = steps_of(read_lines(record))  # every line whole, valid JSON
+        assert len(steps) == len(set(steps))  # none twice
     os.symlink(record, tmp_path / "3-0.journal")
     assert step_journal.recover_file(tmp_path / "3-0.journal", run) == 0  # a link is not read
     (tmp_path / "4-0.journal").mkdir()
@@ -194,6 +200,7 @@ def test_damaged_or_foreign_journals_are_never_trusted(tmp_path: Path) -> None:
 
 SELF_KILL = """
 import os, signal
+from pathlib import Path
 import torch
 
 model = torch.nn.Sequential(torch.nn.Linear(32, 64), torch.nn.ReLU(), torch.nn.Linear(64, 8))
@@ -204,6 +211,9 @@ for step in range(1, 10_000):
     opt.step()
     opt.zero_grad()
     if step == 400:
+        from memtop.profiler import step_journal  # what the journal holds that the file lacks, right before the kill
+        held = [step_journal.read(p) for p in Path(os.environ[step_journal.ENV_DIR]).glob("*.journal")]
+        print("journal holds", sum(len(h[2]) for h in held if h is not None), flush=True)
         os.kill(os.getpid(), signal.SIGKILL)
 """
 
@@ -224,6 +234,8 @@ def test_memtop_train_recovers_a_killed_trainings_journal(tmp_path: Path) -> Non
     steps = [r["step"] for r in read_records(run_dir) if r["type"] == "step"]
     assert steps == list(range(1, 401)), (len(steps), err[-2000:])
     assert "killed" in out + err
+    held = [line for line in out.splitlines() if line.startswith("journal holds")]
+    assert held and int(held[0].split()[-1]) > 0, out[-2000:]  # recovered: the file lacked them when the training died
     assert not list(Path("/dev/shm").glob(f"memtop-{proc.pid}-*"))  # its journal directory removed
 
 
@@ -244,16 +256,31 @@ def test_a_batch_no_step_comes_to_write_is_written_by_the_flusher(tmp_path: Path
     writer.close()
 
 
-def test_a_launcher_sweeps_the_empty_directories_of_dead_launchers(tmp_path: Path) -> None:
+def test_a_launcher_sweeps_the_directories_of_dead_launchers(tmp_path: Path) -> None:
+    """A killed memtop leaves its journal directory: the next one writes what its journals hold
+    into their runs' rank files (only such files), then removes it; a live launcher's is left."""
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    (tmp_path / f"memtop-{dead.pid}-0").mkdir()  # a killed memtop's: empty
-    (tmp_path / f"memtop-{dead.pid}-1").mkdir()
-    (tmp_path / f"memtop-{dead.pid}-1" / "7-0.journal").write_bytes(b"x")  # not empty: left alone
-    (tmp_path / f"memtop-{os.getpid()}-5").mkdir()  # a live one's
-    made = step_journal.make_dir(tmp_path)
+    run = tmp_path / "runs" / "r1"
+    run.mkdir(parents=True)
+    (run / "meta.json").write_text("{}")
+    record = run / "rank0.jsonl"
+    record.write_bytes(b'{"type":"step","step":1}\n')
+    shm = tmp_path / "shm"
+    shm.mkdir()
+    (shm / f"memtop-{dead.pid}-0").mkdir()  # a killed memtop's, empty
+    stale = shm / f"memtop-{dead.pid}-1"
+    stale.mkdir()
+    (stale / f"{dead.pid}-0.journal").write_bytes(_journal_bytes(record, record.stat().st_size, 2))
+    elsewhere = tmp_path / "not-a-run.jsonl"
+    elsewhere.write_bytes(b"")
+    (stale / f"{dead.pid}-1.journal").write_bytes(_journal_bytes(elsewhere, 0, 2))  # not a run's rank file
+    (shm / f"memtop-{os.getpid()}-5").mkdir()  # a live one's
+    made = step_journal.make_dir(shm)
     assert made is not None and made.is_dir()
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([f"memtop-{dead.pid}-1", f"memtop-{os.getpid()}-5", made.name])
+    assert sorted(p.name for p in shm.iterdir()) == sorted([f"memtop-{os.getpid()}-5", made.name])
+    assert steps_of(read_lines(record)) == [1, 2, 3]
+    assert elsewhere.read_bytes() == b""
 
 
 def test_a_batch_cut_short_by_a_full_disk_costs_its_lines_and_nothing_after(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -279,3 +306,49 @@ def test_a_batch_cut_short_by_a_full_disk_costs_its_lines_and_nothing_after(tmp_
     recs, skipped, error = read_file(writer.path)
     assert error is None and sum(skipped.values()) == 1  # the torn line only
     assert [r.as_json()["step"] for r in recs] == [first, first + 1, first + 4, first + 5, first + 6]
+
+
+@pytest.mark.parametrize("where", ["formatting", "after the write"])
+def test_a_flush_cut_short_loses_nothing_and_writes_nothing_twice(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str) -> None:
+    """Ctrl-C (or a signal handler's exception) in the middle of writing a batch: the batch stays
+    in the journal until it is in the file; the next flush writes what the file lacks of it."""
+    writer, rec = journaled_writer(tmp_path, monkeypatch)
+    first = rec["step"]
+    for i in (1, 2, 3):
+        writer.put_repeat(rec, 1.7e9 + 0.01 * i, first + i, 0.01, 1000)
+    journal = writer._journal
+    assert journal is not None
+    target = "lines" if where == "formatting" else "written"
+    real = getattr(step_journal.StepJournal, target)
+    calls = [0]
+
+    def interrupted(self: step_journal.StepJournal) -> Any:
+        calls[0] += 1
+        if calls[0] == 1:
+            raise KeyboardInterrupt
+        return real(self)
+
+    monkeypatch.setattr(step_journal.StepJournal, target, interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        writer.write_now({"type": "warning", "message": "first try"})
+    writer.write_now({"type": "warning", "message": "after"})  # the next write: the batch's rest first
+    writer.close()
+    assert writer.path is not None
+    lines = read_lines(writer.path)
+    assert steps_of(lines) == [first, first + 1, first + 2, first + 3]
+    assert [r.get("message") for r in lines if r["type"] == "warning"] == ["after"]
+
+
+def test_a_process_killed_before_its_batch_and_after_another_record_is_not_recovered_into_a_broken_line(tmp_path: Path) -> None:
+    """The header names a batch, but the file holds another record where the batch goes (a signal
+    handler wrote the exit record first): recovery writes nothing rather than half a line."""
+    record = tmp_path / "rank0.jsonl"
+    record.write_bytes(b'{"type":"step","step":1}\n')
+    offset = record.stat().st_size
+    with record.open("ab") as fh:
+        fh.write(b'{"type":"exit","steps":1}\n')  # longer than nothing, shorter than the batch
+    journal = tmp_path / "1-0.journal"
+    journal.write_bytes(_journal_bytes(record, offset, 3))
+    before = record.read_bytes()
+    assert step_journal.recover_file(journal, tmp_path) == 0
+    assert record.read_bytes() == before

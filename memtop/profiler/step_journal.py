@@ -39,6 +39,7 @@ import contextlib
 import json
 import mmap
 import os
+import re
 import shutil
 import stat
 import struct
@@ -99,8 +100,9 @@ def make_dir(root: Path | None = None) -> Path | None:
 
 
 def _sweep(root: Path) -> None:
-    """Remove the empty journal directories this user's dead launchers left (a ``memtop train``
-    killed before it could remove its own; its training then ended and removed its journals)."""
+    """Remove the journal directories this user's dead launchers left (a ``memtop train`` killed
+    before it could remove its own: its training then ended too, and wrote its own batches unless
+    it was killed as well), what their journals hold written first (:func:`_recover_stale`)."""
     try:
         names = [n for n in os.listdir(root) if n.startswith("memtop-")]
     except OSError:
@@ -117,8 +119,29 @@ def _sweep(root: Path) -> None:
         except OSError:
             continue
         if stat.S_ISDIR(st.st_mode) and st.st_uid == uid and not _alive(pid):
-            with contextlib.suppress(OSError):
-                os.rmdir(path)  # (only an empty one: a journal left there is left alone)
+            _recover_stale(path)
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _recover_stale(directory: Path) -> None:
+    """A dead launcher's journals (it died before its run ended, or left by ``os._exit``): each
+    written into its own record file, where that is a rank file of a run directory (a regular
+    ``rank<N>.jsonl`` or ``proc<PID>.jsonl`` beside a ``meta.json``) and lacks them; the
+    directory is this user's and private (0700), so its journals are this user's runs'."""
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return
+    for name in names:
+        if not name.endswith(SUFFIX) or _alive(_journal_pid(name)):
+            continue
+        found = read(directory / name)
+        if found is None:
+            continue
+        record = found[0]
+        run = os.path.dirname(os.path.realpath(record))
+        if re.fullmatch(r"(rank|proc)\d+\.jsonl", record.name) and os.path.isfile(os.path.join(run, "meta.json")):
+            _append_missing(found, run)
 
 
 def remove_dir(directory: Path, run_dir: Path) -> None:
@@ -151,6 +174,7 @@ class StepJournal:
         self.count = 0  # entries of the batch so far
         self.started = 0.0  # the batch's first record time
         self._batch = 0  # batches so far: an entry belongs to the batch its first field names
+        self.offset = 0  # the record file's size where the batch's first line goes
         # the entries as 8-byte words: stored one by one (cheaper than packing them on a cold
         # training thread), the batch's number last: an entry counts once it is whole
         self._words = memoryview(mm).cast("q")
@@ -199,7 +223,7 @@ class StepJournal:
         mm[_FIXED.size : _FIXED.size + len(path_b) + len(text)] = path_b + text
         _FIXED.pack_into(mm, 0, MAGIC, VERSION, batch, _NOTHING, len(path_b), len(text))
         _WORD.pack_into(mm, 16, file_size)
-        self.pieces, self.count, self.started, self._batch = pieces, 0, now, batch
+        self.pieces, self.count, self.started, self._batch, self.offset = pieces, 0, now, batch, file_size
         return True
 
     def add(self, time: float, step: int, step_time: float | None, device_used: int | None) -> None:
@@ -216,23 +240,33 @@ class StepJournal:
         words[at] = self._batch
         self.count = n + 1
 
+    def full(self) -> bool:
+        return self.count >= CAPACITY
+
     def due(self, now: float) -> bool:
         """The batch is full, or began :data:`FLUSH_SECONDS` before ``now`` (a step's record time;
         a clock set back ends the batch too)."""
         return self.count >= CAPACITY or not 0.0 <= now - self.started < FLUSH_SECONDS
 
-    def take(self) -> list[bytes]:
-        """The batch's lines, formatted; the journal is empty after (its header keeps them, for a
-        recovery, until :meth:`written` or the next batch)."""
+    def lines(self) -> list[bytes]:
+        """The batch's lines, formatted. The journal is unchanged until :meth:`written`: a flush
+        cut short (a signal handler, Ctrl-C) leaves the batch to the next flush or to a recovery."""
         pieces, n = self.pieces, self.count
-        self.pieces, self.count = None, 0
         if pieces is None or not n:
             return []
         return _lines(pieces, self._mm, self._batch, n)
 
+    def landed(self, fd: int, record_path: Path, data: bytes) -> int | None:
+        """How much of ``data`` (the batch's lines) the record file (open as ``fd``) already holds
+        where the batch goes: 0 as a rule; more after a flush cut short between its write and
+        :meth:`written`; None where the file holds other bytes there."""
+        return _landed(fd, record_path, self.offset, data)
+
     def written(self) -> None:
-        """The lines taken were written (or lost to a failed write): nothing for a recovery."""
+        """The batch's lines are in the file (or lost to a failed write): nothing for a recovery,
+        then an empty journal (in this order: a batch is never both written and pending)."""
         _WORD.pack_into(self._mm, 16, _NOTHING)
+        self.pieces, self.count = None, 0
 
     def _unmap(self) -> None:
         self._words.release()
@@ -241,14 +275,17 @@ class StepJournal:
             self._mm.close()
 
     def close(self) -> None:
-        """Unmap and remove the journal (its lines written: :meth:`take` first). The directory stays
-        (another process of the run, or a later session of this one, may open a journal there): the
-        launcher removes it at the end of the run, or the next launcher if this one was killed."""
+        """Unmap the journal and remove it, unless a batch is still pending (a flush cut short at
+        the end: the launcher's recovery writes it). The directory stays (another process of the
+        run, or a later session of this one, may open a journal there): the launcher removes it at
+        the end of the run, or the next launcher if this one was killed."""
+        pending = self.count > 0
         self._unmap()
         with contextlib.suppress(OSError):
             os.close(self._fd)
-        with contextlib.suppress(OSError):
-            os.unlink(self.path)
+        if not pending:
+            with contextlib.suppress(OSError):
+                os.unlink(self.path)
 
     def abandon(self) -> None:
         """A forked child's copy of its parent's journal: never written here (the mapping is shared)."""
@@ -319,6 +356,19 @@ def _a_step_line(line: bytes) -> bool:
     return isinstance(doc, dict) and doc.get("type") == "step" and line.endswith(b"}\n") and line.count(b"\n") == 1
 
 
+def _landed(fd: int, record_path: Path, offset: int, data: bytes) -> int | None:
+    """The bytes of ``data`` that the file (open as ``fd``; read through ``record_path``) holds
+    from ``offset``: 0..len(data), or None where it holds other bytes there (or is shorter)."""
+    have = min(os.fstat(fd).st_size - offset, len(data))
+    if have <= 0:
+        return 0 if have == 0 else None
+    rfd = os.open(record_path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+    try:
+        return have if os.pread(rfd, have, offset) == data[:have] else None
+    finally:
+        os.close(rfd)
+
+
 def recover(directory: Path, run_dir: Path) -> int:
     """After the training ended: write into each record file of ``run_dir`` the lines its
     journal in ``directory`` holds that the file lacks (the journal's process died before it
@@ -338,11 +388,16 @@ def recover(directory: Path, run_dir: Path) -> int:
 def _recover_named(directory: Path, name: str, run_dir: Path) -> int:
     if not name.endswith(SUFFIX):
         return 0
+    pid = _journal_pid(name)
+    return 0 if not pid or _alive(pid) else recover_file(directory / name, run_dir)
+
+
+def _journal_pid(name: str) -> int:
+    """The pid a journal's name starts with (``<pid>-<n>.journal``), 0 where it has none."""
     try:
-        pid = int(name.split("-", 1)[0])
+        return int(name.split("-", 1)[0])
     except ValueError:
         return 0
-    return 0 if _alive(pid) else recover_file(directory / name, run_dir)
 
 
 def recover_file(path: Path, run_dir: Path) -> int:
@@ -356,6 +411,7 @@ def recover_file(path: Path, run_dir: Path) -> int:
 
 
 def _alive(pid: int) -> bool:
+    """Whether process ``pid`` still runs (a zombie does not: it writes nothing more)."""
     if pid <= 0:
         return False
     try:
@@ -364,7 +420,12 @@ def _alive(pid: int) -> bool:
         return False
     except OSError:
         return True  # someone else's process: not ours to judge
-    return True
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            state = fh.read(512).rsplit(b")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True  # no /proc: kill() said it exists
+    return state not in (b"Z", b"X")
 
 
 def _append_missing(found: tuple[Path, int, list[bytes]], run: str) -> int:
@@ -378,10 +439,10 @@ def _append_missing(found: tuple[Path, int, list[bytes]], run: str) -> int:
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             return 0
-        have = os.fstat(fd).st_size - offset  # bytes of the batch the file already holds
         data = b"".join(lines)
-        if have < 0 or have >= len(data):
-            return 0
+        have = _landed(fd, record, offset, data)  # bytes of the batch the file already holds
+        if have is None or have >= len(data):
+            return 0  # all there, or other bytes where the batch goes: never a line written twice or broken
         missing, end = 0, 0
         for line in lines:  # the lines the file lacks, the first maybe in part (a write cut short)
             end += len(line)

@@ -150,7 +150,11 @@ def _flush_stale_journals() -> None:
     pid = _process_id
     while pid == _process_id:
         time.sleep(FLUSH_SECONDS)
-        for writer in list(_writers):
+        try:
+            writers = list(_writers)
+        except RuntimeError:  # (the set changed size while copied: next time)
+            continue
+        for writer in writers:
             writer.flush_stale()
 
 
@@ -191,7 +195,7 @@ class RankFileWriter:
         self.failed_writes = 0
         self._torn = False  # the last write stopped mid-line (disk full)
         self._closed = False
-        self.cpu_seconds = 0.0  # CPU time off the training thread: none, records are written where they are made
+        self.cpu_seconds = 0.0  # CPU time off the training thread: the journal's flusher thread's (records are written where they are made)
         self._journal: StepJournal | None = None  # this process's (memtop train): repeated step lines, in batches
         self._journal_pid = -1
         self._journal_rec: dict[str, Any] | None = None  # the record the batch's lines repeat
@@ -209,6 +213,7 @@ class RankFileWriter:
         self._fd, self._pid, self._torn = fd, _process_id, False
         self._encoder.new_file()  # deltas never refer to a record of another file (a forked child's parent's)
         self.index = StepIndexWriter(self.path) if self._want_index else None
+        self._writing = False  # (a forked child's copy of its parent's state)
         if self._journal is not None and self._journal_pid != _process_id:
             self._journal.abandon()  # a forked child's copy of the parent's (shared) mapping: not ours
         self._journal = None
@@ -290,15 +295,27 @@ class RankFileWriter:
                     index.add(record, n, True)
 
     def _flush_journal(self, fd: int) -> None:
-        """Write the journal's batch (a failed write loses those lines, as :meth:`put` loses a record)."""
+        """Write the journal's batch (a failed write loses those lines, as :meth:`put` loses a record).
+
+        The journal stays as it is until the lines are in the file: a flush cut short (a signal
+        handler writing the exit record, Ctrl-C) leaves the batch to the next flush, which writes
+        what the file lacks of it (never a line twice), or to the launcher's recovery."""
         journal = self._journal
         if journal is None or not journal.count:
             return
-        lines = journal.take()
-        rec = self._journal_rec
+        lines = journal.lines()
+        rec, path = self._journal_rec, self.path
         try:
-            if lines and rec is not None:
-                self._emit(fd, b"".join(lines), rec, True, [len(line) for line in lines])
+            if lines and rec is not None and path is not None:
+                data = b"".join(lines)
+                done = journal.landed(fd, path, data)
+                if not done:  # (None, where the file holds other bytes: cannot happen, as all writes flush first; written all the same)
+                    self._emit(fd, data, rec, True, [len(line) for line in lines])
+                else:  # a flush cut short wrote some or all of it: the rest
+                    if self.index is not None:
+                        self.index.abandon()  # (it never saw those lines)
+                    if done < len(data):
+                        self._emit(fd, data[done:], rec, True)
         except OSError:
             self.failed_writes += len(lines)
         finally:
@@ -306,16 +323,19 @@ class RankFileWriter:
 
     def flush_stale(self) -> None:
         """From the flusher thread: write the journal's batch if it is due and no step wrote it;
-        never waits for the training thread (its lock taken only where free)."""
+        never waits for the training thread (its lock taken only where free), never raises (its
+        CPU time is :attr:`cpu_seconds`)."""
         if not self._lock.acquire(blocking=False):
             return
+        t0 = time.thread_time()
         try:
             journal, fd = self._journal, self._fd
             if journal is not None and journal.count and fd is not None and self._pid == _process_id and journal.due(time.time()):
                 self._flush_journal(fd)
-        except OSError:
-            pass  # (counted by _flush_journal; the next step's record says the rest)
+        except Exception:  # noqa: BLE001 - the flusher must outlive anything (a journal closed under it)
+            pass
         finally:
+            self.cpu_seconds += time.thread_time() - t0
             self._lock.release()
 
     def _journaled(self, fd: int, last: dict[str, Any], time: float, step: int, step_time: float | None, device_used: int | None) -> bool:
@@ -327,12 +347,14 @@ class RankFileWriter:
         pieces = encoder.repeat_pieces(last, self.rank)
         if pieces is None:
             return False
-        if pieces is not journal.pieces:  # a new batch: the lines of the last one first
+        if pieces is not journal.pieces or journal.full():  # a new batch: the lines of the last one first
             self._flush_journal(fd)
             pieces = encoder.repeat_pieces(last, self.rank)  # (asked again: a failed write resets the encoder)
-            if pieces is None or self._torn or self.path is None or not journal.begin(pieces, self.path, os.fstat(fd).st_size, time):
+            if pieces is None or self._torn or self.path is None:
                 return False
             self._journal_rec = last
+            if not journal.begin(pieces, self.path, os.fstat(fd).st_size, time):
+                return False
         journal.add(time, step, step_time, device_used)
         encoder.counted()
         if journal.due(time):
