@@ -175,6 +175,7 @@ class StepJournal:
         self.started = 0.0  # the batch's first record time
         self._batch = 0  # batches so far: an entry belongs to the batch its first field names
         self.offset = 0  # the record file's size where the batch's first line goes
+        self.capacity = min(CAPACITY, (len(mm) - HEADER) // _ENTRY.size)  # entries a batch holds at most
         # the entries as 8-byte words: stored one by one (cheaper than packing them on a cold
         # training thread), the batch's number last: an entry counts once it is whole
         self._words = memoryview(mm).cast("q")
@@ -240,13 +241,10 @@ class StepJournal:
         words[at] = self._batch
         self.count = n + 1
 
-    def full(self) -> bool:
-        return self.count >= CAPACITY
-
     def due(self, now: float) -> bool:
         """The batch is full, or began :data:`FLUSH_SECONDS` before ``now`` (a step's record time;
         a clock set back ends the batch too)."""
-        return self.count >= CAPACITY or not 0.0 <= now - self.started < FLUSH_SECONDS
+        return self.count >= self.capacity or not 0.0 <= now - self.started < FLUSH_SECONDS
 
     def lines(self) -> list[bytes]:
         """The batch's lines, formatted. The journal is unchanged until :meth:`written`: a flush

@@ -347,7 +347,7 @@ class RankFileWriter:
         pieces = encoder.repeat_pieces(last, self.rank)
         if pieces is None:
             return False
-        if pieces is not journal.pieces or journal.full():  # a new batch: the lines of the last one first
+        if pieces is not journal.pieces or journal.count >= journal.capacity:  # a new batch: the lines of the last one first
             self._flush_journal(fd)
             pieces = encoder.repeat_pieces(last, self.rank)  # (asked again: a failed write resets the encoder)
             if pieces is None or self._torn or self.path is None:
