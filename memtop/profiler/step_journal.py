@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import Final
 
 from memtop.profiler.step_delta import repeat_line
+from memtop.runs.safeio import open_regular, read_bounded
 
 ENV_DIR: Final = "MEMTOP_JOURNAL_DIR"
 FLUSH_SECONDS: Final = 0.5
@@ -125,23 +126,11 @@ def _sweep(root: Path) -> None:
 
 def _recover_stale(directory: Path) -> None:
     """A dead launcher's journals (it died before its run ended, or left by ``os._exit``): each
-    written into its own record file, where that is a rank file of a run directory (a regular
-    ``rank<N>.jsonl`` or ``proc<PID>.jsonl`` beside a ``meta.json``) and lacks them; the
+    written into its own record file where that is a run's rank file (:func:`_run_of`); the
     directory is this user's and private (0700), so its journals are this user's runs'."""
-    try:
-        names = os.listdir(directory)
-    except OSError:
-        return
-    for name in names:
-        if not name.endswith(SUFFIX) or _alive(_journal_pid(name)):
-            continue
-        found = read(directory / name)
-        if found is None:
-            continue
-        record = found[0]
-        run = os.path.dirname(os.path.realpath(record))
-        if re.fullmatch(r"(rank|proc)\d+\.jsonl", record.name) and os.path.isfile(os.path.join(run, "meta.json")):
-            _append_missing(found, run)
+    with _recovering:
+        for name in _names(directory):
+            _recover_named(directory, name, None)
 
 
 def remove_dir(directory: Path, run_dir: Path) -> None:
@@ -315,17 +304,9 @@ def read(path: Path) -> tuple[Path, int, list[bytes]] | None:
     None where the file is not a journal of this format (checked field by field: a journal is
     read after its process died, and may be anything)."""
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+        data = read_bounded(path, SIZE)  # (a regular file, never a FIFO or a device; no larger than a journal)
     except OSError:
         return None
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return None
-        data = os.pread(fd, SIZE, 0)
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
     if len(data) < HEADER:
         return None
     magic, version, batch, offset, path_len, pieces_len = _FIXED.unpack_from(data, 0)
@@ -360,11 +341,8 @@ def _landed(fd: int, record_path: Path, offset: int, data: bytes) -> int | None:
     have = min(os.fstat(fd).st_size - offset, len(data))
     if have <= 0:
         return 0 if have == 0 else None
-    rfd = os.open(record_path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
-    try:
-        return have if os.pread(rfd, have, offset) == data[:have] else None
-    finally:
-        os.close(rfd)
+    with open_regular(record_path) as fh:
+        return have if os.pread(fh.fileno(), have, offset) == data[:have] else None
 
 
 def recover(directory: Path, run_dir: Path) -> int:
@@ -376,14 +354,17 @@ def recover(directory: Path, run_dir: Path) -> int:
     regular files directly in ``run_dir`` are written, at their end, and only where the file is
     exactly as long as the journal says it was before those lines (or holds some of them)."""
     with _recovering:  # (the launcher's threads may both see the training end)
-        try:
-            names = sorted(os.listdir(directory))
-        except OSError:
-            return 0
-        return sum(_recover_named(directory, name, run_dir) for name in names)
+        return sum(_recover_named(directory, name, run_dir) for name in _names(directory))
 
 
-def _recover_named(directory: Path, name: str, run_dir: Path) -> int:
+def _names(directory: Path) -> list[str]:
+    try:
+        return sorted(os.listdir(directory))
+    except OSError:
+        return []
+
+
+def _recover_named(directory: Path, name: str, run_dir: Path | None) -> int:
     if not name.endswith(SUFFIX):
         return 0
     pid = _journal_pid(name)
@@ -398,14 +379,27 @@ def _journal_pid(name: str) -> int:
         return 0
 
 
-def recover_file(path: Path, run_dir: Path) -> int:
+def recover_file(path: Path, run_dir: Path | None) -> int:
     """:func:`recover` of one journal whose process is gone (the caller knows it is): the lines
-    its record file lacks written there, the journal removed. Returns the lines written."""
+    its record file lacks written there, the journal removed. Returns the lines written.
+    ``run_dir`` None: the record file's own run directory, where it is one (:func:`_run_of`)."""
     found = read(path)
-    written = 0 if found is None else _append_missing(found, os.path.realpath(run_dir))
+    written = 0
+    if found is not None:
+        run = _run_of(found[0]) if run_dir is None else os.path.realpath(run_dir)
+        written = 0 if run is None else _append_missing(found, run)
     with contextlib.suppress(OSError):
         os.unlink(path)
     return written
+
+
+def _run_of(record: Path) -> str | None:
+    """The run directory of ``record`` where it is a rank file of one (``rank<N>.jsonl`` or
+    ``proc<PID>.jsonl`` beside a ``meta.json``), else None."""
+    run = os.path.dirname(os.path.realpath(record))
+    if re.fullmatch(r"(rank|proc)\d+\.jsonl", record.name) and os.path.isfile(os.path.join(run, "meta.json")):
+        return run
+    return None
 
 
 def _alive(pid: int) -> bool:
