@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from runfactory import GiB, MiB, make_run, step_record
+from textual.widgets import DataTable
 from tuikit import FIXED_NOW, FakeChild, FakeReader, run_app, screen_text, wait_for_data, wait_until
 
 from memtop.tui.app import DashboardApp
@@ -20,6 +21,7 @@ from memtop.tui.screens import ConfirmQuit, HelpScreen
 from memtop.tui.snapshot import RunSnapshot
 from memtop.tui.widgets.logpanel import LogPanel
 from memtop.tui.widgets.ranks import RankTable
+from memtop.tui.widgets.tensors import TensorTable
 
 
 def _app(run: Path, child: FakeChild | None = None, **kw: Any) -> DashboardApp:
@@ -241,6 +243,39 @@ def test_several_ranks_one_row_each_and_click_to_inspect(tmp_path: Path) -> None
         await pilot.pause()
         assert "Device · cuda:2" in screen_text(app)
         assert "6.00 GiB" in screen_text(app)  # rank 2's activations
+
+    run_app(app, body, size=(160, 48))
+
+
+def test_large_tensor_columns_fit_their_cells_as_soon_as_filled(tmp_path: Path) -> None:
+    """Sized when the rows go in, not at the table's next idle: a modal pushed in between (the quit
+    confirmation) drew the table behind it with header-wide columns (a fresh-clone CI snapshot)."""
+    run = make_run(tmp_path, steps=8, ranks=4, exit_code=None, status="running")
+    app = _app(run, FakeChild())
+
+    def assert_fits(table: DataTable[Any], why: object) -> None:
+        assert table.row_count > 0
+        for key, column in table.columns.items():
+            widest = max([column.label.cell_len, *(table.get_cell(row, key).cell_len for row in table.rows)])
+            assert column.get_render_width(table) == widest + 2 * table.cell_padding, (why, key.value)
+
+    async def body(pilot: Any) -> None:
+        await wait_for_data(pilot, app)
+        tensors = app.query_one("#tensors", TensorTable)
+        for narrow in (True, False):
+            tensors.narrow = narrow
+            tensors._shown = None
+            tensors._fill()  # no await: no idle has run since the rows went in
+            assert_fits(tensors, narrow)
+        ranks = app.query_one("#ranks", RankTable)
+        assert app._shown is not None
+        ranks.clear(columns=True)
+        ranks.on_mount()
+        ranks._keys = []
+        ranks.show(app._shown)  # the rows added anew
+        assert_fits(ranks, "ranks added")
+        ranks.show(app._shown)  # the cells updated
+        assert_fits(ranks, "ranks updated")
 
     run_app(app, body, size=(160, 48))
 

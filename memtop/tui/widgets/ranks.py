@@ -10,6 +10,7 @@ from memtop.runs.recordfiles import short_label
 from memtop.tui.fmt import fmt_bytes, fmt_count, fmt_pct, fmt_step_time
 from memtop.tui.snapshot import RankSnapshot, RunSnapshot
 from memtop.tui.widgets.bars import LEVEL_HIGH, level_color
+from memtop.tui.widgets.columns import fit_columns
 
 _COLUMNS = ("rank", "device", "step", "allocated", "reserved", "peak", "max peak", "used / total", "frag", "speed", "state")
 
@@ -68,10 +69,11 @@ class RankTable(DataTable[Text]):
             for r in snap.ranks:
                 self.add_row(*self._cells(r), key=str(r.rank))
             self._keys = keys
-            return
-        for r in snap.ranks:
-            for col, cell in zip(_COLUMNS, self._cells(r), strict=True):
-                self.update_cell(str(r.rank), col, cell)
+        else:
+            for r in snap.ranks:
+                for col, cell in zip(_COLUMNS, self._cells(r), strict=True):
+                    self.update_cell(str(r.rank), col, cell)
+        fit_columns(self)
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
         if event.row_key.value is not None:

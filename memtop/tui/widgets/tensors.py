@@ -8,6 +8,7 @@ from textual.widgets import DataTable
 from memtop.tui.fmt import fmt_bytes, shorten
 from memtop.tui.snapshot import RankSnapshot, TensorRow
 from memtop.tui.widgets.bars import CATEGORY_COLORS, CATEGORY_SHORT
+from memtop.tui.widgets.columns import fit_columns
 from memtop.tui.widgets.panel import set_border
 
 _COLUMNS = ("tensor", "kind", "size", "shape", "dtype")
@@ -71,3 +72,4 @@ class TensorTable(DataTable[Text]):
                 shape = "x".join(str(d) for d in r.shape) if r.shape else "–"
                 cells += [Text(shape, style="dim"), Text(r.dtype, style="dim")]
             self.add_row(*cells, key=str(i))
+        fit_columns(self)
