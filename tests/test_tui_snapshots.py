@@ -67,8 +67,8 @@ async def _ready(pilot: Any) -> None:
             return False
         if len(app.query(SuggestionItem)) != len(shown.suggestions.items):
             return False
-        # a DataTable sizes its columns to new rows on its next idle: a modal pushed before that
-        # leaves the table behind it with header-wide columns (textual's private flag, read only here)
+        # a DataTable measures new rows on its next idle (the dashboard's tables size their columns
+        # when they fill them, tests/test_tui_app.py; textual's private flag, read only here)
         return not any(getattr(t, "_require_update_dimensions", False) for t in app.query(DataTable))
 
     await wait_until(pilot, settled, what="a settled screen")
@@ -104,8 +104,8 @@ def test_cuda_live_run(snap_compare: Any, tmp_path: Path, size: tuple[int, int])
 
 def test_cuda_four_ranks_quit_confirmation(snap_compare: Any, tmp_path: Path) -> None:
     app = _app(_cuda_live(tmp_path, ranks=4), FakeChild())
-    # 80x24: the modal covers most of the large-tensor table (behind a modal, a table whose columns
-    # were not yet sized to its rows stays header-wide: _ready waits for every table's sizing)
+    # 80x24: the modal covers most of the large-tensor table (behind it, that table was once drawn
+    # with header-wide columns: memtop/tui/widgets/columns.py)
     assert snap_compare(app, terminal_size=SMALL, run_before=_ready, press=["q"])
 
 
