@@ -308,7 +308,7 @@ def test_a_batch_cut_short_by_a_full_disk_costs_its_lines_and_nothing_after(tmp_
     assert [r.as_json()["step"] for r in recs] == [first, first + 1, first + 4, first + 5, first + 6]
 
 
-@pytest.mark.parametrize("where", ["formatting", "after the write"])
+@pytest.mark.parametrize("where", ["formatting", "checking the file", "before the write", "after the write"])
 def test_a_flush_cut_short_loses_nothing_and_writes_nothing_twice(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str) -> None:
     """Ctrl-C (or a signal handler's exception) in the middle of writing a batch: the batch stays
     in the journal until it is in the file; the next flush writes what the file lacks of it."""
@@ -318,17 +318,24 @@ def test_a_flush_cut_short_loses_nothing_and_writes_nothing_twice(tmp_path: Path
         writer.put_repeat(rec, 1.7e9 + 0.01 * i, first + i, 0.01, 1000)
     journal = writer._journal
     assert journal is not None
-    target = "lines" if where == "formatting" else "written"
-    real = getattr(step_journal.StepJournal, target)
+    # where the interrupt lands: the journal's formatting, its check of what the file holds, the
+    # writer's write of the batch, or the journal's "written" after it
+    owner, target = {
+        "formatting": (step_journal.StepJournal, "lines"),
+        "checking the file": (step_journal.StepJournal, "landed"),
+        "before the write": (RankFileWriter, "_emit"),
+        "after the write": (step_journal.StepJournal, "written"),
+    }[where]
+    real = getattr(owner, target)
     calls = [0]
 
-    def interrupted(self: step_journal.StepJournal) -> Any:
+    def interrupted(self: Any, *args: Any, **kwargs: Any) -> Any:
         calls[0] += 1
         if calls[0] == 1:
             raise KeyboardInterrupt
-        return real(self)
+        return real(self, *args, **kwargs)
 
-    monkeypatch.setattr(step_journal.StepJournal, target, interrupted)
+    monkeypatch.setattr(owner, target, interrupted)
     with pytest.raises(KeyboardInterrupt):
         writer.write_now({"type": "warning", "message": "first try"})
     writer.write_now({"type": "warning", "message": "after"})  # the next write: the batch's rest first

@@ -318,8 +318,9 @@ class RankFileWriter:
                         self._emit(fd, data[done:], rec, True)
         except OSError:
             self.failed_writes += len(lines)
-        finally:
-            journal.written()
+        # Not in a `finally`: an interrupt (Ctrl-C, a signal handler's SystemExit) anywhere above
+        # leaves the batch in the journal, for the next flush or the launcher's recovery.
+        journal.written()
 
     def flush_stale(self) -> None:
         """From the flusher thread: write the journal's batch if it is due and no step wrote it;
