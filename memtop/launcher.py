@@ -226,7 +226,10 @@ class Child:
         processes hold and the files lack (a training killed between two batches); returns how many."""
         if self._journal is None:
             return 0
-        return step_journal.recover(*self._journal)
+        try:
+            return step_journal.recover(*self._journal)
+        except Exception:  # noqa: BLE001 - (recover never raises; the run's end never depends on it)
+            return 0
 
     def signal_group(self, sig: int) -> None:
         try:

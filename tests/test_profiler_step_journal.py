@@ -122,26 +122,126 @@ def test_sigkill_from_outside_keeps_every_finished_step_once_the_journal_is_reco
     assert not list(journals.iterdir())  # recovered: removed
 
 
-def test_a_journal_of_a_live_process_is_left_alone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+# holds a journal with one step in its batch, as a training between two flushes does
+HOLDER = """
+import sys, time
+from pathlib import Path
+from memtop.profiler import step_journal
+journal = step_journal.StepJournal.open(Path(sys.argv[1]))
+assert journal is not None and journal.begin(tuple(sys.argv[3].split("|")), Path(sys.argv[2]), int(sys.argv[4]), 1.7e9)
+journal.add(1.7e9, 2, 0.01, 5)
+print(journal.path, flush=True)
+time.sleep(120)
+"""
+
+# holds the POSIX lock of a file (a launcher's lock file, a journal), as a live process does
+LOCKER = """
+import fcntl, os, sys, time
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o600)
+fcntl.lockf(fd, fcntl.LOCK_EX)
+print("locked", flush=True)
+time.sleep(120)
+"""
+
+
+def _start(code: str, *args: object) -> tuple[subprocess.Popen[str], str]:
+    """A live process running ``code`` (with memtop importable), and the first line it prints."""
+    from conftest import REPO
+
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([sys.executable, "-c", code, *map(str, args)], env=env, stdout=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+    assert proc.stdout is not None
+    return proc, proc.stdout.readline().strip()
+
+
+def _record(tmp_path: Path) -> Path:
+    run = tmp_path / "run"
+    run.mkdir(exist_ok=True)
+    (run / "meta.json").write_text("{}")
+    record = run / "rank0.jsonl"
+    record.write_bytes(b'{"type":"step","step":1}\n')
+    return record
+
+
+def test_a_journal_of_a_live_process_is_left_alone_and_written_once_it_dies(tmp_path: Path) -> None:
+    """Liveness is the journal's lock, held by its process until it ends however it ends."""
     journals = tmp_path / "journals"
     journals.mkdir()
-    journal = step_journal.StepJournal.open(journals)
-    assert journal is not None
-    assert journal.begin(("a", "b", "c", "d", "e"), tmp_path / "rank0.jsonl", 0, 1.0)
-    journal.add(1.5, 1, 0.5, 3)
-    assert step_journal.recover(journals, tmp_path) == 0  # ours: this process is alive
-    assert journal.path.exists()
-    journal.close()
-    assert journal.path.exists()  # closed with a batch pending (a flush cut short): left for the launcher
-    again = step_journal.StepJournal.open(journals)
-    assert again is not None
-    again.close()
-    assert not again.path.exists()  # nothing pending: removed
-    assert journals.is_dir()  # the directory is the launcher's to remove
+    record = _record(tmp_path)
+    holder, path = _start(HOLDER, journals, record, PIECES.replace("\x00", "|"), record.stat().st_size)
+    try:
+        assert path.endswith(f"{holder.pid}-0.journal")
+        assert step_journal.recover(journals, record.parent) == 0  # its process runs: not read
+        assert step_journal.recover_file(Path(path), None) == 0
+        assert Path(path).exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    assert step_journal.recover(journals, record.parent) == 1  # dead (SIGKILL): its lock went with it
+    assert steps_of(read_lines(record)) == [1, 2]
+    assert not list(journals.iterdir())
 
 
-def _journal_bytes(record: Path, offset: int, entries: int, batch: int = 1) -> bytearray:
-    pieces = '{"type":"step","schema":2,"base":1,"rank":0,"time":\x00,"step":\x00,"step_time":\x00,"device_used":\x00}'
+def test_a_pid_in_a_name_decides_nothing(tmp_path: Path) -> None:
+    """A journal named with a live pid (the dead writer's pid taken by another process) is still
+    written; a launcher's directory named with a pid that does not exist here (another pid
+    namespace sharing /dev/shm) is left while its launcher holds its lock."""
+    record = _record(tmp_path)
+    journals = tmp_path / "journals"
+    journals.mkdir()
+    (journals / f"{os.getpid()}-0.journal").write_bytes(_journal_bytes(record, record.stat().st_size, 2))
+    (journals / f"{1 << 70}-0.journal").write_bytes(b"x")  # a pid no kernel has: nothing to trip on
+    assert step_journal.recover(journals, record.parent) == 2
+    assert steps_of(read_lines(record)) == [1, 2, 3]
+    shm = tmp_path / "shm"
+    shm.mkdir()
+    other = shm / f"memtop-{1 << 22}-0"  # above any pid_max: its launcher lives in another namespace
+    other.mkdir()
+    journal = other / f"{1 << 22}-0.journal"
+    journal.write_bytes(_journal_bytes(record, record.stat().st_size, 1))
+    locker, _ = _start(LOCKER, other / step_journal.LOCK_NAME)
+    try:
+        made = step_journal.make_dir(shm)
+        assert made is not None
+        assert journal.exists() and steps_of(read_lines(record)) == [1, 2, 3]  # left alone
+        step_journal.remove_dir(made, tmp_path)
+    finally:
+        locker.kill()
+        locker.wait()
+    made = step_journal.make_dir(shm)  # its launcher gone: swept now
+    assert made is not None
+    assert not other.exists()
+    step_journal.remove_dir(made, tmp_path)
+    assert not list(shm.iterdir())
+
+
+def test_a_damaged_journal_never_stops_a_launcher(tmp_path: Path) -> None:
+    """What a dead process or a stray write left in a journal: recovery says nothing, writes
+    nothing, removes it; the next run starts."""
+    record = _record(tmp_path)
+    shm = tmp_path / "shm"
+    shm.mkdir()
+    stale = shm / "memtop-1-0"
+    stale.mkdir()
+    (stale / step_journal.LOCK_NAME).write_bytes(b"")  # nobody holds it: a dead launcher's
+    nul = _journal_bytes(record, 0, 2)
+    nul[32 + 3] = 0  # a NUL in the record's path
+    (stale / "1-0.journal").write_bytes(nul)
+    deep = '{"type":"step","x":' + "[" * 3000 + "\x00" * 4 + "}"  # (fits a header; too deep for json)
+    (stale / "2-0.journal").write_bytes(_journal_bytes(record, record.stat().st_size, 1, pieces=deep))
+    (stale / f"{1 << 70}-0.journal").write_bytes(_journal_bytes(record, record.stat().st_size, 1))
+    before = record.read_bytes()
+    made = step_journal.make_dir(shm)
+    assert made is not None
+    assert not stale.exists()
+    assert record.read_bytes() == before + b"".join(step_journal._parse(bytes(_journal_bytes(record, len(before), 1)))[2])  # type: ignore[index]
+    step_journal.remove_dir(made, tmp_path)
+
+
+PIECES = '{"type":"step","schema":2,"base":1,"rank":0,"time":\x00,"step":\x00,"step_time":\x00,"device_used":\x00}'
+
+
+def _journal_bytes(record: Path, offset: int, entries: int, batch: int = 1, pieces: str = PIECES) -> bytearray:
     path_b, text = os.fsencode(record), pieces.encode()
     data = bytearray(step_journal.SIZE)
     struct.pack_into("<4sIqqII", data, 0, step_journal.MAGIC, step_journal.VERSION, batch, offset, len(path_b), len(text))
@@ -258,9 +358,8 @@ def test_a_batch_no_step_comes_to_write_is_written_by_the_flusher(tmp_path: Path
 
 def test_a_launcher_sweeps_the_directories_of_dead_launchers(tmp_path: Path) -> None:
     """A killed memtop leaves its journal directory: the next one writes what its journals hold
-    into their runs' rank files (only such files), then removes it; a live launcher's is left."""
-    dead = subprocess.Popen([sys.executable, "-c", "pass"])
-    dead.wait()
+    into their runs' rank files (only such files), then removes it; a live launcher's is left, and
+    so is a journal whose process outlived its launcher."""
     run = tmp_path / "runs" / "r1"
     run.mkdir(parents=True)
     (run / "meta.json").write_text("{}")
@@ -268,19 +367,38 @@ def test_a_launcher_sweeps_the_directories_of_dead_launchers(tmp_path: Path) -> 
     record.write_bytes(b'{"type":"step","step":1}\n')
     shm = tmp_path / "shm"
     shm.mkdir()
-    (shm / f"memtop-{dead.pid}-0").mkdir()  # a killed memtop's, empty
-    stale = shm / f"memtop-{dead.pid}-1"
+    (shm / "memtop-7-0").mkdir()  # a killed memtop's, empty, its lock file unheld
+    (shm / "memtop-7-0" / step_journal.LOCK_NAME).write_bytes(b"")
+    old = shm / "memtop-7-1"  # one killed between making its directory and its lock file, long ago
+    old.mkdir()
+    os.utime(old, (1e9, 1e9))
+    (shm / "memtop-7-2").mkdir()  # one being made now: no lock file yet
+    stale = shm / "memtop-8-0"
     stale.mkdir()
-    (stale / f"{dead.pid}-0.journal").write_bytes(_journal_bytes(record, record.stat().st_size, 2))
+    (stale / step_journal.LOCK_NAME).write_bytes(b"")
+    (stale / "9-0.journal").write_bytes(_journal_bytes(record, record.stat().st_size, 2))
     elsewhere = tmp_path / "not-a-run.jsonl"
     elsewhere.write_bytes(b"")
-    (stale / f"{dead.pid}-1.journal").write_bytes(_journal_bytes(elsewhere, 0, 2))  # not a run's rank file
-    (shm / f"memtop-{os.getpid()}-5").mkdir()  # a live one's
-    made = step_journal.make_dir(shm)
-    assert made is not None and made.is_dir()
-    assert sorted(p.name for p in shm.iterdir()) == sorted([f"memtop-{os.getpid()}-5", made.name])
-    assert steps_of(read_lines(record)) == [1, 2, 3]
-    assert elsewhere.read_bytes() == b""
+    (stale / "9-1.journal").write_bytes(_journal_bytes(elsewhere, 0, 2))  # not a run's rank file
+    outlived = shm / "memtop-8-1"  # a dead launcher's whose training still runs (it holds its journal's lock)
+    outlived.mkdir()
+    (outlived / step_journal.LOCK_NAME).write_bytes(b"")
+    (outlived / "10-0.journal").write_bytes(_journal_bytes(record, 0, 2))
+    live = shm / "memtop-11-0"  # a live launcher's (it holds its lock file's lock)
+    live.mkdir()
+    lockers = [_start(LOCKER, outlived / "10-0.journal")[0], _start(LOCKER, live / step_journal.LOCK_NAME)[0]]
+    try:
+        made = step_journal.make_dir(shm)
+        assert made is not None and made.is_dir()
+        assert sorted(p.name for p in shm.iterdir()) == sorted(["memtop-7-2", "memtop-8-1", "memtop-11-0", made.name])
+        assert sorted(p.name for p in outlived.iterdir()) == sorted(["10-0.journal", step_journal.LOCK_NAME])
+        assert steps_of(read_lines(record)) == [1, 2, 3]
+        assert elsewhere.read_bytes() == b""
+        step_journal.remove_dir(made, tmp_path)
+    finally:
+        for locker in lockers:
+            locker.kill()
+            locker.wait()
 
 
 def test_a_batch_cut_short_by_a_full_disk_costs_its_lines_and_nothing_after(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -17,6 +17,16 @@ OOM killer, a segfault) still loses at most the step in flight. What a journal c
 last :data:`FLUSH_SECONDS` of repeated steps, where the training and the launcher die together
 (a kill of both, the machine going down: the record file's page cache is lost with the machine too).
 
+Who may read a journal is decided by a lock, never by a pid: the process that writes a journal
+holds the POSIX write lock of its file (``lockf``) from the moment it makes it; the kernel releases
+it when the process ends, however it ends, and a forked child never inherits it. A recovery takes
+that lock first (without waiting) and reads only a journal whose lock it got: its process is gone
+(a pid in a name could be another process's by then, or a process of another pid namespace sharing
+``/dev/shm``), and no other recovery is reading it. A launcher likewise holds the lock of
+:data:`LOCK_NAME` in its directory for as long as it runs; a sweep (:func:`make_dir`) takes a
+directory only where it gets that lock. (POSIX locks end when their process closes any descriptor
+of the file: a process never opens its own journal a second time.)
+
 The journal's pages are written once with ``write()`` when it is made (a full memory file system
 fails that call: no journal then, lines are written as before), so storing into the mapping
 never has to allocate a page: it cannot raise SIGBUS the way a mapping of a disk file can when
@@ -36,6 +46,7 @@ another batch.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import mmap
 import os
@@ -44,6 +55,7 @@ import shutil
 import stat
 import struct
 import threading
+import time
 from pathlib import Path
 from typing import Final
 
@@ -66,6 +78,10 @@ _FIRST_WORD: Final = HEADER // 8  # the first entry's first 8-byte word
 assert _ENTRY.size == 40 and struct.calcsize("=q") == struct.calcsize("=d") == 8 and HEADER % 8 == 0
 _NONE_USED: Final = -1
 _recovering = threading.Lock()
+LOCK_NAME: Final = "launcher.lock"  # in a run's journal directory: locked by its launcher while it runs
+_UNLOCKED_AGE: Final = 60.0  # a directory without a lock file (one being made) is a dead launcher's only when older
+_END_WAIT: Final = 2.0  # at the end of a run, how long a journal still locked (its process still exiting) is waited for
+_dir_locks: dict[Path, int] = {}  # this launcher's directories: their lock files' descriptors, held until removed
 _SEP: Final = "\x00"  # between the pieces (JSON text holds no raw NUL: json writes it \u0000)
 
 
@@ -83,11 +99,16 @@ def journal_root() -> Path | None:
 
 
 def make_dir(root: Path | None = None) -> Path | None:
-    """A new directory for one run's journals (private to this user), or None where none can be made."""
+    """A new directory for one run's journals (private to this user, locked by this launcher until
+    :func:`remove_dir`), or None where none can be made. The directories dead launchers left are
+    swept first (never an exception: a damaged one cannot stop a run from starting)."""
     root = journal_root() if root is None else root
     if root is None:
         return None
-    _sweep(root)
+    try:
+        _sweep(root)
+    except Exception:  # noqa: BLE001 - whatever another launcher left, this run starts
+        pass
     for n in range(100):
         path = root / f"memtop-{os.getpid()}-{n}"
         try:
@@ -96,32 +117,79 @@ def make_dir(root: Path | None = None) -> Path | None:
             continue
         except OSError:
             return None
+        fd = _open_lock_file(path / LOCK_NAME, create=True)
+        if fd is None or not _lock(fd):
+            if fd is not None:
+                os.close(fd)
+            shutil.rmtree(path, ignore_errors=True)
+            return None  # (a file system without locks: no journal, lines written at once)
+        _dir_locks[path] = fd
         return path
     return None
 
 
+def _lock(fd: int) -> bool:
+    """The POSIX write lock of ``fd``'s file, taken without waiting; False where another process
+    holds it (or the file system has no locks)."""
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return False
+    return True
+
+
+def _open_lock_file(path: Path, create: bool = False) -> int | None:
+    """A descriptor (read-write: a POSIX write lock needs it) of a regular file, never through a link;
+    None where there is none such."""
+    flags = os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0) | (os.O_CREAT | os.O_EXCL if create else 0)
+    try:
+        fd = os.open(path, flags, 0o600)
+    except (OSError, ValueError):
+        return None
+    try:
+        if stat.S_ISREG(os.fstat(fd).st_mode):
+            return fd
+    except OSError:
+        pass
+    os.close(fd)
+    return None
+
+
 def _sweep(root: Path) -> None:
-    """Remove the journal directories this user's dead launchers left (a ``memtop train`` killed
-    before it could remove its own: its training then ended too, and wrote its own batches unless
-    it was killed as well), what their journals hold written first (:func:`_recover_stale`)."""
+    """The journal directories this user's dead launchers left (a ``memtop train`` killed before
+    it could remove its own): what their journals of dead processes hold written into their runs
+    (:func:`_recover_stale`), then each directory removed once no journal is left in it. A directory
+    is a dead launcher's where its lock file's lock can be taken (or, without a lock file, where it
+    is older than a minute); a journal still locked (its process outlived its launcher) stays."""
     try:
         names = [n for n in os.listdir(root) if n.startswith("memtop-")]
     except OSError:
         return
-    uid = os.getuid() if hasattr(os, "getuid") else None
+    uid = os.getuid()
     for name in names:
-        try:
-            pid = int(name.split("-")[1])
-        except (IndexError, ValueError):
-            continue
         path = root / name
+        if path in _dir_locks:
+            continue  # (this process's own: a second run in one process)
         try:
             st = os.lstat(path)
         except OSError:
             continue
-        if stat.S_ISDIR(st.st_mode) and st.st_uid == uid and not _alive(pid):
+        if not stat.S_ISDIR(st.st_mode) or st.st_uid != uid:
+            continue
+        fd = _open_lock_file(path / LOCK_NAME)
+        if fd is None:
+            if os.path.lexists(path / LOCK_NAME) or time.time() - st.st_mtime < _UNLOCKED_AGE:
+                continue  # a lock file of another kind, or a directory being made
+        elif not _lock(fd):
+            os.close(fd)
+            continue  # its launcher runs
+        try:
             _recover_stale(path)
-            shutil.rmtree(path, ignore_errors=True)
+            if not _journals(path):
+                shutil.rmtree(path, ignore_errors=True)
+        finally:
+            if fd is not None:
+                os.close(fd)
 
 
 def _recover_stale(directory: Path) -> None:
@@ -133,11 +201,30 @@ def _recover_stale(directory: Path) -> None:
             _recover_named(directory, name, None)
 
 
+def _journals(directory: Path) -> list[str]:
+    return [n for n in _names(directory) if n.endswith(SUFFIX)]
+
+
 def remove_dir(directory: Path, run_dir: Path) -> None:
-    """The run is over: what the journals of dead processes hold written (:func:`recover`), the
-    directory removed with whatever is left in it (a process still alive has lost its launcher)."""
-    recover(directory, run_dir)
-    shutil.rmtree(directory, ignore_errors=True)
+    """The run is over: what the journals of ended processes hold written (:func:`recover`; a
+    journal still locked, its process still exiting, waited for up to :data:`_END_WAIT` seconds),
+    then the directory removed, unless a journal is still locked (a process that outlived the run:
+    the next launcher's sweep writes it once that process ends). Never raises."""
+    deadline = time.monotonic() + _END_WAIT
+    try:
+        while True:
+            recover(directory, run_dir)
+            if not _journals(directory) or time.monotonic() >= deadline:
+                break
+            time.sleep(0.05)
+        if not _journals(directory):
+            shutil.rmtree(directory, ignore_errors=True)
+    except Exception:  # noqa: BLE001 - the run's records are read next, whatever is left here
+        pass
+    finally:
+        fd = _dir_locks.pop(directory, None)
+        if fd is not None:
+            os.close(fd)  # (the lock released: a later sweep may take what is left)
 
 
 def representable(time: object, step: object, step_time: object, device_used: object) -> bool:
@@ -183,6 +270,8 @@ class StepJournal:
             except OSError:
                 return None
             try:
+                if not _lock(fd):  # (held by this process until it ends: what tells a recovery it is alive)
+                    raise OSError("no lock")
                 zeros = bytes(1 << 16)
                 left = SIZE
                 while left:
@@ -302,24 +391,32 @@ def _lines(pieces: tuple[str, ...], buf: bytes | mmap.mmap, batch: int, n: int) 
 def read(path: Path) -> tuple[Path, int, list[bytes]] | None:
     """A journal file's record file, the size of that file where its lines go, and its lines;
     None where the file is not a journal of this format (checked field by field: a journal is
-    read after its process died, and may be anything)."""
+    read after its process died, and may be anything). (Reading a journal takes no lock: a
+    recovery reads through :func:`recover_file`.)"""
     try:
         data = read_bounded(path, SIZE)  # (a regular file, never a FIFO or a device; no larger than a journal)
     except OSError:
         return None
+    return _parse(data)
+
+
+def _parse(data: bytes) -> tuple[Path, int, list[bytes]] | None:
     if len(data) < HEADER:
         return None
     magic, version, batch, offset, path_len, pieces_len = _FIXED.unpack_from(data, 0)
     if magic != MAGIC or version != VERSION or batch <= 0 or offset < 0 or _FIXED.size + path_len + pieces_len > HEADER:
         return None
     count = min(CAPACITY, (len(data) - HEADER) // _ENTRY.size)
-    record = os.fsdecode(data[_FIXED.size : _FIXED.size + path_len])
+    record_b = data[_FIXED.size : _FIXED.size + path_len]
+    if not record_b.startswith(b"/") or b"\0" in record_b:
+        return None  # the writer stores an absolute path, which never holds a NUL
+    record = os.fsdecode(record_b)
     try:
         text = data[_FIXED.size + path_len : _FIXED.size + path_len + pieces_len].decode("utf-8")
     except UnicodeDecodeError:
         return None
     pieces = tuple(text.split(_SEP))
-    if len(pieces) != 5 or not record:
+    if len(pieces) != 5:
         return None
     lines = _lines(pieces, data, batch, count)
     if lines and not _a_step_line(lines[0]):
@@ -330,7 +427,7 @@ def read(path: Path) -> tuple[Path, int, list[bytes]] | None:
 def _a_step_line(line: bytes) -> bool:
     try:
         doc = json.loads(line)
-    except ValueError:
+    except (ValueError, RecursionError):  # (damaged text nested deep enough stops the parser)
         return False
     return isinstance(doc, dict) and doc.get("type") == "step" and line.endswith(b"}\n") and line.count(b"\n") == 1
 
@@ -350,9 +447,10 @@ def recover(directory: Path, run_dir: Path) -> int:
     journal in ``directory`` holds that the file lacks (the journal's process died before it
     wrote them), then remove the journals of processes that are gone. Returns the lines written.
 
-    Only journals of dead processes are read (a process still running owns its journal); only
-    regular files directly in ``run_dir`` are written, at their end, and only where the file is
-    exactly as long as the journal says it was before those lines (or holds some of them)."""
+    Only journals whose lock can be taken are read (their process is gone: a process still
+    running holds its journal's lock); only regular files directly in ``run_dir`` are written, at
+    their end, and only where the file is exactly as long as the journal says it was before those
+    lines (or holds some of them). Never raises."""
     with _recovering:  # (the launcher's threads may both see the training end)
         return sum(_recover_named(directory, name, run_dir) for name in _names(directory))
 
@@ -365,59 +463,48 @@ def _names(directory: Path) -> list[str]:
 
 
 def _recover_named(directory: Path, name: str, run_dir: Path | None) -> int:
-    if not name.endswith(SUFFIX):
-        return 0
-    pid = _journal_pid(name)
-    return 0 if not pid or _alive(pid) else recover_file(directory / name, run_dir)
-
-
-def _journal_pid(name: str) -> int:
-    """The pid a journal's name starts with (``<pid>-<n>.journal``), 0 where it has none."""
-    try:
-        return int(name.split("-", 1)[0])
-    except ValueError:
-        return 0
+    return recover_file(directory / name, run_dir) if name.endswith(SUFFIX) else 0
 
 
 def recover_file(path: Path, run_dir: Path | None) -> int:
-    """:func:`recover` of one journal whose process is gone (the caller knows it is): the lines
-    its record file lacks written there, the journal removed. Returns the lines written.
+    """:func:`recover` of one journal: where its lock can be taken (its process is gone, no other
+    recovery is at it), the lines its record file lacks written there and the journal removed;
+    a journal still locked is left as it is. Returns the lines written; never raises.
     ``run_dir`` None: the record file's own run directory, where it is one (:func:`_run_of`)."""
-    found = read(path)
+    fd = _open_lock_file(path)
+    if fd is None:  # a link, a directory, a FIFO...: never a journal (the directory is private)
+        with contextlib.suppress(OSError, ValueError):
+            if not os.path.isdir(path) or os.path.islink(path):
+                os.unlink(path)
+        return 0
     written = 0
-    if found is not None:
-        run = _run_of(found[0]) if run_dir is None else os.path.realpath(run_dir)
-        written = 0 if run is None else _append_missing(found, run)
-    with contextlib.suppress(OSError):
-        os.unlink(path)
+    try:
+        if not _lock(fd):
+            return 0  # its process runs (or exits now), or another recovery has it
+        st = os.fstat(fd)
+        if st.st_nlink == 0 or st.st_size > SIZE:
+            return 0  # removed by the recovery that held it before us; or not a journal
+        found = _parse(os.pread(fd, SIZE, 0))
+        if found is not None:
+            run = _run_of(found[0]) if run_dir is None else os.path.realpath(run_dir)
+            written = 0 if run is None else _append_missing(found, run)
+        with contextlib.suppress(OSError):
+            os.unlink(path)  # (while locked: no other recovery reads it after this one)
+    except Exception:  # noqa: BLE001 - a damaged journal is dropped, never the launcher
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+    finally:
+        os.close(fd)
     return written
 
 
 def _run_of(record: Path) -> str | None:
-    """The run directory of ``record`` where it is a rank file of one (``rank<N>.jsonl`` or
-    ``proc<PID>.jsonl`` beside a ``meta.json``), else None."""
+    """The run directory of ``record`` where it is a record file of one (``rank<N>.jsonl``,
+    ``proc<PID>.jsonl`` or ``proc<PID>-<i>.jsonl`` beside a ``meta.json``), else None."""
     run = os.path.dirname(os.path.realpath(record))
-    if re.fullmatch(r"(rank|proc)\d+\.jsonl", record.name) and os.path.isfile(os.path.join(run, "meta.json")):
+    if re.fullmatch(r"(rank\d+|proc\d+(-\d+)?)\.jsonl", record.name) and os.path.isfile(os.path.join(run, "meta.json")):
         return run
     return None
-
-
-def _alive(pid: int) -> bool:
-    """Whether process ``pid`` still runs (a zombie does not: it writes nothing more)."""
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True  # someone else's process: not ours to judge
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            state = fh.read(512).rsplit(b")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return True  # no /proc: kill() said it exists
-    return state not in (b"Z", b"X")
 
 
 def _append_missing(found: tuple[Path, int, list[bytes]], run: str) -> int:
