@@ -154,9 +154,16 @@ def _start(code: str, *args: object) -> tuple[subprocess.Popen[str], str]:
     return proc, proc.stdout.readline().strip()
 
 
+def _aged(path: Path) -> Path:
+    """Made long ago (a sweep leaves alone a lock file or journal made in the last seconds: its
+    maker may not have locked it yet)."""
+    os.utime(path, (1e9, 1e9))
+    return path
+
+
 def _record(tmp_path: Path) -> Path:
     run = tmp_path / "run"
-    run.mkdir(exist_ok=True)
+    run.mkdir(parents=True, exist_ok=True)
     (run / "meta.json").write_text("{}")
     record = run / "rank0.jsonl"
     record.write_bytes(b'{"type":"step","step":1}\n')
@@ -191,6 +198,7 @@ def test_a_pid_in_a_name_decides_nothing(tmp_path: Path) -> None:
     journals.mkdir()
     (journals / f"{os.getpid()}-0.journal").write_bytes(_journal_bytes(record, record.stat().st_size, 2))
     (journals / f"{1 << 70}-0.journal").write_bytes(b"x")  # a pid no kernel has: nothing to trip on
+    _aged(journals / f"{1 << 70}-0.journal")
     assert step_journal.recover(journals, record.parent) == 2
     assert steps_of(read_lines(record)) == [1, 2, 3]
     shm = tmp_path / "shm"
@@ -208,11 +216,25 @@ def test_a_pid_in_a_name_decides_nothing(tmp_path: Path) -> None:
     finally:
         locker.kill()
         locker.wait()
+    _aged(other / step_journal.LOCK_NAME)
     made = step_journal.make_dir(shm)  # its launcher gone: swept now
     assert made is not None
     assert not other.exists()
     step_journal.remove_dir(made, tmp_path)
     assert not list(shm.iterdir())
+
+
+def test_a_journal_of_another_run_is_written_into_that_run(tmp_path: Path) -> None:
+    """A process of this run that wrote records into another run's directory: at the end, its
+    journal's lines go to that run's rank file, never dropped (nor into this run)."""
+    other, this = _record(tmp_path / "y"), _record(tmp_path / "x")
+    journals = tmp_path / "journals"
+    journals.mkdir()
+    (journals / "5-0.journal").write_bytes(_journal_bytes(other, other.stat().st_size, 2))
+    assert step_journal.recover(journals, this.parent) == 2
+    assert steps_of(read_lines(other)) == [1, 2, 3]
+    assert steps_of(read_lines(this)) == [1]
+    assert not list(journals.iterdir())
 
 
 def test_a_damaged_journal_never_stops_a_launcher(tmp_path: Path) -> None:
@@ -224,6 +246,7 @@ def test_a_damaged_journal_never_stops_a_launcher(tmp_path: Path) -> None:
     stale = shm / "memtop-1-0"
     stale.mkdir()
     (stale / step_journal.LOCK_NAME).write_bytes(b"")  # nobody holds it: a dead launcher's
+    _aged(stale / step_journal.LOCK_NAME)
     nul = _journal_bytes(record, 0, 2)
     nul[32 + 3] = 0  # a NUL in the record's path
     (stale / "1-0.journal").write_bytes(nul)
@@ -369,6 +392,7 @@ def test_a_launcher_sweeps_the_directories_of_dead_launchers(tmp_path: Path) -> 
     shm.mkdir()
     (shm / "memtop-7-0").mkdir()  # a killed memtop's, empty, its lock file unheld
     (shm / "memtop-7-0" / step_journal.LOCK_NAME).write_bytes(b"")
+    _aged(shm / "memtop-7-0" / step_journal.LOCK_NAME)
     old = shm / "memtop-7-1"  # one killed between making its directory and its lock file, long ago
     old.mkdir()
     os.utime(old, (1e9, 1e9))
@@ -376,6 +400,7 @@ def test_a_launcher_sweeps_the_directories_of_dead_launchers(tmp_path: Path) -> 
     stale = shm / "memtop-8-0"
     stale.mkdir()
     (stale / step_journal.LOCK_NAME).write_bytes(b"")
+    _aged(stale / step_journal.LOCK_NAME)
     (stale / "9-0.journal").write_bytes(_journal_bytes(record, record.stat().st_size, 2))
     elsewhere = tmp_path / "not-a-run.jsonl"
     elsewhere.write_bytes(b"")
@@ -383,6 +408,7 @@ def test_a_launcher_sweeps_the_directories_of_dead_launchers(tmp_path: Path) -> 
     outlived = shm / "memtop-8-1"  # a dead launcher's whose training still runs (it holds its journal's lock)
     outlived.mkdir()
     (outlived / step_journal.LOCK_NAME).write_bytes(b"")
+    _aged(outlived / step_journal.LOCK_NAME)
     (outlived / "10-0.journal").write_bytes(_journal_bytes(record, 0, 2))
     live = shm / "memtop-11-0"  # a live launcher's (it holds its lock file's lock)
     live.mkdir()

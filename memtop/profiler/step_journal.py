@@ -80,6 +80,7 @@ _NONE_USED: Final = -1
 _recovering = threading.Lock()
 LOCK_NAME: Final = "launcher.lock"  # in a run's journal directory: locked by its launcher while it runs
 _UNLOCKED_AGE: Final = 60.0  # a directory without a lock file (one being made) is a dead launcher's only when older
+_YOUNG: Final = 10.0  # a lock file or journal made this recently may be its maker's, not yet locked: left alone
 _END_WAIT: Final = 2.0  # at the end of a run, how long a journal still locked (its process still exiting) is waited for
 _dir_locks: dict[Path, int] = {}  # this launcher's directories: their lock files' descriptors, held until removed
 _SEP: Final = "\x00"  # between the pieces (JSON text holds no raw NUL: json writes it \u0000)
@@ -138,6 +139,16 @@ def _lock(fd: int) -> bool:
     return True
 
 
+def _still_there(fd: int, path: Path) -> bool:
+    """Whether ``fd`` (just locked) is the file at ``path`` now, and not one made in the last
+    :data:`_YOUNG` seconds (its maker may not have locked it yet)."""
+    try:
+        mine, there = os.fstat(fd), os.lstat(path)
+    except OSError:
+        return False
+    return (mine.st_dev, mine.st_ino) == (there.st_dev, there.st_ino) and mine.st_nlink > 0 and time.time() - mine.st_mtime >= _YOUNG
+
+
 def _open_lock_file(path: Path, create: bool = False) -> int | None:
     """A descriptor (read-write: a POSIX write lock needs it) of a regular file, never through a link;
     None where there is none such."""
@@ -180,9 +191,9 @@ def _sweep(root: Path) -> None:
         if fd is None:
             if os.path.lexists(path / LOCK_NAME) or time.time() - st.st_mtime < _UNLOCKED_AGE:
                 continue  # a lock file of another kind, or a directory being made
-        elif not _lock(fd):
+        elif not _lock(fd) or not _still_there(fd, path / LOCK_NAME):
             os.close(fd)
-            continue  # its launcher runs
+            continue  # its launcher runs (or is making it now); or another sweep removed it and a new launcher took the name
         try:
             _recover_stale(path)
             if not _journals(path):
@@ -224,7 +235,8 @@ def remove_dir(directory: Path, run_dir: Path) -> None:
     finally:
         fd = _dir_locks.pop(directory, None)
         if fd is not None:
-            os.close(fd)  # (the lock released: a later sweep may take what is left)
+            with contextlib.suppress(OSError):
+                os.close(fd)  # (the lock released: a later sweep may take what is left)
 
 
 def representable(time: object, step: object, step_time: object, device_used: object) -> bool:
@@ -391,8 +403,9 @@ def _lines(pieces: tuple[str, ...], buf: bytes | mmap.mmap, batch: int, n: int) 
 def read(path: Path) -> tuple[Path, int, list[bytes]] | None:
     """A journal file's record file, the size of that file where its lines go, and its lines;
     None where the file is not a journal of this format (checked field by field: a journal is
-    read after its process died, and may be anything). (Reading a journal takes no lock: a
-    recovery reads through :func:`recover_file`.)"""
+    read after its process died, and may be anything). Reading takes no lock (a recovery reads
+    through :func:`recover_file`); never call it on a journal of this process: closing the file
+    ends this process's lock on it (POSIX), and the journal would then look dead."""
     try:
         data = read_bounded(path, SIZE)  # (a regular file, never a FIFO or a device; no larger than a journal)
     except OSError:
@@ -484,9 +497,13 @@ def recover_file(path: Path, run_dir: Path | None) -> int:
         st = os.fstat(fd)
         if st.st_nlink == 0 or st.st_size > SIZE:
             return 0  # removed by the recovery that held it before us; or not a journal
+        if st.st_size < SIZE and time.time() - st.st_mtime < _YOUNG:
+            return 0  # being made this moment (created, not yet locked): its maker's
         found = _parse(os.pread(fd, SIZE, 0))
         if found is not None:
-            run = _run_of(found[0]) if run_dir is None else os.path.realpath(run_dir)
+            run: str | None = os.path.realpath(run_dir) if run_dir is not None else None
+            if run is None or os.path.dirname(os.path.realpath(found[0])) != run:
+                run = _run_of(found[0])  # (a record file of another run: written into its own run)
             written = 0 if run is None else _append_missing(found, run)
         with contextlib.suppress(OSError):
             os.unlink(path)  # (while locked: no other recovery reads it after this one)
