@@ -237,6 +237,22 @@ def test_a_journal_of_another_run_is_written_into_that_run(tmp_path: Path) -> No
     assert not list(journals.iterdir())
 
 
+def test_a_journal_that_cannot_be_opened_now_is_kept(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Out of descriptors (or any other failure to open it): the journal may be a live process's,
+    so it stays; a symlink where a journal goes is dropped."""
+    record = _record(tmp_path)
+    journals = tmp_path / "journals"
+    journals.mkdir()
+    journal = journals / "5-0.journal"
+    journal.write_bytes(_journal_bytes(record, record.stat().st_size, 1))
+    os.symlink(record, journals / "6-0.journal")
+    monkeypatch.setattr(step_journal, "_open_lock_file", lambda path, create=False: None)
+    assert step_journal.recover(journals, record.parent) == 0
+    assert sorted(p.name for p in journals.iterdir()) == ["5-0.journal"]
+    monkeypatch.undo()
+    assert step_journal.recover(journals, record.parent) == 1
+
+
 def test_a_damaged_journal_never_stops_a_launcher(tmp_path: Path) -> None:
     """What a dead process or a stray write left in a journal: recovery says nothing, writes
     nothing, removes it; the next run starts."""

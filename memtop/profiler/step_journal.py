@@ -485,9 +485,11 @@ def recover_file(path: Path, run_dir: Path | None) -> int:
     a journal still locked is left as it is. Returns the lines written; never raises.
     ``run_dir`` None: the record file's own run directory, where it is one (:func:`_run_of`)."""
     fd = _open_lock_file(path)
-    if fd is None:  # a link, a directory, a FIFO...: never a journal (the directory is private)
+    if fd is None:  # a link, a FIFO...: never a journal (the directory is private), dropped; a
+        # regular file that could not be opened now (out of descriptors) may be a live one: kept
         with contextlib.suppress(OSError, ValueError):
-            if not os.path.isdir(path) or os.path.islink(path):
+            mode = os.lstat(path).st_mode
+            if not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):
                 os.unlink(path)
         return 0
     written = 0
